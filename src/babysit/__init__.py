@@ -1,0 +1,16 @@
+"""babysit: CS231n Lecture 6 ("Training Neural Networks I") as code you run on your own model.
+
+Importing babysit is light: torch and numpy only. matplotlib, optuna, tensorboard, mnist1d and
+scikit-learn are imported by the functions that need them.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import data, nn
+
+try:
+    __version__ = version("babysit")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = ["__version__", "data", "nn"]
