@@ -66,7 +66,7 @@ class Maxout(nn.Module):
         return z.amax(dim=-1)  # (..., out); the gradient reaches only the argmax piece
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, pieces={self.pieces}"
+        return f"{self.in_features}, {self.out_features}, pieces={self.pieces}"
 
 
 class ChannelMaxout(nn.Module):

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .activations import ChannelMaxout, Maxout, activation as make_activation
+from .activations import ChannelMaxout, Maxout
+from .activations import activation as make_activation
 
 __all__ = ["convnet", "mlp"]
 

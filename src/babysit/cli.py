@@ -1,0 +1,108 @@
+"""The ``babysit`` command line (typer): demo, initlab; more commands arrive with their issues.
+
+Exit codes: 0 success, 1 a finding of severity error (diagnose), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="babysit",
+    help="CS231n Lecture 6 as code: find out why your network is not learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"babysit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """babysit: pre-flight checks, monitors, search and reports for PyTorch training."""
+
+
+@app.command()
+def initlab(
+    activation: Annotated[
+        list[str] | None,
+        typer.Option(help="Activation(s) to test; with --init, pairs up in order."),
+    ] = None,
+    init: Annotated[
+        list[str] | None, typer.Option(help="Init scheme(s): normal, xavier, he, lsuv, ...")
+    ] = None,
+    std: Annotated[float | None, typer.Option(help="std for --init normal.")] = None,
+    depth: Annotated[int, typer.Option(min=1, help="Number of hidden layers.")] = 10,
+    width: Annotated[int, typer.Option(min=1, help="Units per layer.")] = 500,
+    n_inputs: Annotated[int, typer.Option(min=2, help="Unit-Gaussian input examples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory for activations.json and initlab.png.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """The lecture's init experiment: per-layer activation statistics of a deep net at init.
+
+    With no --activation/--init, runs the lecture's five settings: tanh + N(0, 0.01²),
+    tanh + N(0, 1), tanh + Xavier, ReLU + Xavier, ReLU + He.
+    """
+    from . import initlab as lab
+
+    try:
+        settings = lab.settings_from_cli(activation or [], init or [], std=std)
+    except ValueError as err:
+        _usage_error(str(err))
+    result = lab.run(
+        settings,
+        depth=depth,
+        width=width,
+        n_inputs=n_inputs,
+        seed=seed,
+        progress=progress and not as_json,
+        run_dir=out,
+    )
+    if as_json:
+        typer.echo(json.dumps({"schema": 1, **result.to_dict()}, indent=2))
+        return
+    lab.print_table(result)
+    if out is not None:
+        typer.echo(f"wrote {out / 'activations.json'} and {out / 'initlab.png'}")
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option(help="Run directory (an existing one is kept, renamed).")
+    ] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option(help="A smaller, faster demo.")] = False,
+) -> None:
+    """Walk through the lecture on bundled data (grows with each feature)."""
+    from .demo import run_demo
+
+    run_demo(out, quick=quick)
+
+
+def _usage_error(message: str) -> None:
+    typer.echo(f"babysit: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,99 @@
+"""The run directory: the one place that reads and writes its layout.
+
+A run directory holds what ``diagnose``, ``fit``, ``lr_find``, ``search`` and ``initlab`` wrote
+and what ``report`` reads: ``config.json``, ``metrics.csv``, ``findings.json``,
+``activations.json``, ``lr_find.json``, ``trials.csv``, ``data_stats.json``, ``checkpoints/``,
+``tb/``. Every write is atomic (a temporary file in the same folder, then a rename), so a crash
+never leaves a half-written file, and every JSON document carries ``"schema": 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ACTIVATIONS",
+    "CONFIG",
+    "FINDINGS",
+    "SCHEMA",
+    "atomic_write_bytes",
+    "fresh_run_dir",
+    "read_json",
+    "write_json",
+]
+
+SCHEMA = 1
+CONFIG = "config.json"
+FINDINGS = "findings.json"
+ACTIVATIONS = "activations.json"
+
+
+def fresh_run_dir(path: str | os.PathLike) -> Path:
+    """Create the run directory ``path``; an existing one is renamed ``<path>-<timestamp>`` first.
+
+    Nothing is ever overwritten: ``make demo`` run twice keeps the first run beside the second.
+    """
+    path = Path(path)
+    if path.exists():
+        stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        target = path.with_name(f"{path.name}-{stamp}")
+        suffix = 1
+        while target.exists():
+            target = path.with_name(f"{path.name}-{stamp}-{suffix}")
+            suffix += 1
+        path.rename(target)
+    path.mkdir(parents=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(run_dir: str | os.PathLike, name: str, document: dict[str, Any]) -> Path:
+    """Write ``document`` (plus ``"schema": 1``) as ``run_dir/name``, atomically."""
+    body = {"schema": SCHEMA, **document}
+    text = json.dumps(body, indent=2, allow_nan=True, default=_jsonable)
+    return atomic_write_bytes(Path(run_dir) / name, text.encode())
+
+
+def read_json(run_dir: str | os.PathLike, name: str) -> dict[str, Any] | None:
+    """Read ``run_dir/name``; ``None`` when the run has no such file."""
+    path = Path(run_dir) / name
+    if not path.exists():
+        return None
+    document = json.loads(path.read_text())
+    if document.get("schema", SCHEMA) > SCHEMA:
+        raise ValueError(
+            f"{path} has schema {document['schema']}, newer than this babysit understands "
+            f"({SCHEMA}): upgrade babysit to read it"
+        )
+    return document
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "tolist"):  # numpy and torch scalars and arrays
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,53 @@
+"""The command line: version, initlab (table, JSON, bad usage), demo."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from babysit import __version__
+from babysit.cli import app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_initlab_json_is_machine_readable():
+    args = ["initlab", "--json", "--depth", "3", "--width", "40", "--n-inputs", "300"]
+    result = runner.invoke(app, [*args, "--activation", "relu", "--init", "he"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["schema"] == 1
+    assert [s["label"] for s in document["settings"]] == ["relu + he"]
+    assert len(document["settings"][0]["layers"]) == 3
+
+
+def test_initlab_prints_the_table_and_writes_the_run(tmp_path):
+    args = ["initlab", "--depth", "2", "--width", "30", "--no-progress", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--activation", "tanh", "--init", "normal", "--std", "1"])
+    assert result.exit_code == 0, result.output
+    assert "tanh + N(0, 1²)" in result.output and "saturated" in result.output
+    assert (tmp_path / "initlab.png").exists() and (tmp_path / "activations.json").exists()
+
+
+def test_initlab_bad_usage_exits_2_with_one_line():
+    result = runner.invoke(app, ["initlab", "--activation", "rectifier"])
+    assert result.exit_code == 2
+    assert "unknown activation 'rectifier'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_quick_writes_a_run_and_keeps_an_old_one(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier run")
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "activations.json").exists() and (out / "data_stats.json").exists()
+    renamed = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
+    assert len(renamed) == 1 and (renamed[0] / "keep.txt").read_text() == "earlier run"
