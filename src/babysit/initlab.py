@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 
+HIST_BINS = 40
+
+
 @dataclass(frozen=True)
 class Setting:
     """One (activation, init scheme) pair; ``init_kwargs`` go to ``init_model`` (e.g. std)."""
@@ -190,9 +193,22 @@ def run(
 
 
 def _measure(net: nn.Module, inputs: torch.Tensor, generator: torch.Generator) -> list[LayerRow]:
-    probe = Probe(net, layers="all", max_examples=None, max_units=1 << 20, bins=40)
     with torch.no_grad():
         upstream = torch.randn(net(inputs).shape, generator=generator)
+    # One histogram range for every layer of a setting, as in the lecture's figure: a collapse
+    # then shows as a spike narrowing on 0, not as the same bell curve on ever smaller axes.
+    first = Probe(net, layers="activations", max_examples=None, max_units=1 << 20)
+    spans = [(s.min, s.max) for s in first.snapshot(inputs).values()]
+    low = min((lo for lo, _ in spans), default=-1.0)
+    high = max((hi for _, hi in spans), default=1.0)
+    probe = Probe(
+        net,
+        layers="all",
+        max_examples=None,
+        max_units=1 << 20,
+        bins=HIST_BINS,
+        hist_range=(low, high) if low < high else None,
+    )
     stats = probe.snapshot(inputs, loss_fn=lambda out: (out * upstream).sum())
     rows, last_weight = [], None
     for name, module in net.named_modules():
@@ -278,12 +294,15 @@ def plot(result: InitLabResult, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     n, depth = len(result.results), max(len(r.layers) for r in result.results)
+    positive = [s for r in result.results for s in r.stds if s > 0] or [1.0]
+    std_limits = (min(positive) / 2, max(positive) * 2)  # one scale for all rows: compare them
     fig = plt.figure(figsize=(3.2 + 1.25 * depth, 2.0 * n + 0.6), layout="constrained")
     grid = fig.add_gridspec(n, depth + 2, width_ratios=[2.6, 0.15] + [1] * depth)
     for i, r in enumerate(result.results):
         curve = fig.add_subplot(grid[i, 0])
         layers = [row.layer for row in r.layers]
         curve.semilogy(layers, [max(s, 1e-12) for s in r.stds], "o-", color="C0", label="std")
+        curve.set_ylim(*std_limits)
         curve.set_title(r.setting.label, fontsize=10, loc="left")
         curve.set_xlabel("layer")
         curve.set_ylabel("activation std")
