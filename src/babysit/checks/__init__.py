@@ -1,0 +1,183 @@
+"""Pre-flight checks: ``babysit.diagnose`` runs the lecture's babysitting steps before training.
+
+Families, one module each: ``data`` (NaN, centring, scale, labels), ``structure`` (what the
+layer order makes explicit), ``forward`` (activation statistics at init), ``loss`` (ln C at init,
+regularization), ``backward`` (gradient flow, gradient check, batch independence), ``overfit``
+(~20 examples to 100%), ``learning_rate`` (a short run, the range test).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import runs
+from ..findings import Diagnosis, Finding
+from ..optim import DEFAULT_LR, make_optimizer, optimizer_name
+from ..thresholds import resolve
+from . import _base
+from ._base import REGISTRY, Context, finding
+from ._data_input import probe_batch
+
+__all__ = ["CHECK_SETS", "diagnose", "list_checks"]
+
+PROBE_BATCH = 512  # >= 256 examples so dead ReLUs can be judged (DESIGN.md)
+DEFAULT_BATCH_SIZE = 64
+
+
+def _load_families() -> None:
+    # Registration order is run order: the forward pass first (it measures the output width
+    # and the cost of a pass), the slow training checks last.
+    from . import structure, data, forward, loss, backward, overfit, learning_rate  # noqa: F401, I001
+
+
+def list_checks() -> dict[str, _base.CheckSpec]:
+    """Every registered check by name, in the order ``diagnose`` runs them."""
+    _load_families()
+    return dict(REGISTRY)
+
+
+CHECK_SETS = ("default", "all")
+
+
+def diagnose(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    optimizer: str | Callable = "adam",
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    num_classes: int | None = None,
+    checks: str | Sequence[str] = "default",
+    ignore: Iterable[str] = (),
+    thresholds: Mapping[str, float] | None = None,
+    seed: int = 0,
+    budget_s: float | None = None,
+    device: str | torch.device = "cpu",
+    run_dir: str | Path | None = None,
+) -> Diagnosis:
+    """Run the pre-flight checks of CS231n Lecture 6 on ``model`` and ``data``.
+
+    Args:
+        model: any ``nn.Module``. It is never modified: checks run on deep copies.
+        data: ``(X, y)`` tensors or arrays, a ``Dataset`` or a ``DataLoader`` yielding
+            ``(x, y)``. A probe batch of up to 512 examples is drawn from it.
+        loss_fn: ``loss_fn(output, target)``; default cross-entropy on class labels.
+        optimizer: a name (``"sgd"``, ``"momentum"``, ``"adam"``, ...) or a factory
+            ``params -> Optimizer``; ``lr`` and ``weight_decay`` go with a name.
+        lr: the learning rate to judge; ``None`` runs the range test to find one.
+        num_classes: default: the model's output width.
+        checks: ``"default"`` (fast), ``"all"`` (adds the slow ones) or a list of check names
+            (see :func:`list_checks`).
+        ignore: finding codes to silence.
+        thresholds: overrides by name (see :data:`babysit.thresholds.THRESHOLDS`).
+        seed: seeds every random draw; the global RNG state is restored afterwards.
+        budget_s: checks that would not fit in the remaining time are skipped and listed in a
+            ``CHECKS_SKIPPED`` finding.
+        device: where the checks run.
+        run_dir: if given, ``findings.json`` is written there.
+
+    Returns:
+        A :class:`~babysit.findings.Diagnosis`, most severe findings first.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"diagnose needs an nn.Module as model, got {type(model).__name__}")
+    selected = _select(checks)
+    limits = resolve(thresholds)
+    device = torch.device(device)
+    ignored = set(ignore)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        x, y, n_examples = probe_batch(data, PROBE_BATCH, seed)
+        ctx = Context(
+            model=copy.deepcopy(model).to(device),
+            x=x.to(device),
+            y=None if y is None else y.to(device),
+            data=data,
+            loss_fn=loss_fn or nn.CrossEntropyLoss(),
+            classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
+            num_classes=num_classes,
+            optimizer=lambda params, lr_, wd: make_optimizer(optimizer, params, lr_, wd),
+            optimizer_name=optimizer_name(optimizer),
+            lr=lr,
+            weight_decay=weight_decay,
+            thresholds=limits,
+            seed=seed,
+            device=device,
+            n_examples=n_examples,
+            batch_size=getattr(data, "batch_size", None) or DEFAULT_BATCH_SIZE,
+            _original=model,
+        )
+        if isinstance(optimizer, str):
+            make_optimizer(optimizer, [nn.Parameter(torch.zeros(1))], lr, weight_decay)  # validate
+        ctx.cache["default_lr"] = DEFAULT_LR.get(ctx.optimizer_name, 1e-3)
+        findings = _run_checks(ctx, selected, budget_s, start)
+    diagnosis = Diagnosis(f for f in findings if f.code not in ignored)
+    if run_dir is not None:
+        runs.write_json(run_dir, runs.FINDINGS, diagnosis.to_dict())
+    return diagnosis
+
+
+def _select(checks: str | Sequence[str]) -> list[_base.CheckSpec]:
+    available = list_checks()
+    if isinstance(checks, str):
+        if checks not in CHECK_SETS:
+            if checks in available:
+                return [available[checks]]
+            raise ValueError(
+                f"checks must be 'default', 'all' or a list of check names, got {checks!r}; "
+                f"check names: {', '.join(available)}"
+            )
+        return [spec for spec in available.values() if checks == "all" or not spec.slow]
+    unknown = [name for name in checks if name not in available]
+    if unknown:
+        raise ValueError(f"unknown checks {unknown}; known: {', '.join(available)}")
+    return [spec for name, spec in available.items() if name in set(checks)]
+
+
+def _run_checks(
+    ctx: Context, selected: list[_base.CheckSpec], budget_s: float | None, start: float
+) -> list[Finding]:
+    findings: list[Finding] = []
+    skipped: dict[str, str] = {}
+    for spec in selected:
+        if ctx.cache.get("stop"):
+            skipped[spec.name] = ctx.cache["stop"]
+            continue
+        if spec.needs_labels and ctx.y is None:
+            skipped[spec.name] = "the data has no targets"
+            continue
+        elapsed = time.perf_counter() - start
+        estimate = ctx.cache.get("pass_s", 0.0) * _COST_IN_PASSES.get(spec.name, 1)
+        if budget_s is not None and elapsed + estimate > budget_s:
+            skipped[spec.name] = f"over budget_s={budget_s:g} ({elapsed:.2f} s spent)"
+            continue
+        torch.manual_seed(ctx.seed)
+        findings += spec.run(ctx)
+    if skipped:
+        findings.append(
+            finding(
+                "CHECKS_SKIPPED",
+                f"{len(skipped)} check(s) not run: {', '.join(skipped)}",
+                "raise budget_s, or fix the errors above and run diagnose again",
+                {"skipped": skipped},
+            )
+        )
+    return findings
+
+
+# Rough cost of each check in forward+backward passes of the probe batch, for budget_s.
+_COST_IN_PASSES: dict[str, float] = {
+    "overfit_small_sample": 150,
+    "learning_rate": 60,
+    "lr_range_test": 120,
+    "gradient_check": 40,
+}

@@ -1,0 +1,66 @@
+"""Every threshold that turns a measurement into a finding: a named constant with its source.
+
+``diagnose(..., thresholds={"dead_relu_warning": 0.5})`` and the monitors take overrides by
+these names; :func:`resolve` rejects a name that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["THRESHOLDS", "resolve"]
+
+# name -> (value, why / source)
+THRESHOLDS: dict[str, tuple[float, str]] = {
+    # data
+    "data_center_ratio": (
+        1.0,
+        "rms of per-feature means over rms of per-feature stds; lecture: zero-centre the data",
+    ),
+    "data_rms_scale": (
+        10.0,
+        "rms of all input values; raw 0..255 pixels give ~130 (UMLAUT: inputs outside [-1, 1])",
+    ),
+    "data_std_spread": (100.0, "largest over median per-feature std (non-constant features)"),
+    "class_imbalance": (0.2, "rarest class count over most common class count"),
+    "min_examples": (20.0, "the overfit check needs ~20 examples (lecture)"),
+    # loss at init
+    "init_loss_tolerance": (
+        1.0,
+        "allowed |loss - ln C| in nats at init; lecture: expect ln C (2.3 for 10 classes)",
+    ),
+    "reg_min_increase": (1e-4, "relative loss increase that weight decay must cause"),
+    "reg_dominance": (1.0, "reg term over data loss above which regularization dominates"),
+    # forward statistics
+    "dead_relu_warning": (0.7, "DESIGN.md; AUTOTRAINER (ICSE'21) and DeepDiagnosis use 70%"),
+    "dead_relu_info": (0.1, "DESIGN.md: info from 10% dead units"),
+    "saturated_fraction": (0.5, "DESIGN.md; DeepDiagnosis (ICSE'22): > 50% saturated"),
+    "activation_collapse": (1e-2, "last over first hidden activation std (vanishing)"),
+    "activation_growth": (1e2, "last over first hidden activation std (exploding)"),
+    "activation_std_min": (1e-3, "absolute hidden activation std on standardized inputs"),
+    # gradients
+    "gradient_vanishing_ratio": (1e-3, "AUTOTRAINER (ICSE'21): ||g_first|| / ||g_last|| < 1e-3"),
+    "gradient_vanishing_abs": (1e-4, "AUTOTRAINER (ICSE'21): and ||g_first|| < 1e-4"),
+    "gradient_exploding_ratio": (70.0, "AUTOTRAINER (ICSE'21): ||g_first|| / ||g_last|| > 70"),
+    "gradient_check_rel_error": (1e-4, "float64 central differences; cs231n notes: < 1e-4 OK"),
+    "batch_dependence": (1e-6, "gradient reaching other examples, relative to the own one"),
+    # training dynamics
+    "loss_explosion": (3.0, "lecture: cost > 3× the original cost -> break out"),
+    "loss_min_decrease": (0.01, "relative decrease of the loss over the short run"),
+    "update_ratio_high": (0.1, "lecture: ~1e-3 healthy; Adam 1e-3 gives ~1e-2 on small nets"),
+    "update_ratio_low": (1e-6, "lecture: ~1e-3 healthy; three orders below is stuck"),
+    "overfit_accuracy": (1.0, "lecture: overfit a small sample to 100% train accuracy"),
+    "dropout_max": (0.5, "UMLAUT (Schoop et al., CHI'21): dropout above 0.5"),
+}
+
+
+def resolve(overrides: Mapping[str, float] | None) -> dict[str, float]:
+    """Defaults merged with ``overrides``; an unknown name is a ``ValueError`` listing all."""
+    values = {name: value for name, (value, _) in THRESHOLDS.items()}
+    for name, value in (overrides or {}).items():
+        if name not in values:
+            raise ValueError(
+                f"unknown threshold {name!r}; known thresholds: {', '.join(sorted(values))}"
+            )
+        values[name] = float(value)
+    return values
