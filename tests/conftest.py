@@ -15,6 +15,9 @@ torch.set_num_threads(1)
 # Generated data (MNIST-1D) is cached once for all test processes, never in the user's home.
 os.environ.setdefault("BABYSIT_CACHE", str(Path(tempfile.gettempdir()) / "babysit-test-cache"))
 
+# A check that raises inside diagnose is reported as skipped for users; in tests it must fail.
+os.environ["BABYSIT_STRICT_CHECKS"] = "1"
+
 REQUIRE_SERVICES = os.environ.get("BABYSIT_REQUIRE_SERVICES") == "1"
 
 

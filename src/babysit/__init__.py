@@ -7,10 +7,22 @@ scikit-learn are imported by the functions that need them.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data, nn
+from .checks import diagnose
+from .findings import Diagnosis, Finding
+from .tuning import LRFinderResult, lr_find
 
 try:
     __version__ = version("babysit")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "data", "nn"]
+__all__ = [
+    "Diagnosis",
+    "Finding",
+    "LRFinderResult",
+    "__version__",
+    "data",
+    "diagnose",
+    "lr_find",
+    "nn",
+]

@@ -86,6 +86,65 @@ def initlab(
 
 
 @app.command()
+def diagnose(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="MODULE:FUNCTION (or path/to/file.py:FUNCTION) returning a model or (model, data)."
+        ),
+    ],
+    data: Annotated[
+        str | None, typer.Option(help="Bundled data set: digits, mnist1d, cifar10:PATH.")
+    ] = None,
+    standardize: Annotated[
+        bool, typer.Option(help="Standardize --data features (fitted on its training split).")
+    ] = False,
+    optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, adam, ...")] = "adam",
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: range test).")] = None,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
+    checks: Annotated[
+        str, typer.Option(help="'default', 'all', or check names separated by commas.")
+    ] = "default",
+    ignore: Annotated[list[str] | None, typer.Option(help="Finding code to silence.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Time budget in seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Run directory for findings.json.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Pre-flight checks of a model on data. Exit 0: no error finding; 1: an error; 2: usage."""
+    from .checks import diagnose as run_diagnose
+    from .loading import load_target
+
+    try:
+        model, model_data = load_target(target, data, standardize=standardize)
+        selected = checks if checks in ("default", "all") else checks.split(",")
+        result = run_diagnose(
+            model,
+            model_data,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            checks=selected,
+            ignore=ignore or (),
+            budget_s=budget,
+            seed=seed,
+            run_dir=out,
+        )
+    except (ValueError, TypeError, ImportError, FileNotFoundError, AttributeError) as err:
+        if debug:
+            raise
+        _usage_error(str(err))
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        from .console import print_diagnosis
+
+        print_diagnosis(result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
 def demo(
     out: Annotated[
         Path, typer.Option(help="Run directory (an existing one is kept, renamed).")

@@ -83,6 +83,8 @@ def activation_scale(ctx: Context) -> list[Finding]:
     if len(acts) < 2:
         return []
     (first_name, first), (last_name, last) = acts[0], acts[-1]
+    if first.std == 0:
+        return []  # a first layer that outputs nothing is reported by dead_units / symmetric_init
     stds = {name: s.std for name, s in acts}
     ratio = last.std / max(first.std, 1e-30)
     scale = input_rms(ctx.x)

@@ -1,0 +1,672 @@
+"""Backward checks: does every parameter get a gradient, is it the right one, and does each
+example's output depend on that example alone.
+
+- ``gradient_flow``: one backward of the loss on the probe batch. Parameters that get no gradient
+  (detached, unused, frozen) and the ratio of the first to the last weight layer's gradient
+  norm, the symptom AUTOTRAINER (Zhang et al., ICSE'21) uses for vanishing and exploding
+  gradients.
+- ``gradient_check`` (slow): the analytic gradient against central finite differences in
+  float64, along random directions (CS231n notes, "Gradient checks").
+- ``batch_independence``: the gradient of example i's output with respect to example j's input
+  must be zero for j != i (Karpathy, "A Recipe for Training Neural Networks", 2019: "use
+  backprop to chart dependencies").
+
+None of them changes ``ctx.model``: gradients are taken with :func:`torch.autograd.grad` (no
+``.grad`` is written), the train/eval mode and the buffers (batch-norm running statistics) are
+restored, and the float64 gradient check works on a fresh copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..findings import Finding
+from ..nn.activations import WEIGHT_LAYERS
+from ._base import Context, check, finding
+
+__all__ = ["batch_independence", "gradient_check", "gradient_flow"]
+
+# Gradient check (CS231n notes): a few examples keep it cheap; float64 central differences have
+# truncation error O(eps^2) and round-off O(1e-16 |L| / eps), both far below the 1e-4 relative
+# error threshold at eps = 1e-6 for a unit direction. Several directions, judged by majority,
+# make a crossed ReLU kink (a finite difference straddling a non-differentiable point) harmless.
+GRADCHECK_EXAMPLES = 4
+GRADCHECK_DIRECTIONS = 3
+GRADCHECK_EPS = 1e-6
+# Relative errors are taken against at least this multiple of the round-off in the numeric
+# derivative (machine epsilon times |L| over eps), so a flat loss is not judged on noise.
+_ROUNDOFF_MARGIN = 1e3
+
+# Batch independence: a handful of examples, one backward per example (Karpathy, 2019).
+BATCH_EXAMPLES = 8
+
+_MAX_NAMED = 8  # names listed in a message; the evidence lists them all
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient_flow
+# ---------------------------------------------------------------------------------------------
+
+
+@check(
+    "gradient_flow",
+    codes=["PARAMS_WITHOUT_GRAD", "VANISHING_GRADIENTS", "EXPLODING_GRADIENTS"],
+    needs_labels=True,
+)
+def gradient_flow(ctx: Context) -> list[Finding]:
+    """One backward of the loss on the probe batch: who gets no gradient, and how the gradient
+    norm changes from the last weight layer to the first.
+
+    AUTOTRAINER (Zhang et al., ICSE'21) compares the weight-gradient norms of the first and the
+    last layer: vanishing when ``‖g_first‖ / ‖g_last‖ < 1e-3`` and ``‖g_first‖ < 1e-4``,
+    exploding when ``‖g_first‖ / ‖g_last‖ > 70``; a NaN/Inf gradient from a finite loss is
+    exploding too. "First" and "last" are in the order the forward pass runs the Linear/Conv
+    layers.
+    """
+    model = ctx.model
+    found = _frozen(model)
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        return found
+    with _preserved(model):  # batch norm in train mode updates its running statistics
+        order, loss = _loss_and_layer_order(ctx, model)
+        if loss is None:
+            return found
+        grads = _param_grads(loss, [p for _, p in trainable])
+    missing = [name for (name, _), g in zip(trainable, grads, strict=True) if g is None]
+    if missing:
+        found.append(_no_grad_finding(missing, model))
+    grad_of = {id(p): g for (_, p), g in zip(trainable, grads, strict=True)}
+    norms = _weight_grad_norms(model, order, grad_of)
+    ctx.cache["weight_grad_norms"] = norms
+    if torch.isfinite(loss.detach()).all():
+        found += _nonfinite_gradients(trainable, grads) or _vanishing_or_exploding(ctx, norms)
+    return found
+
+
+def _frozen(model: nn.Module) -> list[Finding]:
+    """Parameters with ``requires_grad=False``: the optimizer never moves them."""
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if not frozen:
+        return []
+    layers = _modules_of(frozen)
+    numel = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return [
+        finding(
+            "PARAMS_WITHOUT_GRAD",
+            f"{len(frozen)} parameter tensor(s) ({numel:,} values) are frozen "
+            f"(requires_grad=False) in layer(s) {_names(layers)}: they will never train",
+            "call p.requires_grad_(True) on them; if frozen on purpose (fine-tuning), pass "
+            "ignore=['PARAMS_WITHOUT_GRAD']",
+            {"parameters": frozen, "layers": layers, "numel": numel, "reason": "frozen"},
+            layer=layers[0],
+        )
+    ]
+
+
+def _no_grad_finding(missing: list[str], model: nn.Module) -> Finding:
+    """Trainable parameters whose gradient is ``None`` after a backward of the loss."""
+    layers = _modules_of(missing)
+    params = dict(model.named_parameters())
+    numel = sum(params[name].numel() for name in missing)
+    return finding(
+        "PARAMS_WITHOUT_GRAD",
+        f"{len(missing)} trainable parameter tensor(s) ({numel:,} values) get no gradient "
+        f"from the loss, in layer(s) {_names(layers)}: they are detached from the graph "
+        "or never used in forward, so they never train",
+        "remove .detach(), .data, .item(), torch.no_grad() or numpy round trips on the path "
+        "from these layers to the loss, or delete layers that forward never uses",
+        {"parameters": missing, "layers": layers, "numel": numel, "reason": "no gradient"},
+        layer=layers[0],
+    )
+
+
+def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], Any]:
+    """The loss on the probe batch, and the weight layers in the order forward ran them."""
+    order: list[str] = []
+    names = {m: name for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+
+    def seen(module: nn.Module, _args: Any) -> None:
+        if names[module] not in order:
+            order.append(names[module])
+
+    hooks = [m.register_forward_pre_hook(seen) for m in names]
+    try:
+        with torch.enable_grad():
+            loss = _safe_loss(ctx.loss_fn, model, ctx.x, ctx.y)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return order, loss
+
+
+def _param_grads(loss: torch.Tensor, params: list[nn.Parameter]) -> list[torch.Tensor | None]:
+    """``∂loss/∂p`` for each parameter (``None`` when unreachable), leaving ``.grad`` alone."""
+    if not loss.requires_grad:
+        return [None] * len(params)
+    return list(torch.autograd.grad(loss, params, allow_unused=True))
+
+
+def _weight_grad_norms(
+    model: nn.Module, order: list[str], grad_of: dict[int, torch.Tensor | None]
+) -> dict[str, float]:
+    """``{layer: ‖∂loss/∂W‖}`` for the Linear/Conv layers that got a weight gradient."""
+    grads = {}
+    for name in order:
+        weight = getattr(model.get_submodule(name), "weight", None)
+        g = grad_of.get(id(weight)) if isinstance(weight, torch.Tensor) else None
+        if g is not None:
+            grads[name] = torch.linalg.vector_norm(g.detach().double())
+    if not grads:
+        return {}
+    values = torch.stack(list(grads.values())).tolist()  # one transfer
+    return dict(zip(grads, values, strict=True))
+
+
+def _nonfinite_gradients(
+    trainable: list[tuple[str, nn.Parameter]], grads: list[torch.Tensor | None]
+) -> list[Finding]:
+    """NaN/Inf gradients from a finite loss: AUTOTRAINER counts them as exploding."""
+    bad = [
+        name
+        for (name, _), g in zip(trainable, grads, strict=True)
+        if g is not None and not bool(torch.isfinite(g).all())
+    ]
+    if not bad:
+        return []
+    layers = _modules_of(bad)
+    return [
+        finding(
+            "EXPLODING_GRADIENTS",
+            f"the loss is finite but its gradient holds NaN/Inf in layer(s) {_names(layers)}",
+            "look for a division by ~0, log(0) or sqrt(0) in forward; lower the init scale or "
+            "clip gradients (torch.nn.utils.clip_grad_norm_)",
+            {"parameters": bad, "layers": layers},
+            layer=layers[0],
+        )
+    ]
+
+
+def _vanishing_or_exploding(ctx: Context, norms: dict[str, float]) -> list[Finding]:
+    """AUTOTRAINER's rule on ``‖g_first‖ / ‖g_last‖`` (first and last weight layer)."""
+    if len(norms) < 2:
+        return []
+    layers = list(norms)
+    first, last = layers[0], layers[-1]
+    g_first, g_last = norms[first], norms[last]
+    ratio = g_first / g_last if g_last > 0 else (math.inf if g_first > 0 else 1.0)
+    evidence = {
+        "first_layer": first,
+        "last_layer": last,
+        "ratio": ratio if math.isfinite(ratio) else None,
+        "first_grad_norm": g_first,
+        "last_grad_norm": g_last,
+        "grad_norms": norms,
+    }
+    t = ctx.thresholds
+    if ratio < t["gradient_vanishing_ratio"] and g_first < t["gradient_vanishing_abs"]:
+        return [
+            finding(
+                "VANISHING_GRADIENTS",
+                f"the weight gradient of the first layer '{first}' ({g_first:.2g}) is "
+                f"{ratio:.2g}× that of the last layer '{last}' ({g_last:.2g}): the early "
+                "layers will barely learn",
+                "use ReLU-family activations with He init (not sigmoid/tanh in a deep net), "
+                "add batch norm or residual connections, or make the net shallower",
+                evidence,
+                layer=first,
+            )
+        ]
+    if ratio > t["gradient_exploding_ratio"]:
+        return [
+            finding(
+                "EXPLODING_GRADIENTS",
+                f"the weight gradient of the first layer '{first}' ({g_first:.2g}) is "
+                f"{ratio:.3g}× that of the last layer '{last}' ({g_last:.2g}): gradients "
+                "grow layer by layer on the way back",
+                "lower the init scale (He/Xavier instead of a large std), add batch norm, or "
+                "clip gradients (torch.nn.utils.clip_grad_norm_)",
+                evidence,
+                layer=first,
+            )
+        ]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient_check
+# ---------------------------------------------------------------------------------------------
+
+
+@check(
+    "gradient_check",
+    codes=["GRADIENT_CHECK_FAILED", "CHECKS_SKIPPED"],
+    slow=True,
+    needs_labels=True,
+)
+def gradient_check(ctx: Context) -> list[Finding]:
+    r"""Analytic gradient against central finite differences, in float64 (CS231n notes).
+
+    On a fresh float64 copy and the first ``GRADCHECK_EXAMPLES`` examples, along
+    ``GRADCHECK_DIRECTIONS`` random unit directions :math:`v` over all trainable parameters:
+
+    .. math:: a = \nabla L \cdot v, \qquad
+              n = \frac{L(\theta + \epsilon v) - L(\theta - \epsilon v)}{2 \epsilon}, \qquad
+              r = \frac{|a - n|}{\max(|a|, |n|)}
+
+    The check fails when the majority of directions have ``r`` above
+    ``gradient_check_rel_error`` (CS231n: > 1e-4 is suspect, ~1e-7 is right in float64). Every
+    forward re-seeds torch with ``ctx.seed``, so dropout draws the same mask each time; batch
+    norm in train mode is a deterministic function of the batch. On failure each layer is
+    checked alone to name where the gradient goes wrong. A model that cannot run in float64
+    is skipped with a ``CHECKS_SKIPPED`` info finding.
+    """
+    if ctx.y is None:
+        return []
+    setup = _float64_setup(ctx)
+    if isinstance(setup, str):
+        return [_skipped(setup)]
+    model, loss_at = setup
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return []
+    with torch.enable_grad():
+        loss = loss_at()
+    if not _usable_loss(loss):
+        return []
+    grads = [
+        torch.zeros_like(p) if g is None else g
+        for p, g in zip(params, _param_grads(loss, params), strict=True)
+    ]
+    generator = torch.Generator().manual_seed(ctx.seed)
+    floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, float(loss.detach().abs()))
+    floor /= GRADCHECK_EPS
+    results = [
+        _directional_check(params, grads, loss_at, _random_direction(params, generator), floor)
+        for _ in range(GRADCHECK_DIRECTIONS)
+    ]
+    limit = ctx.thresholds["gradient_check_rel_error"]
+    failed = [r for r in results if r["rel_error"] > limit]
+    if 2 * len(failed) <= len(results):
+        return []
+    layers = _layer_checks(model, params, grads, loss_at, generator, floor)
+    return [_gradient_check_finding(results, layers, limit, ctx)]
+
+
+def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]] | str:
+    """A fresh float64 copy of the model and ``loss_at()``: the loss on a few examples, with
+    torch re-seeded before every forward. A string says why it cannot be built."""
+    n = min(GRADCHECK_EXAMPLES, len(ctx.x))
+    x, y = _to_double(ctx.x[:n]), _to_double(ctx.y[:n])
+    loss_fn = ctx.loss_fn
+    try:
+        model = ctx.fresh_model().to(ctx.device, torch.float64)
+        if isinstance(loss_fn, nn.Module):
+            loss_fn = copy.deepcopy(loss_fn).to(ctx.device, torch.float64)
+    except Exception as err:  # a model that cannot live in float64 is skipped, not failed
+        return f"gradient_check: the model cannot be converted to float64 ({err})"
+
+    def loss_at() -> torch.Tensor:
+        torch.manual_seed(ctx.seed)
+        return loss_fn(model(x), y)
+
+    try:
+        with torch.no_grad():
+            loss_at()
+    except Exception as err:  # e.g. an op without a float64 kernel
+        return (
+            f"gradient_check: the model fails in float64 on {n} examples "
+            f"({type(err).__name__}: {err})"
+        )
+    return model, loss_at
+
+
+def _directional_check(
+    params: Sequence[nn.Parameter],
+    grads: Sequence[torch.Tensor],
+    loss_at: Callable[[], torch.Tensor],
+    direction: Sequence[torch.Tensor],
+    floor: float,
+) -> dict[str, float]:
+    """Analytic ``∇L·v`` and the central difference along ``v``; their relative error."""
+    analytic = float(sum(_dot(g, v) for g, v in zip(grads, direction, strict=True)))
+    with torch.no_grad():  # θ -> θ + εv -> θ - εv -> θ, in place (a few ulps of drift at most)
+        _shift(params, direction, GRADCHECK_EPS)
+        plus = float(loss_at())
+        _shift(params, direction, -2 * GRADCHECK_EPS)
+        minus = float(loss_at())
+        _shift(params, direction, GRADCHECK_EPS)
+    numeric = (plus - minus) / (2 * GRADCHECK_EPS)
+    scale = max(abs(analytic), abs(numeric), floor)
+    rel = abs(analytic - numeric) / scale if math.isfinite(numeric) else math.inf
+    return {"analytic": analytic, "numeric": numeric, "rel_error": rel}
+
+
+def _shift(params: Sequence[nn.Parameter], direction: Sequence[torch.Tensor], step: float) -> None:
+    for p, v in zip(params, direction, strict=True):
+        p.add_(v, alpha=step)
+
+
+def _random_direction(
+    params: Sequence[torch.Tensor], generator: torch.Generator
+) -> list[torch.Tensor]:
+    """A direction drawn uniformly on the unit sphere of all the parameters together (sampled
+    in float32, 4× faster than float64 on CPU, then used in float64)."""
+    parts = [torch.randn(p.shape, generator=generator).to(p.device, torch.float64) for p in params]
+    norm = math.sqrt(sum(float(_dot(v, v)) for v in parts))
+    return [v.div_(norm) for v in parts]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def _layer_checks(
+    model: nn.Module,
+    params: Sequence[nn.Parameter],
+    grads: Sequence[torch.Tensor],
+    loss_at: Callable[[], torch.Tensor],
+    generator: torch.Generator,
+    floor: float,
+) -> dict[str, float]:
+    """``{module: relative error}`` along a random direction over that module's own
+    parameters, modules in forward order; only run once the whole-model check failed."""
+    grad_of = {id(p): g for p, g in zip(params, grads, strict=True)}
+    errors = {}
+    for name, module in _forward_order(model, loss_at):
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if not own or not all(id(p) in grad_of for p in own):
+            continue
+        result = _directional_check(
+            own, [grad_of[id(p)] for p in own], loss_at, _random_direction(own, generator), floor
+        )
+        errors[name or type(model).__name__] = result["rel_error"]
+    return errors
+
+
+def _gradient_check_finding(
+    results: list[dict[str, float]], layers: dict[str, float], limit: float, ctx: Context
+) -> Finding:
+    wrong = [name for name, err in layers.items() if err > limit]
+    right = [name for name, err in layers.items() if err <= limit]
+    worst = max(r["rel_error"] for r in results)
+    where = ""
+    if wrong:
+        where = (
+            f"; wrong for layer(s) {_names(wrong)}"
+            + (f", right for {_names(right)}" if right else "")
+            + f": the faulty backward runs in '{wrong[-1]}' or between it and the next layer"
+        )
+    return finding(
+        "GRADIENT_CHECK_FAILED",
+        f"the analytic gradient disagrees with central finite differences (float64, "
+        f"{min(GRADCHECK_EXAMPLES, len(ctx.x))} examples): relative error up to {worst:.2g} "
+        f"along {sum(r['rel_error'] > limit for r in results)} of {len(results)} random "
+        f"directions{where}",
+        "fix the backward() of the custom torch.autograd.Function (or hand-written gradient) "
+        "there; test it with torch.autograd.gradcheck in float64",
+        {
+            "directions": results,
+            "layer_rel_errors": layers,
+            "eps": GRADCHECK_EPS,
+            "threshold": limit,
+        },
+        layer=wrong[-1] if wrong else None,
+    )
+
+
+def _forward_order(
+    model: nn.Module, loss_at: Callable[[], torch.Tensor]
+) -> list[tuple[str, nn.Module]]:
+    """Modules in the order ``forward`` first calls them (those never called come last)."""
+    order: list[nn.Module] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, _a: order.append(m) if m not in order else None)
+        for m in model.modules()
+    ]
+    try:
+        with torch.no_grad():
+            loss_at()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    names = {m: name for name, m in model.named_modules()}
+    rest = [m for m in names if m not in order]
+    return [(names[m], m) for m in order + rest]
+
+
+def _skipped(reason: str) -> Finding:
+    return finding(
+        "CHECKS_SKIPPED",
+        reason,
+        "check custom gradients with torch.autograd.gradcheck on float64 inputs",
+        {"skipped": {"gradient_check": reason}},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# batch_independence
+# ---------------------------------------------------------------------------------------------
+
+
+@check("batch_independence", codes=["BATCH_DEPENDENCE"])
+def batch_independence(ctx: Context) -> list[Finding]:
+    r"""Example i's output must not depend on example j's input, j != i (Karpathy, 2019).
+
+    In eval mode (batch norm then uses its running statistics, dropout is off: the usual
+    legitimate batch mixers are gone), on ``BATCH_EXAMPLES`` examples, for each i the gradient
+    :math:`G = \partial (r \cdot f(x)_i) / \partial x` (``r`` a fixed random vector) is measured
+    row by row. The leak of output i is
+
+    .. math:: \text{leak}_i = \frac{\max_{j \ne i} \|G_j\|_\infty}{\max_j \|G_j\|_\infty}
+
+    and any leak above ``batch_dependence`` is an error: a ``view``/``reshape`` that scrambles
+    the batch dimension (where ``permute`` was meant), or a statistic over dim 0.
+    """
+    if not ctx.x.is_floating_point() or len(ctx.x) < 2:
+        return []
+    x = ctx.x[: min(BATCH_EXAMPLES, len(ctx.x))].detach().clone().requires_grad_(True)
+    model = ctx.model
+    limit = ctx.thresholds["batch_dependence"]
+    with _eval_mode(model):
+        leaks = _leaks(model, x)
+        if leaks is None or float(leaks.max()) <= limit:
+            return []
+        worst = int(leaks.argmax())
+        culprit = _mixing_layer(model, x, worst, limit)
+    return [_batch_finding(leaks, culprit, limit)]
+
+
+def _leaks(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """Per output row i, the largest gradient on another row j != i over the largest on any
+    row; ``None`` when the model cannot be differentiated row by row."""
+    with torch.enable_grad():
+        out = _safe_forward(model, x)
+        if not _per_example(out, len(x)):
+            return None
+        weights = _output_weights(out)
+        leaks = []
+        for i in range(len(x)):
+            (g,) = torch.autograd.grad(
+                (out[i] * weights).sum(), x, retain_graph=i < len(x) - 1, allow_unused=True
+            )
+            leaks.append(_row_leak(g, i))
+    return torch.stack(leaks).cpu()
+
+
+def _row_leak(g: torch.Tensor | None, i: int) -> torch.Tensor:
+    """Share of ``g``'s peak found outside row ``i``: 0 for a per-example model."""
+    if g is None:
+        return torch.zeros((), dtype=torch.float64)
+    peaks = g.detach().abs().flatten(1).amax(1).double()
+    top = peaks.max()
+    others = torch.cat([peaks[:i], peaks[i + 1 :]]).max()
+    return torch.where(top > 0, others / top.clamp_min(1e-300), torch.zeros_like(top))
+
+
+def _mixing_layer(model: nn.Module, x: torch.Tensor, i: int, limit: float) -> dict[str, Any]:
+    """Where the batch gets mixed: the first leaf module (in forward order) whose output's
+    gradient from output ``i`` no longer leaks to other rows, and the leaf that ran before it.
+    Leaves after the mixing point only see row i; those before see the other rows too."""
+    outputs: list[tuple[str, torch.Tensor]] = []
+    names = {m: name for name, m in model.named_modules() if next(m.children(), None) is None}
+    seen: set[str] = set()
+
+    def keep(module: nn.Module, _args: Any, output: Any) -> None:
+        name = names[module]
+        if (
+            name not in seen
+            and isinstance(output, torch.Tensor)
+            and output.requires_grad
+            and _per_example(output, len(x))
+        ):
+            seen.add(name)
+            outputs.append((name, output))
+
+    hooks = [m.register_forward_hook(keep) for m in names]
+    try:
+        with torch.enable_grad():
+            out = _safe_forward(model, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not outputs or out is None:
+        return {}
+    grads = torch.autograd.grad(
+        (out[i] * _output_weights(out)).sum(), [h for _, h in outputs], allow_unused=True
+    )
+    previous = None
+    for (name, _), g in zip(outputs, grads, strict=True):
+        if g is not None and float(_row_leak(g, i)) <= limit:
+            return {"layer": name, "after": previous}
+        previous = name
+    return {"layer": None, "after": previous}
+
+
+def _batch_finding(leaks: torch.Tensor, culprit: dict[str, Any], limit: float) -> Finding:
+    layer, after = culprit.get("layer"), culprit.get("after")
+    if layer:
+        where = f" in layer '{layer}'" + (f" (or between '{after}' and it)" if after else "")
+    elif after:
+        where = f" after the last layer '{after}', in the model's own forward"
+    else:
+        where = ""
+    dependent = [int(i) for i in torch.nonzero(leaks > limit).flatten()]
+    return finding(
+        "BATCH_DEPENDENCE",
+        f"in eval mode, the outputs of {len(dependent)} of {len(leaks)} examples depend on "
+        f"other examples' inputs (their gradient reaches other rows with up to "
+        f"{float(leaks.max()):.2g}× its peak){where}: the batch dimension gets mixed",
+        "keep dim 0 the batch: use permute/transpose on the other dims instead of view/reshape "
+        "across dim 0, flatten with x.flatten(1), and never reduce over dim 0 in forward",
+        {
+            "leak_per_example": leaks.tolist(),
+            "dependent_examples": dependent,
+            "threshold": limit,
+            "layer": layer,
+            "after": after,
+        },
+        layer=layer or after,
+    )
+
+
+def _output_weights(out: torch.Tensor) -> torch.Tensor:
+    """A fixed random weighting of one output row: ``out[i].sum()`` would be constant for a
+    model that ends in softmax, whose rows sum to 1."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(out.shape[1:], generator=generator, dtype=out.dtype).to(out.device)
+
+
+def _per_example(out: Any, n: int) -> bool:
+    return (
+        isinstance(out, torch.Tensor)
+        and out.is_floating_point()
+        and out.dim() >= 1
+        and out.shape[0] == n
+        and out.requires_grad
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _preserved(model: nn.Module) -> Iterator[None]:
+    """Restore the buffers (batch-norm running statistics) and each module's mode on exit."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for m, training in modes:
+            m.training = training
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` inside, each module's own mode restored on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _safe_loss(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """``loss_fn(model(x), y)``, or ``None`` when it raises or is not a scalar: the data,
+    label and forward checks report those causes."""
+    try:
+        loss = loss_fn(model(x), y)
+    except Exception:  # reported by forward_runs / labels; this check has nothing to add
+        return None
+    return loss if _usable_loss(loss) else None
+
+
+def _safe_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    try:
+        out = model(x)
+    except Exception:  # reported by forward_runs
+        return None
+    return out if isinstance(out, torch.Tensor) else None
+
+
+def _usable_loss(loss: Any) -> bool:
+    return isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()
+
+
+def _to_double(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().double() if t.is_floating_point() else t
+
+
+def _modules_of(param_names: list[str]) -> list[str]:
+    """The module paths owning these parameters, in order, without repeats."""
+    layers: list[str] = []
+    for name in param_names:
+        module = name.rpartition(".")[0] or "(model)"
+        if module not in layers:
+            layers.append(module)
+    return layers
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:_MAX_NAMED])
+    return shown + (f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else "")

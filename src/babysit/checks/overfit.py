@@ -1,0 +1,211 @@
+"""Overfit a small sample (lecture: "take ~20 examples, turn regularization off, and make sure
+you can drive the loss to ~0 and the training accuracy to 100%").
+
+A network that cannot memorize 20 examples has a bug that no hyperparameter fixes: a
+symmetric or zero init, a layer the gradient never reaches, an output that ignores the
+input, a loss that does not match the labels. The check asks whether the *model* can fit, not
+whether the user's optimizer settings can, so it uses a robust optimizer of its own:
+Adam (Kingma & Ba, 2015) at 1e-3, then at 1e-2, full batch, weight decay 0, dropout off.
+The user's learning rate is judged by the ``learning_rate`` check instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..findings import Finding
+from ._base import Context, check, finding
+
+OVERFIT_EXAMPLES = 20  # lecture: "~20 examples"
+OVERFIT_STEPS = 200  # full-batch Adam steps per attempt
+OVERFIT_LRS = (1e-3, 1e-2)  # Adam's default, then 10x for slow starters
+REGRESSION_FIT = 1e-2  # regression: fitted when the loss falls below 1% of its start
+STALL_WINDOW = 50  # an attempt stops early when the loss fell by < 1% over this many steps
+STALL_DECREASE = 0.01
+CURVE_POINTS = 50  # evidence curves are downsampled to at most this many points
+
+
+@dataclass
+class _Attempt:
+    lr: float
+    losses: list[float] = field(default_factory=list)
+    accuracy: float | None = None
+    fitted: bool = False
+
+
+@check("overfit_small_sample", codes=["CANNOT_OVERFIT"], needs_labels=True)
+def overfit_small_sample(ctx: Context) -> list[Finding]:
+    """Train a fresh copy on ~20 examples; warn when it cannot reach 100% (or ~0 loss)."""
+    if ctx.y is None or len(ctx.x) < 2 or not loss_computable(ctx):
+        return []
+    x, y = ctx.x[:OVERFIT_EXAMPLES], ctx.y[:OVERFIT_EXAMPLES]
+    attempts = []
+    for lr in OVERFIT_LRS:
+        attempt = _attempt(ctx, x, y, lr)
+        attempts.append(attempt)
+        if attempt.fitted:
+            return []
+    return [_cannot_overfit(ctx, attempts, len(x))]
+
+
+def loss_computable(ctx: Context) -> bool:
+    """Whether ``loss_fn(model(x), y)`` gives a scalar on the probe batch. When it raises
+    (labels out of range, a model that fails), the data and forward checks report the cause
+    and the training checks have nothing to add. Cached in ``ctx.cache``."""
+    if "loss_computable" not in ctx.cache:
+        try:
+            with torch.no_grad():
+                out = ctx.cache.get("output")
+                if out is None:
+                    out = ctx.fresh_model().to(ctx.device)(ctx.x)
+                loss = ctx.loss_fn(out, ctx.y)
+            ok = isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()
+        except Exception:  # reported by forward_runs / labels
+            ok = False
+        ctx.cache["loss_computable"] = ok
+    return ctx.cache["loss_computable"]
+
+
+def _attempt(ctx: Context, x: torch.Tensor, y: torch.Tensor, lr: float) -> _Attempt:
+    """Up to ``OVERFIT_STEPS`` full-batch Adam steps on a fresh copy, stopping once fitted or
+    once stalled (the loss fell by < 1% over the last ``STALL_WINDOW`` steps)."""
+    torch.manual_seed(ctx.seed)
+    model = _without_dropout(ctx.fresh_model().to(ctx.device))
+    params = [p for p in model.parameters() if p.requires_grad]
+    attempt = _Attempt(lr)
+    if not params:
+        return attempt
+    opt = _adam(params, lr)
+    for _ in range(OVERFIT_STEPS + 1):
+        out = model(x)
+        loss = ctx.loss_fn(out, y)
+        value = float(loss.detach())
+        attempt.losses.append(value)
+        if not math.isfinite(value):
+            break
+        attempt.accuracy = _accuracy(out, y) if ctx.classification else None
+        if _fitted(ctx, attempt):
+            attempt.fitted = True
+            break
+        if len(attempt.losses) > OVERFIT_STEPS or _stalled(attempt.losses):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return attempt
+
+
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where torch supports it (~20% faster on a 1M-param MLP)."""
+    fusable = all(
+        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
+        for p in params
+    )
+    if fusable:
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, ValueError, TypeError):  # a torch without the fused kernel
+            pass
+    return torch.optim.Adam(params, lr=lr)
+
+
+def _stalled(losses: list[float]) -> bool:
+    """No progress: the loss fell by less than 1% over the last ``STALL_WINDOW`` steps."""
+    if len(losses) <= STALL_WINDOW:
+        return False
+    then, now = losses[-STALL_WINDOW - 1], losses[-1]
+    return now > (1 - STALL_DECREASE) * then
+
+
+def _without_dropout(model: nn.Module) -> nn.Module:
+    """Train mode (batch norm keeps using batch statistics) with every dropout switched off."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()
+    return model
+
+
+def _accuracy(out: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Fraction of argmax predictions equal to the labels; ``None`` if shapes do not fit."""
+    if out.dim() < 2 or y.is_floating_point():
+        return None
+    pred = out.detach().argmax(1)
+    if pred.shape != y.shape:
+        return None
+    return float((pred == y).float().mean())
+
+
+def _fitted(ctx: Context, attempt: _Attempt) -> bool:
+    """Classification: accuracy >= ``overfit_accuracy``; otherwise loss < 1% of its start."""
+    if attempt.accuracy is not None:
+        return attempt.accuracy >= ctx.thresholds["overfit_accuracy"]
+    start, now = attempt.losses[0], attempt.losses[-1]
+    return now <= REGRESSION_FIT * start or now <= 1e-8
+
+
+def _cannot_overfit(ctx: Context, attempts: list[_Attempt], n: int) -> Finding:
+    best = min(attempts, key=_final)
+    if not best.losses:
+        message = "the model has no trainable parameters: it cannot fit even 20 examples"
+    else:
+        what = (
+            f"{best.accuracy:.0%} training accuracy"
+            if best.accuracy is not None
+            else f"a loss of {_final(best):.3g} (from {best.losses[0]:.3g})"
+        )
+        tried = " and ".join(f"{a.lr:g}" for a in attempts)
+        message = (
+            f"the model cannot overfit {n} examples: with up to {OVERFIT_STEPS} full-batch "
+            f"Adam steps (lr {tried}, no weight decay, no dropout) the best run reached {what}"
+        )
+    return finding(
+        "CANNOT_OVERFIT",
+        message,
+        "fix this before tuning anything: check the init (not zeros or constant), that the "
+        "gradient reaches every layer, that the output depends on the input, that the loss "
+        "matches the labels, and that the model has enough capacity",
+        {
+            "examples": n,
+            "steps": OVERFIT_STEPS,
+            "final_loss": _plain_loss(best.losses, -1),
+            "initial_loss": _plain_loss(best.losses, 0),
+            "accuracy": best.accuracy,
+            "target_accuracy": ctx.thresholds["overfit_accuracy"] if ctx.classification else None,
+            "attempts": [
+                {
+                    "lr": a.lr,
+                    "steps": max(len(a.losses) - 1, 0),
+                    "final_loss": _plain_loss(a.losses, -1),
+                    "accuracy": a.accuracy,
+                }
+                for a in attempts
+            ],
+            "loss_curve": downsample(best.losses),
+        },
+    )
+
+
+def _final(attempt: _Attempt) -> float:
+    """The last loss; +inf when there is none or it is NaN (for ranking attempts)."""
+    last = attempt.losses[-1] if attempt.losses else math.inf
+    return last if math.isfinite(last) else math.inf
+
+
+def _plain_loss(losses: list[float], index: int) -> float | None:
+    """``losses[index]`` for JSON evidence: ``None`` when missing or not finite."""
+    if not losses or not math.isfinite(losses[index]):
+        return None
+    return losses[index]
+
+
+def downsample(values: list[float], points: int = CURVE_POINTS) -> list[float]:
+    """At most ``points`` values, evenly spaced, first and last kept."""
+    if len(values) <= points:
+        return list(values)
+    step = (len(values) - 1) / (points - 1)
+    return [values[round(k * step)] for k in range(points)]
