@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -23,6 +24,7 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
 
     console = Console()
     start = time.perf_counter()
+    torch.manual_seed(0)  # the demo's models are the same at every run
     run_dir = runs.fresh_run_dir(out)
     console.rule("[bold]babysit demo: CS231n Lecture 6 on your screen")
 
@@ -53,9 +55,33 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     result = initlab.run(depth=depth, width=width, n_inputs=1000, seed=0, run_dir=run_dir)
     initlab.print_table(result, console=console)
 
+    console.print("\n[bold]4. Babysit before training: babysit.diagnose[/]")
+    data_z = (z, splits.train.tensors[1])
+    from . import diagnose
+    from .console import print_diagnosis
+    from .nn import init_model
+
+    broken = init_model(mlp(in_features, [100, 100], classes, activation="tanh"), "normal", std=1.0)
+    console.print("   a tanh net with N(0, 1) weights (the lecture's 'too big' init), SGD lr=1e-6:")
+    print_diagnosis(diagnose(broken, data_z, optimizer="sgd", lr=1e-6), console=console)
+    console.print("   the He-initialized ReLU net, Adam lr=1e-3:")
+    diagnosis = diagnose(model, data_z, lr=1e-3, run_dir=run_dir)
+    print_diagnosis(diagnosis, console=console)
+
+    console.print("\n[bold]5. LR range test: babysit.lr_find[/]")
+    from .tuning import lr_find
+
+    found = lr_find(model, data_z, run_dir=run_dir)
+    found.plot(run_dir / "lr_find.png")
+    confidence = "confident" if found.confident else "not confident"
     console.print(
-        "\n[yellow]Steps 4-8 (diagnose, LR range test, coarse -> fine search, training with "
-        "monitors, report.html) are not built yet: demo not built yet beyond step 3.[/]"
+        f"   suggested lr ≈ {found.suggestion:.2g} ({confidence}); rules: "
+        + ", ".join(f"{k} {v:.2g}" for k, v in found.suggestions.items() if v)
+    )
+
+    console.print(
+        "\n[yellow]Steps 6-8 (coarse -> fine search, training with monitors, report.html) are "
+        "not built yet: demo not built yet beyond step 5.[/]"
     )
     console.print(f"wrote {run_dir}/ in {time.perf_counter() - start:.1f} s")
     return run_dir
