@@ -44,3 +44,11 @@ def test_healthy_setup_is_silent(name):
     diagnosis = run(name)
     loud = [f"{f.code}: {f.message}" for f in diagnosis if f.severity != "info"]
     assert loud == [], f"false alarm on {name}"
+
+
+def test_run_order_does_not_depend_on_import_order():
+    from babysit.checks import FAMILIES, list_checks
+
+    families = [spec.family for spec in list_checks().values()]
+    assert families == sorted(families, key=FAMILIES.index)
+    assert next(iter(list_checks())) == "forward_runs"

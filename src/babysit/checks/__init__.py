@@ -32,16 +32,23 @@ PROBE_BATCH = 512  # >= 256 examples so dead ReLUs can be judged (DESIGN.md)
 DEFAULT_BATCH_SIZE = 64
 
 
+# Run order: the forward pass first (it measures the output width and the cost of a pass),
+# the training checks last. Within a family, checks run in the order they are defined.
+FAMILIES = ("structure", "data", "forward", "loss", "backward", "overfit", "learning_rate")
+
+
 def _load_families() -> None:
-    # Registration order is run order: the forward pass first (it measures the output width
-    # and the cost of a pass), the slow training checks last.
-    from . import structure, data, forward, loss, backward, overfit, learning_rate  # noqa: F401, I001
+    from . import backward, data, forward, learning_rate, loss, overfit, structure  # noqa: F401
 
 
 def list_checks() -> dict[str, _base.CheckSpec]:
     """Every registered check by name, in the order ``diagnose`` runs them."""
     _load_families()
-    return dict(REGISTRY)
+    defined = list(REGISTRY)
+    ordered = sorted(
+        REGISTRY.values(), key=lambda s: (FAMILIES.index(s.family), defined.index(s.name))
+    )
+    return {spec.name: spec for spec in ordered}
 
 
 CHECK_SETS = ("default", "all")
