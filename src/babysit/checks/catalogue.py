@@ -229,6 +229,8 @@ _BROKEN = [
     Case("float_labels", "regression-like float targets with the default classification loss",
          lambda: (_mlp(), (mnist1d_standardized()[0], mnist1d_standardized()[1] + 0.5), {}),
          (_f("LABELS_NOT_INTEGER"),)),
+    Case("model_in_eval_mode", "a batch-norm + dropout MLP left in eval mode",
+         lambda: _standard(_mlp(batchnorm=True, dropout=0.3).eval()), (_f("MODEL_IN_EVAL_MODE"),)),
     Case("shape_mismatch", "a 64-input model on 40-feature data",
          lambda: (_init(nn.Sequential(nn.Linear(64, 10)), "he"), mnist1d_standardized(), {}),
          (_f("FORWARD_FAILED"),)),

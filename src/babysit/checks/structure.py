@@ -205,3 +205,26 @@ def batch_order(ctx: Context) -> list[Finding]:
             {"single_class_batches": single_class, "first_labels": joined[:16].tolist()},
         )
     ]
+
+
+@check("model_mode", codes=["MODEL_IN_EVAL_MODE"])
+def model_mode(ctx: Context) -> list[Finding]:
+    """Dropout and batch norm behave as at test time when their module is in eval mode."""
+    stuck = [
+        name
+        for name, module in ctx.model.named_modules()
+        if not module.training
+        and isinstance(module, nn.modules.dropout._DropoutNd | nn.modules.batchnorm._BatchNorm)
+    ]
+    if not stuck:
+        return []
+    return [
+        finding(
+            "MODEL_IN_EVAL_MODE",
+            f"{len(stuck)} dropout/batch-norm module(s) are in eval mode ({', '.join(stuck[:5])}):"
+            " trained like this, dropout does nothing and batch norm never updates its statistics",
+            "call model.train() before training (and model.eval() only to evaluate)",
+            {"modules": stuck},
+            layer=stuck[0],
+        )
+    ]
