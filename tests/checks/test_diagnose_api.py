@@ -1,0 +1,117 @@
+"""diagnose's contract: data forms, options, bad input with clear errors, nothing modified."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import babysit as bs
+from babysit.checks.catalogue import mnist1d_standardized
+
+
+@pytest.fixture
+def data():
+    x, y = mnist1d_standardized()
+    return x[:600], y[:600]
+
+
+def model():
+    torch.manual_seed(0)
+    return bs.nn.mlp(40, [64], 10)
+
+
+def test_all_data_forms_give_the_same_silent_verdict(data):
+    x, y = data
+    forms = [
+        (x, y),
+        (x.numpy(), y.numpy()),
+        TensorDataset(x, y),
+        DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True),
+    ]
+    for form in forms:
+        diagnosis = bs.diagnose(model(), form, lr=1e-3)
+        assert [f.code for f in diagnosis if f.severity != "info"] == [], type(form)
+
+
+def test_regression_with_a_loss_fn_skips_classification_checks(data):
+    x, _ = data
+    target = x[:, :3].sum(1, keepdim=True)
+    diagnosis = bs.diagnose(bs.nn.mlp(40, [64], 1), (x, target), loss_fn=nn.MSELoss(), lr=1e-3)
+    assert not {"LABELS_NOT_INTEGER", "INIT_LOSS_MISMATCH", "DOUBLE_SOFTMAX"} & diagnosis.codes
+
+
+def test_run_dir_gets_findings_json(data, tmp_path):
+    bs.diagnose(bs.nn.init_model(model(), "zeros"), data, lr=1e-3, run_dir=tmp_path)
+    document = json.loads((tmp_path / "findings.json").read_text())
+    assert document["schema"] == 1 and document["ok"] is False
+    assert "SYMMETRIC_INIT" in {f["code"] for f in document["findings"]}
+
+
+def test_ignore_silences_codes(data):
+    zero = bs.nn.init_model(model(), "zeros")
+    diagnosis = bs.diagnose(zero, data, lr=1e-3, ignore=["SYMMETRIC_INIT"])
+    assert "SYMMETRIC_INIT" not in diagnosis.codes
+
+
+def test_thresholds_override_changes_the_verdict(data):
+    x, y = data
+    strict = bs.diagnose(model(), (x * 3, y), lr=1e-3, thresholds={"data_rms_scale": 1.0})
+    assert "DATA_SCALE" in strict.codes
+
+
+def test_tiny_budget_skips_and_says_so(data):
+    diagnosis = bs.diagnose(model(), data, budget_s=1e-9)
+    skipped = [f for f in diagnosis if f.code == "CHECKS_SKIPPED"]
+    assert len(skipped) == 1 and "budget_s" in skipped[0].message + str(skipped[0].evidence)
+
+
+def test_a_failing_check_is_reported_not_raised(data, monkeypatch):
+    from babysit.checks import REGISTRY
+    from babysit.checks._base import CheckSpec
+
+    def broken(ctx):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setenv("BABYSIT_STRICT_CHECKS", "0")
+    spec = REGISTRY["saturation"]
+    monkeypatch.setitem(REGISTRY, "saturation", CheckSpec(**{**spec.__dict__, "run": broken}))
+    diagnosis = bs.diagnose(model(), data, lr=1e-3)
+    skipped = next(f for f in diagnosis if f.code == "CHECKS_SKIPPED")
+    assert "ZeroDivisionError: boom" in str(skipped.evidence)
+
+
+def test_user_model_mode_and_rng_are_untouched(data):
+    net = bs.nn.mlp(40, [64], 10, batchnorm=True, dropout=0.2)
+    net.eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    np_state = np.random.get_state()[1].copy()
+    torch_state = torch.get_rng_state()
+    bs.diagnose(net, data, checks="all")
+    assert not net.training
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert (np.random.get_state()[1] == np_state).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda d: bs.diagnose("model", d), TypeError, "needs an nn.Module"),
+        (lambda d: bs.diagnose(model(), (d[0][:0], d[1][:0])), ValueError, "data is empty"),
+        (lambda d: bs.diagnose(model(), (d[0], d[1][:10])), ValueError, "differ in length"),
+        (lambda d: bs.diagnose(model(), d, optimizer="adamax2"), ValueError, "unknown optimizer"),
+        (lambda d: bs.diagnose(model(), d, lr=-1.0), ValueError, "lr must be positive"),
+        (lambda d: bs.diagnose(model(), d, checks="fast"), ValueError, "checks must be"),
+        (lambda d: bs.diagnose(model(), d, checks=["nope"]), ValueError, "unknown checks"),
+        (lambda d: bs.diagnose(model(), d, thresholds={"x": 1}), ValueError, "unknown threshold"),
+        (lambda d: bs.diagnose(model(), {"x": 1}), TypeError, "data must be"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(data, call, error, match):
+    with pytest.raises(error, match=match):
+        call(data)
