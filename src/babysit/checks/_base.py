@@ -48,7 +48,8 @@ class Context:
 
     def fresh_model(self) -> nn.Module:
         """Another deep copy of the user's model, untouched by earlier checks."""
-        return copy.deepcopy(self._original if self._original is not None else self.model)
+        source = self._original if self._original is not None else self.model
+        return copy.deepcopy(source).to(self.device)
 
     def forward(self, model: nn.Module | None = None, x: torch.Tensor | None = None):
         """``model(x)`` with the probe batch by default."""
