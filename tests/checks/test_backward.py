@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 import babysit as bs
-from babysit.checks import backward
+from babysit.checks import backward, build_context
 from babysit.checks._base import Context
 from babysit.findings import Finding
-from babysit.thresholds import resolve
 
 N_CLASSES = 10
 
@@ -34,26 +33,8 @@ def make_ctx(
     loss_fn: Callable | None = None,
     seed: int = 0,
 ) -> Context:
-    """A Context as ``diagnose`` builds it: a deep copy of the model, the probe batch."""
-    return Context(
-        model=copy.deepcopy(model),
-        x=x,
-        y=y,
-        data=(x, y),
-        loss_fn=loss_fn or nn.CrossEntropyLoss(),
-        classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
-        num_classes=None,
-        optimizer=lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
-        optimizer_name="adam",
-        lr=None,
-        weight_decay=0.0,
-        thresholds=resolve(None),
-        seed=seed,
-        device=torch.device("cpu"),
-        n_examples=len(x),
-        batch_size=64,
-        _original=model,
-    )
+    """The Context diagnose builds: a deep copy of the model, the probe batch."""
+    return build_context(model, (x,) if y is None else (x, y), loss_fn=loss_fn, seed=seed)
 
 
 def run(

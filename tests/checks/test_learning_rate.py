@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 import babysit as bs
+from babysit.checks import build_context
 from babysit.checks import learning_rate as lr_checks
 from babysit.checks._base import REGISTRY, Context
 from babysit.findings import Finding
-from babysit.optim import DEFAULT_LR, make_optimizer
-from babysit.thresholds import resolve
 
 
 def make_ctx(
@@ -29,28 +28,8 @@ def make_ctx(
     lr: float | None = None,
     loss_fn: Callable | None = None,
 ) -> Context:
-    """A Context as ``diagnose`` builds it: a deep copy of the model, the probe batch."""
-    ctx = Context(
-        model=copy.deepcopy(model),
-        x=x,
-        y=y,
-        data=(x, y),
-        loss_fn=loss_fn or nn.CrossEntropyLoss(),
-        classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
-        num_classes=None,
-        optimizer=lambda params, lr_, wd: make_optimizer(optimizer, params, lr_, wd),
-        optimizer_name=optimizer,
-        lr=lr,
-        weight_decay=0.0,
-        thresholds=resolve(None),
-        seed=0,
-        device=torch.device("cpu"),
-        n_examples=len(x),
-        batch_size=64,
-        _original=model,
-    )
-    ctx.cache["default_lr"] = DEFAULT_LR[optimizer]
-    return ctx
+    """The Context diagnose builds: a deep copy of the model, the probe batch."""
+    return build_context(model, (x, y), optimizer=optimizer, lr=lr, loss_fn=loss_fn)
 
 
 def run_checks(ctx: Context, *checks: Callable[[Context], list[Finding]]) -> list[Finding]:

@@ -12,33 +12,15 @@ import torch
 from torch import nn
 
 import babysit as bs
-from babysit.checks import overfit
+from babysit.checks import build_context, overfit
 from babysit.checks._base import REGISTRY, Context
 from babysit.findings import Finding
-from babysit.thresholds import resolve
 
 
 def make_ctx(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn=None) -> Context:
-    """A Context as ``diagnose`` builds it: a deep copy of the model, the probe batch."""
-    return Context(
-        model=copy.deepcopy(model),
-        x=x,
-        y=y,
-        data=(x, y),
-        loss_fn=loss_fn or nn.CrossEntropyLoss(),
-        classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
-        num_classes=None,
-        optimizer=lambda params, lr, wd: torch.optim.SGD(params, lr=lr, weight_decay=wd),
-        optimizer_name="sgd",
-        lr=1e-6,  # irrelevant: the check uses its own Adam
-        weight_decay=0.1,  # irrelevant: the check turns regularization off
-        thresholds=resolve(None),
-        seed=0,
-        device=torch.device("cpu"),
-        n_examples=len(x),
-        batch_size=64,
-        _original=model,
-    )
+    """The Context diagnose builds; lr and weight decay are irrelevant to the overfit check,
+    which uses its own Adam and no regularization."""
+    return build_context(model, (x, y), loss_fn=loss_fn, optimizer="sgd", lr=1e-6, weight_decay=0.1)
 
 
 def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> list[Finding]:

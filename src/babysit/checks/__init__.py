@@ -26,7 +26,7 @@ from . import _base
 from ._base import REGISTRY, Context, finding
 from ._data_input import probe_batch
 
-__all__ = ["CHECK_SETS", "diagnose", "list_checks"]
+__all__ = ["CHECK_SETS", "FAMILIES", "build_context", "diagnose", "list_checks"]
 
 PROBE_BATCH = 512  # >= 256 examples so dead ReLUs can be judged (DESIGN.md)
 DEFAULT_BATCH_SIZE = 64
@@ -95,43 +95,74 @@ def diagnose(
     Returns:
         A :class:`~babysit.findings.Diagnosis`, most severe findings first.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"diagnose needs an nn.Module as model, got {type(model).__name__}")
     selected = _select(checks)
-    limits = resolve(thresholds)
-    device = torch.device(device)
-    ignored = set(ignore)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        x, y, n_examples = probe_batch(data, PROBE_BATCH, seed)
-        ctx = Context(
-            model=copy.deepcopy(model).to(device),
-            x=x.to(device),
-            y=None if y is None else y.to(device),
-            data=data,
-            loss_fn=loss_fn or nn.CrossEntropyLoss(),
-            classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
-            num_classes=num_classes,
-            optimizer=lambda params, lr_, wd: make_optimizer(optimizer, params, lr_, wd),
-            optimizer_name=optimizer_name(optimizer),
+        ctx = build_context(
+            model,
+            data,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
             lr=lr,
             weight_decay=weight_decay,
-            thresholds=limits,
+            num_classes=num_classes,
+            thresholds=thresholds,
             seed=seed,
             device=device,
-            n_examples=n_examples,
-            batch_size=getattr(data, "batch_size", None) or DEFAULT_BATCH_SIZE,
-            _original=model,
         )
-        if isinstance(optimizer, str):
-            make_optimizer(optimizer, [nn.Parameter(torch.zeros(1))], lr, weight_decay)  # validate
-        ctx.cache["default_lr"] = DEFAULT_LR.get(ctx.optimizer_name, 1e-3)
         findings = _run_checks(ctx, selected, budget_s, start)
+    ignored = set(ignore)
     diagnosis = Diagnosis(f for f in findings if f.code not in ignored)
     if run_dir is not None:
         runs.write_json(run_dir, runs.FINDINGS, diagnosis.to_dict())
     return diagnosis
+
+
+def build_context(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    optimizer: str | Callable = "adam",
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    num_classes: int | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Context:
+    """The :class:`Context` that ``diagnose`` hands to every check (seeds torch's global RNG).
+
+    Validates the arguments, draws the probe batch and deep-copies the model onto ``device``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"diagnose needs an nn.Module as model, got {type(model).__name__}")
+    if isinstance(optimizer, str):
+        make_optimizer(optimizer, [nn.Parameter(torch.zeros(1))], lr, weight_decay)  # validate
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    x, y, n_examples = probe_batch(data, PROBE_BATCH, seed)
+    ctx = Context(
+        model=copy.deepcopy(model).to(device),
+        x=x.to(device),
+        y=None if y is None else y.to(device),
+        data=data,
+        loss_fn=loss_fn or nn.CrossEntropyLoss(),
+        classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
+        num_classes=num_classes,
+        optimizer=lambda params, lr_, wd: make_optimizer(optimizer, params, lr_, wd),
+        optimizer_name=optimizer_name(optimizer),
+        lr=lr,
+        weight_decay=weight_decay,
+        thresholds=resolve(thresholds),
+        seed=seed,
+        device=device,
+        n_examples=n_examples,
+        batch_size=getattr(data, "batch_size", None) or DEFAULT_BATCH_SIZE,
+        _original=model,
+    )
+    ctx.cache["default_lr"] = DEFAULT_LR.get(ctx.optimizer_name, 1e-3)
+    return ctx
 
 
 def _select(checks: str | Sequence[str]) -> list[_base.CheckSpec]:
