@@ -164,11 +164,9 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
 
 
 def target(name: str) -> float | None:
-    if "streaming" in name and ("Whiten" in name or "PCA" in name):
-        return TARGET_COVARIANCE
-    if "streaming" in name:
-        return TARGET_MOMENTS
-    return None
+    if not name.endswith("streaming"):
+        return None
+    return TARGET_COVARIANCE if name.startswith(("Whiten", "PCA")) else TARGET_MOMENTS
 
 
 def speed_table(rows: list[dict]) -> str:

@@ -4,8 +4,8 @@ The model is the MNIST-1D MLP 40-100-100-10 (ReLU), batch 100, Adam lr 1e-3, on 
 inputs and random labels (the data does not change the cost). Variants, all in one process:
 
     plain                  the training loop alone
-    probe default          Probe(model): every=50, forward statistics of all 5 layers
-    probe every=10         Probe(model, every=10)
+    probe default          Probe(model): every=100, forward statistics of all 5 layers
+    probe every=50, =10    Probe(model, every=50), Probe(model, every=10)
     probe every=1          Probe(model, every=1): statistics on every step
     probe every=1, bw      Probe(model, every=1, backward=True): plus gradient norms
     naive hook             a forward hook on every layer computing mean, std, min, max, zero and
@@ -14,11 +14,12 @@ inputs and random labels (the data does not change the cost). Variants, all in o
 The machine may be shared, so variants are interleaved in rounds (the order rotates each round)
 and each round times ``--steps`` steps of every variant. Columns 2-3: the mean step time of a
 round, its median over rounds (min-max), and the ratio to the plain loop, the median over rounds
-of (variant / plain in the same round). Columns 4-5 resist a busy machine: the median time of a
-recorded step and of an unrecorded one, weighted by how often each occurs (1/every), so that
-scheduler spikes drop out but the probe's cost stays in.
+of (variant / plain in the same round). Columns 4-5 resist a busy machine: within a round, the
+median time of a recorded step and of an unrecorded one, weighted by how often each occurs
+(1/every), so that scheduler spikes drop out but the probe's cost stays in; then the median
+over rounds, and of the per-round ratios to plain.
 
-Run: ``python benchmarks/probes.py [--rounds 7] [--steps 300] [--threads 2]``
+Run: ``python benchmarks/probes.py [--rounds 7] [--steps 400] [--threads 2]``
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class NaiveHooks:
 
 VARIANTS: dict[str, Callable[[nn.Module], object] | None] = {
     "plain": None,
-    "probe default (every=50)": lambda m: Probe(m),
+    "probe default (every=100)": lambda m: Probe(m),
+    "probe every=50": lambda m: Probe(m, every=50),
     "probe every=10": lambda m: Probe(m, every=10),
     "probe every=1": lambda m: Probe(m, every=1),
     "probe every=1, backward": lambda m: Probe(m, every=1, backward=True),
@@ -135,25 +137,23 @@ VARIANTS: dict[str, Callable[[nn.Module], object] | None] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=300, help="steps per variant per round")
+    parser.add_argument("--steps", type=int, default=400, help="steps per variant per round")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    assert Probe(make_model()).every == 50, "update the label of the default variant"
+    assert Probe(make_model()).every == 100, "update the label of the default variant"
 
     trainers = {name: Trainer(make) for name, make in VARIANTS.items()}
     for trainer in trainers.values():  # warm-up, not timed
         trainer.run(max(args.steps // 3, 50))
-    rounds: dict[str, list[float]] = {name: [] for name in trainers}  # mean step time per round
-    steps: dict[str, list[float]] = {name: [] for name in trainers}
-    sampled: dict[str, list[bool]] = {name: [] for name in trainers}
+    means: dict[str, list[float]] = {name: [] for name in trainers}  # per round
+    robust: dict[str, list[float]] = {name: [] for name in trainers}  # per round
     names = list(trainers)
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             times, recorded = trainers[name].run(args.steps)
-            rounds[name].append(statistics.fmean(times))
-            steps[name] += times
-            sampled[name] += recorded
+            means[name].append(statistics.fmean(times))
+            robust[name].append(_robust_step(times, recorded))
 
     print(
         f"torch {torch.__version__}, {args.threads} threads, {platform.machine()}, "
@@ -161,24 +161,35 @@ def main() -> None:
     )
     print(
         "| variant | µs/step: median of rounds (min–max) | ratio to plain (min–max) "
-        "| µs/step from per-step medians | ratio |"
+        "| robust µs/step | robust ratio (min–max) |"
     )
     print("|---|---|---|---|---|")
-    robust = {name: _robust_step(steps[name], sampled[name]) for name in names}
     for name in names:
-        ratios = [t / p for t, p in zip(rounds[name], rounds["plain"], strict=True)]
+        ratios = _ratios(means[name], means["plain"])
+        robust_ratios = _ratios(robust[name], robust["plain"])
         print(
-            f"| {name} | {_us(statistics.median(rounds[name]))} "
-            f"({_us(min(rounds[name]))}–{_us(max(rounds[name]))}) | "
-            f"{statistics.median(ratios):.3f}× ({min(ratios):.3f}–{max(ratios):.3f}) | "
-            f"{_us(robust[name])} | {robust[name] / robust['plain']:.3f}× |"
+            f"| {name} | {_us(statistics.median(means[name]))} "
+            f"({_us(min(means[name]))}–{_us(max(means[name]))}) | {_spread(ratios)} | "
+            f"{_us(statistics.median(robust[name]))} | {_spread(robust_ratios)} |"
         )
-    plain = robust["plain"]
+    plain = statistics.median(robust["plain"])
+    added = {
+        name: statistics.median(robust[name]) - plain
+        for name in ("probe every=1", "probe every=1, backward")
+    }
     print(
-        f"\nProbing every step adds {_us(robust['probe every=1'] - plain)} µs per step (forward "
-        f"statistics of 5 layers), {_us(robust['probe every=1, backward'] - plain)} µs with "
-        f"backward=True, to a plain step of {_us(plain)} µs (per-step medians)."
+        f"\nProbing every step adds {_us(added['probe every=1'])} µs per step (forward "
+        f"statistics of 5 layers), {_us(added['probe every=1, backward'])} µs with "
+        f"backward=True, to a plain step of {_us(plain)} µs (robust estimates)."
     )
+
+
+def _ratios(times: list[float], plain: list[float]) -> list[float]:
+    return [t / p for t, p in zip(times, plain, strict=True)]
+
+
+def _spread(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.3f}× ({min(ratios):.3f}–{max(ratios):.3f})"
 
 
 def _robust_step(times: list[float], sampled: list[bool]) -> float:

@@ -8,7 +8,7 @@ tanh/sigmoid pre-activations, a histogram and, with ``backward=True``, gradient 
 
 The call sequence in a training loop is ``forward -> loss.backward() -> probe.step()``::
 
-    with Probe(model, backward=True) as probe:  # records steps 0, 50, 100, ...
+    with Probe(model, backward=True) as probe:  # records steps 0, 100, 200, ...
         for x, y in loader:
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
@@ -19,10 +19,10 @@ The call sequence in a training loop is ``forward -> loss.backward() -> probe.st
 Cost. Hooks are registered only while a sampled step runs (``step % every == 0``): the other
 steps run the model with no hook at all. On a sampled step the statistics are about ten torch ops
 per layer on detached tensors, sub-sampled to ``max_examples`` x ``max_units``; besides one
-min/max fetch per layer, all numbers reach Python in one transfer, inside :meth:`Probe.step`.
-A sampled step costs about one extra training step on the small MNIST-1D MLP on CPU, where
-per-op overhead dominates, hence the default ``every=50`` (``benchmarks/probes.py``: 1.0x the
-plain loop); larger layers make the relative cost smaller.
+sum/min/max fetch per layer, all numbers reach Python in one transfer, inside :meth:`Probe.step`.
+On the small MNIST-1D MLP on CPU, where per-op overhead dominates, a recorded step costs about
+two plain training steps (``benchmarks/probes.py``), hence the default ``every=100``: about 2%
+overall, where ``every=10`` costs about 15%. Larger layers make the relative cost smaller.
 
 Memory. Nothing stored holds a tensor: records are plain floats and lists, ``keep`` per layer.
 
@@ -176,7 +176,7 @@ class _Pending:
     hist: torch.Tensor | list[int]  # (bins,), or (bins + 1,) from a bincount
     bins: int
     edges: tuple[float, float]  # histogram range
-    peak: torch.Tensor | None  # (n_units,): each unit's largest output (ReLU family)
+    dead: torch.Tensor | None  # (k,) int64: indices of the dead units (ReLU family)
     grad_norm: torch.Tensor | None = None  # 0-d
     param_grads: dict[str, torch.Tensor] = field(default_factory=dict)  # 0-d norms
 
@@ -187,8 +187,8 @@ class Probe:
     Args:
         model: any ``nn.Module``; layers are named by their path in ``model.named_modules()``.
         every: record on steps 0, every, 2·every, ... of the counter :meth:`step` advances. A
-            recorded step costs about one training step of a small MLP; ``every=1`` for a
-            snapshot of each step, e.g. while debugging.
+            recorded step costs about two training steps of a small MLP on CPU; ``every=1``
+            records each step, e.g. while debugging.
         layers: which modules to probe. ``"all"``: every leaf module (a :class:`Maxout` counts as
             one), except pass-through ones (Dropout, Identity, Flatten); ``"activations"``:
             nonlinearities only; ``"weights"``: Linear/Conv/Maxout layers; a list of module
@@ -228,7 +228,7 @@ class Probe:
         self,
         model: nn.Module,
         *,
-        every: int = 50,
+        every: int = 100,
         layers: str | Sequence[str] | Callable[[str, nn.Module], bool] = "all",
         backward: bool = False,
         bins: int = 30,
@@ -447,9 +447,10 @@ class Probe:
         if saturated:
             z = _units_view(pre.detach(), layer.units_last, self.max_examples, self.max_units)
             counts.append(torch.count_nonzero(z.abs() > layer.saturation))
-        peak = None
+        dead = None
         if layer.dead:  # ReLU outputs are >= 0: a unit is dead where its largest output is 0
-            peak = x.amax(dim=0) if x.dim() == 2 else x.amax(dim=(0, 2))
+            peak = x.amax(dim=0) if x.dim() == 2 else x.amax(dim=(0, 2))  # (units,)
+            dead = torch.nonzero(peak == 0).view(-1)
         return _Pending(
             layer=layer,
             name=name,
@@ -466,7 +467,7 @@ class Probe:
             hist=hist,
             bins=self.bins,
             edges=edges,
-            peak=peak,
+            dead=dead,
         )
 
     def _histogram(
@@ -531,7 +532,6 @@ def _attach_param_grads(pending: list[_Pending]) -> None:
 def _finalize(pending: list[_Pending], step: int) -> list[LayerStats]:
     """Build the records, fetching all their tensors with two ``tolist`` calls."""
     floats: list[torch.Tensor] = []  # 0-d
-    float_vectors: list[torch.Tensor] = []
     ints: list[torch.Tensor] = []  # 0-d
     int_vectors: list[torch.Tensor] = []
     for rec in pending:
@@ -542,18 +542,17 @@ def _finalize(pending: list[_Pending], step: int) -> list[LayerStats]:
         ints += rec.counts
         if isinstance(rec.hist, torch.Tensor):
             int_vectors.append(rec.hist)
-        if rec.peak is not None:
-            float_vectors.append(rec.peak)
-    fetched = (*_fetch(floats, float_vectors), *_fetch(ints, int_vectors))
-    iterators = [iter(values) for values in fetched]
-    return [_record(rec, step, *iterators) for rec in pending]
+        if rec.dead is not None:
+            int_vectors.append(rec.dead)
+    float_values = iter(_fetch(floats, [])[0])
+    int_values, int_vector_values = (iter(v) for v in _fetch(ints, int_vectors))
+    return [_record(rec, step, float_values, int_values, int_vector_values) for rec in pending]
 
 
 def _record(
     rec: _Pending,
     step: int,
     floats: Iterator[float],
-    float_vectors: Iterator[list[float]],
     ints: Iterator[int],
     int_vectors: Iterator[list[int]],
 ) -> LayerStats:
@@ -566,9 +565,7 @@ def _record(
     hist = next(int_vectors) if isinstance(rec.hist, torch.Tensor) else rec.hist
     if len(hist) > rec.bins:  # the bincount's extra bin holds the maximum: the last bin's
         hist = [*hist[: rec.bins - 1], sum(hist[rec.bins - 1 :])]
-    dead_units = None
-    if rec.peak is not None:
-        dead_units = [i for i, peak in enumerate(next(float_vectors)) if peak == 0]
+    dead_units = next(int_vectors) if rec.dead is not None else None
     return LayerStats(
         name=rec.name,
         kind=rec.layer.kind,
@@ -585,7 +582,7 @@ def _record(
         dead_units=dead_units,
         saturated_fraction=None if saturated is None else saturated / rec.numel,
         hist_counts=hist,
-        hist_edges=_linspace(*rec.edges, rec.bins),
+        hist_edges=_edges(*rec.edges, rec.bins),
         grad_norm=grad_norm,
         param_grad_norms=param_grads,
         call=rec.call,
@@ -634,8 +631,10 @@ def _widen(low: float, high: float) -> tuple[float, float]:
     return (low - 0.5, high + 0.5) if low == high else (low, high)
 
 
-def _linspace(low: float, high: float, bins: int) -> list[float]:
-    return [low + (high - low) * i / bins for i in range(bins + 1)]
+def _edges(low: float, high: float, bins: int) -> list[float]:
+    """``bins + 1`` equally spaced bin edges from ``low`` to ``high``."""
+    width = (high - low) / bins
+    return [low + width * i for i in range(bins)] + [high]
 
 
 def _leaf(x: Any) -> Any:

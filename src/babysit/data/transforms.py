@@ -33,7 +33,7 @@ around 1e4 with unit spread) costs no precision. Memory is O(D) for the means an
 O(D²) for the covariance, whatever the number of examples. Statistics are kept in float64; each
 chunk's covariance is one float32 product (float64 for float64 data) of the chunk centred on its
 own mean, so its entries are small and exact to float32 rounding, folded into a float64 sum. Only
-the block upper triangle of that product is computed (half the flops of ``X.T @ X``).
+the block upper triangle of that product is computed (about half the flops of ``X.T @ X``).
 
 Everything is a torch tensor in and out (numpy arrays are accepted), in the input's floating dtype
 (integer inputs, e.g. 0..255 pixels, become float32).
@@ -49,6 +49,7 @@ tensor([0., 0., 0.])
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Self
@@ -231,12 +232,39 @@ class _Moments:
         self.m2 += m2_b + delta.square() * weight
 
 
+def _block_edges(dim: int) -> list[int]:
+    """Column block boundaries of the triangular product (see ``_BLOCK_COLUMNS``)."""
+    blocks = min(_MAX_BLOCKS, max(1, dim // _BLOCK_COLUMNS))
+    return [round(i * dim / blocks) for i in range(blocks + 1)]
+
+
+def _add_gram_upper(out: torch.Tensor, a: torch.Tensor, edges: list[int]) -> None:
+    """``out += aᵀ a`` on the block upper triangle only: block row i is a_iᵀ a[:, i:]."""
+    for lo, hi in itertools.pairwise(edges):
+        out[lo:hi, lo:].addmm_(a[:, lo:hi].T, a[:, lo:])
+
+
+def _mirror_upper(c: torch.Tensor) -> torch.Tensor:
+    """Make ``c`` exactly symmetric from its upper triangle, in place."""
+    upper = c.triu(1)
+    return c.triu_().add_(upper.T)
+
+
+def _gram(a: torch.Tensor) -> torch.Tensor:
+    """``aᵀ a`` (symmetric) with about half the flops of the full product."""
+    out = torch.zeros(a.shape[1], a.shape[1], dtype=a.dtype, device=a.device)
+    _add_gram_upper(out, a, _block_edges(a.shape[1]))
+    return _mirror_upper(out)
+
+
 class _Covariance:
     """Streaming count, mean and C = Σ (x − mean)(x − mean)ᵀ of D features (Chan et al.'s merge).
 
-    Rows are gathered into a chunk buffer; a full chunk is centred on its own mean, its product
-    ``xcᵀ xc`` is accumulated in the compute dtype (block upper triangle only) and folded into
-    the float64 ``c`` every ``_FLUSH_ROWS`` rows. The merge terms go straight into ``c``.
+    Rows are gathered into a chunk buffer. A full chunk is centred on the compute-dtype rounding
+    ``s`` of its own float64 mean ``m``; its product ``xcᵀ xc`` is accumulated in the compute dtype
+    (block upper triangle only). With ``r = m − s``, the chunk's centred sum is
+    ``xcᵀ xc − b r rᵀ`` and merging it adds ``w δ δᵀ`` (Chan et al.); these rank-1 terms are
+    collected and added to the float64 ``c`` together with the products, every ``_FLUSH_ROWS`` rows.
     """
 
     def __init__(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
@@ -250,9 +278,9 @@ class _Covariance:
         )
         self._filled = 0
         self._buffer_sum = torch.zeros_like(self.mean)  # float64 column sums of the buffer
-        blocks = min(_MAX_BLOCKS, max(1, dim // _BLOCK_COLUMNS))
-        self._edges = [round(i * dim / blocks) for i in range(blocks + 1)]
+        self._edges = _block_edges(dim)
         self._sums: torch.Tensor | None = None  # xcᵀ xc sums not yet folded into c
+        self._rank1: list[tuple[torch.Tensor, float]] = []  # (v, w): c += w v vᵀ, not yet folded
         self._sum_rows = 0
 
     def update(self, x: torch.Tensor) -> None:
@@ -271,39 +299,42 @@ class _Covariance:
         self._merge_buffer()
         self._flush()
         self._sums = self._buffer = None
-        upper = self.c.triu(1)  # the products filled the upper triangle; mirror it
-        self.c.triu_().add_(upper.T)
-        return self.n, self.mean, self.c
+        return self.n, self.mean, _mirror_upper(self.c)  # the products filled the upper triangle
 
     def _merge_buffer(self) -> None:
         b = self._filled
         if b == 0:
             return
-        mean_b = self._buffer_sum / b  # (D,)
-        xc = self._buffer[:b].sub_(mean_b.to(self.dtype))  # (B, D), small values: exact products
-        resid = _sum64(xc) / b  # ~0: the rounding of the shift
+        mean_b = self._buffer_sum / b  # (D,) float64
+        shift = mean_b.to(self.dtype)
+        xc = self._buffer[:b].sub_(shift)  # (B, D): small values, no offset to lose precision to
         self._add_products(xc)
-        self.c.addr_(resid, resid, alpha=-b)  # Σ (xc − r)(xc − r)ᵀ = xcᵀ xc − b r rᵀ
+        resid = mean_b - shift.to(torch.float64)  # mean of xc: the rounding of the shift
         self.n, self.mean, delta, weight = _merge_means(self.n, self.mean, b, mean_b)
-        self.c.addr_(delta, delta, alpha=weight)
+        self._rank1 += [(resid, -float(b)), (delta, weight)]
         self._filled = 0
         self._buffer_sum.zero_()
-
-    def _add_products(self, xc: torch.Tensor) -> None:
-        """``sums += xcᵀ xc`` on the block upper triangle: block row i is xc_iᵀ xc[:, i:]."""
-        if self._sums is None:
-            self._sums = torch.zeros_like(self.c, dtype=self.dtype)
-        for a, b in zip(self._edges[:-1], self._edges[1:], strict=True):
-            self._sums[a:b, a:].addmm_(xc[:, a:b].T, xc[:, a:])
-        self._sum_rows += xc.shape[0]
         if self._sum_rows >= _FLUSH_ROWS:
             self._flush()
 
+    def _add_products(self, xc: torch.Tensor) -> None:
+        """``sums += xcᵀ xc`` on the block upper triangle."""
+        if self._sums is None:
+            self._sums = torch.zeros_like(self.c, dtype=self.dtype)
+        _add_gram_upper(self._sums, xc, self._edges)
+        self._sum_rows += xc.shape[0]
+
     def _flush(self) -> None:
+        """Fold the pending products and rank-1 terms into ``c`` (one pass over it each)."""
         if self._sums is not None and self._sum_rows:
             self.c += self._sums
             self._sums.zero_()
             self._sum_rows = 0
+        if self._rank1:
+            vectors = torch.stack([v for v, _ in self._rank1], 1)  # (D, m)
+            weights = torch.tensor([w for _, w in self._rank1], dtype=torch.float64)
+            self.c.addmm_(vectors * weights.to(vectors.device), vectors.T)  # Σ w v vᵀ
+            self._rank1 = []
 
 
 def _eigh_descending(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -862,9 +893,9 @@ class Whiten(_CovarianceEstimator):
             )
         std = (evals + self.eps).sqrt()  # (D,)
         if self.method == "zca":
-            w = components.T @ (components / std[:, None])  # U Λ^{-1/2} Uᵀ
-            w_inv = components.T @ (components * std[:, None])  # U Λ^{1/2} Uᵀ
-            w, w_inv = (w + w.T) / 2, (w_inv + w_inv.T) / 2  # symmetric up to round-off: exactly
+            # U f(Λ) Uᵀ = Vᵀ V with V = f(Λ)^{1/2} Uᵀ: a Gram product, exactly symmetric
+            w = _gram(components / std.sqrt()[:, None])  # U Λ^{-1/2} Uᵀ
+            w_inv = _gram(components * std.sqrt()[:, None])  # U Λ^{1/2} Uᵀ
         else:
             w = components / std[:, None]  # Λ^{-1/2} Uᵀ
             w_inv = components.T * std  # U Λ^{1/2}
