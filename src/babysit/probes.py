@@ -21,8 +21,8 @@ steps run the model with no hook at all. On a sampled step the statistics are ab
 per layer on detached tensors, sub-sampled to ``max_examples`` x ``max_units``; besides one
 sum/min/max fetch per layer, all numbers reach Python in one transfer, inside :meth:`Probe.step`.
 On the small MNIST-1D MLP on CPU, where per-op overhead dominates, a recorded step costs about
-two plain training steps (``benchmarks/probes.py``), hence the default ``every=100``: about 2%
-overall, where ``every=10`` costs about 15%. Larger layers make the relative cost smaller.
+two plain training steps (``benchmarks/probes.py``), hence the default ``every=100``: about 1-2%
+overall, where ``every=10`` costs 15-25%. Larger layers make the relative cost smaller.
 
 Memory. Nothing stored holds a tensor: records are plain floats and lists, ``keep`` per layer.
 
@@ -54,6 +54,7 @@ from .nn.activations import WEIGHT_LAYERS, Maxout, activation_name
 
 __all__ = [
     "DEAD_MIN_EXAMPLES",
+    "MAX_CALLS_PER_STEP",
     "SATURATION_THRESHOLDS",
     "SIGMOID_SATURATION",
     "TANH_SATURATION",
