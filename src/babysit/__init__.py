@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import data, nn
 from .checks import diagnose
 from .findings import Diagnosis, Finding
+from .probes import LayerStats, Probe
 from .tuning import LRFinderResult, lr_find
 
 try:
@@ -20,6 +21,8 @@ __all__ = [
     "Diagnosis",
     "Finding",
     "LRFinderResult",
+    "LayerStats",
+    "Probe",
     "__version__",
     "data",
     "diagnose",

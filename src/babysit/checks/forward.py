@@ -119,7 +119,7 @@ def activation_scale(ctx: Context) -> list[Finding]:
 
 @check("saturation", codes=["SATURATED_ACTIVATIONS"])
 def saturation(ctx: Context) -> list[Finding]:
-    """tanh/sigmoid units whose derivative is < 1% of its maximum kill the gradient (lecture)."""
+    """Saturated tanh/sigmoid units (|z| > 3.0 / 5.3) pass almost no gradient (lecture)."""
     found = []
     for name, s in _activation_layers(ctx):
         if s.kind not in _SATURATING or s.saturated_fraction is None:
@@ -129,7 +129,8 @@ def saturation(ctx: Context) -> list[Finding]:
                 finding(
                     "SATURATED_ACTIVATIONS",
                     f"{s.saturated_fraction:.0%} of the {s.kind} pre-activations of '{name}' "
-                    "are saturated (derivative < 1% of its maximum): gradients stop there",
+                    "are saturated (output within 0.5% of ±1 or 0/1, local gradient ~1-2% of its "
+                    "maximum): gradients stop there",
                     "shrink the init (babysit.nn.init_model(model, 'xavier')), standardize the "
                     "inputs, or add batch norm before the activation",
                     {"saturated_fraction": s.saturated_fraction, "std": s.std},
