@@ -115,3 +115,20 @@ def test_user_model_mode_and_rng_are_untouched(data):
 def test_bad_input_gives_one_clear_error(data, call, error, match):
     with pytest.raises(error, match=match):
         call(data)
+
+
+def test_optimizer_factory_is_used(data):
+    built = []
+
+    def factory(params):
+        built.append(True)
+        return torch.optim.SGD(params, lr=1e-6)
+
+    diagnosis = bs.diagnose(model(), data, optimizer=factory)
+    assert built, "the factory builds the optimizer of the training checks"
+    assert "LR_TOO_LOW" in diagnosis.codes  # its own lr=1e-6 is judged
+
+
+def test_optimizer_factory_must_return_an_optimizer(data):
+    with pytest.raises(TypeError, match="not a torch.optim.Optimizer"):
+        bs.diagnose(model(), data, optimizer=lambda params: "sgd", checks=["learning_rate"])

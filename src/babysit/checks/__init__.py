@@ -137,8 +137,9 @@ def build_context(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"diagnose needs an nn.Module as model, got {type(model).__name__}")
-    if isinstance(optimizer, str):
-        make_optimizer(optimizer, [nn.Parameter(torch.zeros(1))], lr, weight_decay)  # validate
+    trial = make_optimizer(optimizer, [nn.Parameter(torch.zeros(1))], lr, weight_decay)
+    if callable(optimizer) and lr is None:
+        lr = trial.param_groups[0]["lr"]  # a factory's own lr is the one to judge
     device = torch.device(device)
     torch.manual_seed(seed)
     x, y, n_examples = probe_batch(data, PROBE_BATCH, seed)
