@@ -17,6 +17,7 @@ from torch import nn
 import babysit as bs
 from babysit.checks import backward, build_context
 from babysit.checks._base import Context
+from babysit.checks.catalogue import MixesBatch as SwapBatch
 from babysit.findings import Finding
 
 N_CLASSES = 10
@@ -128,13 +129,6 @@ class WithUnused(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-
-class SwapBatch(nn.Module):
-    """(N, C, L) -> (N, C*L) the wrong way: transpose(0, 1) then reshape, instead of flatten."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(0, 1).reshape(x.shape[0], -1)
 
 
 class ViewSwap(nn.Module):
