@@ -130,5 +130,5 @@ def test_optimizer_factory_is_used(data):
 
 
 def test_optimizer_factory_must_return_an_optimizer(data):
-    with pytest.raises(TypeError, match="not a torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"not a torch\.optim\.Optimizer"):
         bs.diagnose(model(), data, optimizer=lambda params: "sgd", checks=["learning_rate"])
