@@ -10,6 +10,7 @@ from . import data, nn
 from .checks import diagnose
 from .findings import Diagnosis, Finding
 from .probes import LayerStats, Probe
+from .train import Callback, Checkpoint, History, Watcher, fit, watch
 from .tuning import LRFinderResult, lr_find
 
 try:
@@ -18,14 +19,20 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 __all__ = [
+    "Callback",
+    "Checkpoint",
     "Diagnosis",
     "Finding",
+    "History",
     "LRFinderResult",
     "LayerStats",
     "Probe",
+    "Watcher",
     "__version__",
     "data",
     "diagnose",
+    "fit",
     "lr_find",
     "nn",
+    "watch",
 ]

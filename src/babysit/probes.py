@@ -298,6 +298,15 @@ class Probe:
         """The step counter: how many times :meth:`step` has been called."""
         return self._step
 
+    def seek(self, step: int) -> None:
+        """Set the step counter (a resumed training run continues its sampling schedule)."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        self._flush()
+        self._step = step
+        if self._attached:
+            self._arm(self.sampling)
+
     @property
     def sampling(self) -> bool:
         """Whether the current step is recorded (``current_step % every == 0``)."""

@@ -9,6 +9,8 @@ never leaves a half-written file, and every JSON document carries ``"schema": 1`
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -18,12 +20,19 @@ from typing import Any
 
 __all__ = [
     "ACTIVATIONS",
+    "CHECKPOINTS",
     "CONFIG",
     "FINDINGS",
+    "METRICS",
+    "METRIC_COLUMNS",
     "SCHEMA",
+    "TENSORBOARD",
+    "append_metrics",
     "atomic_write_bytes",
     "fresh_run_dir",
     "read_json",
+    "read_metrics",
+    "truncate_metrics",
     "write_json",
 ]
 
@@ -31,6 +40,10 @@ SCHEMA = 1
 CONFIG = "config.json"
 FINDINGS = "findings.json"
 ACTIVATIONS = "activations.json"
+METRICS = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tb"
+METRIC_COLUMNS = ("step", "epoch", "split", "name", "value")
 
 
 def fresh_run_dir(path: str | os.PathLike) -> Path:
@@ -97,3 +110,49 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def append_metrics(run_dir: str | os.PathLike, rows: list[tuple]) -> None:
+    """Append ``(step, epoch, split, name, value)`` rows to ``metrics.csv`` (long format; the
+    header is written with the first rows), flushed to disk before returning. Values are
+    written with ``repr``, so they read back bit for bit."""
+    path = Path(run_dir) / METRICS
+    new = not path.exists()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if new:
+        writer.writerow(METRIC_COLUMNS)
+    writer.writerows((s, e, split, name, repr(float(v))) for s, e, split, name, v in rows)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(buffer.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def truncate_metrics(run_dir: str | os.PathLike, n_rows: int) -> None:
+    """Keep only the first ``n_rows`` rows of ``metrics.csv`` (a resumed run drops what was
+    logged after its checkpoint), rewriting the file atomically."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    atomic_write_bytes(path, "".join(lines[: n_rows + 1]).encode())
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """``metrics.csv`` as a list of ``{step, epoch, split, name, value}`` dicts; ``None`` when
+    the run has none."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [
+            {
+                "step": int(row["step"]),
+                "epoch": int(row["epoch"]),
+                "split": row["split"],
+                "name": row["name"],
+                "value": float(row["value"]),
+            }
+            for row in csv.DictReader(handle)
+        ]

@@ -61,6 +61,25 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
         "LR_TOO_LOW only when the weights move less than the lecture's ~1e-3 per step: a flat "
         "loss with normally moving weights is the model's fault, not the learning rate's",
     ),
+    "plateau_flat": (
+        0.05,
+        "LOSS_PLATEAU_AT_START: window means within 5% of the first one count as flat",
+    ),
+    "plateau_drop": (
+        0.3,
+        "LOSS_PLATEAU_AT_START: a fall of 30% below the plateau right after it is 'sudden'",
+    ),
+    "loss_oscillation": (
+        4.0,
+        "LOSS_OSCILLATING: path length over net change of the smoothed loss (last half of "
+        "20 windows); a descending curve scores ~1",
+    ),
+    "overfit_gap": (
+        0.2,
+        "OVERFITTING: train minus val accuracy for two epochs; lecture: 'big gap = overfitting'",
+    ),
+    "underfit_gap": (0.02, "UNDERFITTING: lecture 'no gap: increase model capacity'"),
+    "underfit_accuracy": (0.6, "UNDERFITTING only when train accuracy is also below this"),
     "overfit_accuracy": (1.0, "lecture: overfit a small sample to 100% train accuracy"),
     "dropout_max": (0.5, "UMLAUT (Schoop et al., CHI'21): dropout above 0.5"),
 }

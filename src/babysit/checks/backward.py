@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,7 +31,7 @@ from ..findings import Finding
 from ..nn.activations import WEIGHT_LAYERS
 from ._base import Context, check, finding
 
-__all__ = ["batch_independence", "gradient_check", "gradient_flow"]
+__all__ = ["batch_independence", "gradient_check", "gradient_flow", "vanishing_or_exploding"]
 
 # Gradient check (CS231n notes): a few examples keep it cheap; float64 central differences have
 # truncation error O(eps^2) and round-off O(1e-16 |L| / eps), both far below the 1e-4 relative
@@ -87,7 +87,9 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     norms = _weight_grad_norms(model, order, grad_of)
     ctx.cache["weight_grad_norms"] = norms
     if torch.isfinite(loss.detach()).all():
-        found += _nonfinite_gradients(trainable, grads) or _vanishing_or_exploding(ctx, norms)
+        found += _nonfinite_gradients(trainable, grads) or vanishing_or_exploding(
+            norms, ctx.thresholds
+        )
     return found
 
 
@@ -194,8 +196,11 @@ def _nonfinite_gradients(
     ]
 
 
-def _vanishing_or_exploding(ctx: Context, norms: dict[str, float]) -> list[Finding]:
-    """AUTOTRAINER's rule on ``‖g_first‖ / ‖g_last‖`` (first and last weight layer)."""
+def vanishing_or_exploding(
+    norms: dict[str, float], thresholds: Mapping[str, float]
+) -> list[Finding]:
+    """AUTOTRAINER's rule on ``‖g_first‖ / ‖g_last‖`` (first and last weight layer, in forward
+    order); shared by ``diagnose`` and the training monitor."""
     if len(norms) < 2:
         return []
     layers = list(norms)
@@ -210,7 +215,7 @@ def _vanishing_or_exploding(ctx: Context, norms: dict[str, float]) -> list[Findi
         "last_grad_norm": g_last,
         "grad_norms": norms,
     }
-    t = ctx.thresholds
+    t = thresholds
     if ratio < t["gradient_vanishing_ratio"] and g_first < t["gradient_vanishing_abs"]:
         return [
             finding(

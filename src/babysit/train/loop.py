@@ -1,0 +1,635 @@
+"""``babysit.fit``: a plain, fast training loop with monitors, checkpoints and resume.
+
+One step::
+
+    zero_grad -> forward -> loss -> on_loss (monitors may roll back here) -> backward -> step
+
+No framework underneath: in-memory tensors are batched by indexing, the loss is read once per
+step (``loss.item()``, which the progress bar and the NaN guard need), accuracy is summed as a
+tensor. Everything else a monitor measures is sampled (see :mod:`babysit.train.monitors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import runs
+from ..findings import Finding
+from ..optim import make_optimizer, optimizer_name
+from .batches import Batches, UserLoader, make_batches, to_device
+from .callbacks import Callback
+from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_checkpoint
+from .checkpoint import save_checkpoint as _save
+from .history import History
+from .schedules import Schedule, make_schedule
+from .session import Session
+
+__all__ = ["fit"]
+
+Forward = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
+Metric = Callable[[torch.Tensor, torch.Tensor], Any]
+_CLASSIFICATION_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    *,
+    val: Any = None,
+    optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
+    lr: float | None = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str | Callable[[torch.optim.Optimizer], Any] | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    metrics: Mapping[str, Metric] | None = None,
+    forward: Forward | None = None,
+    callbacks: Iterable[Callback] | None = None,
+    monitors: str | Iterable[Callback] | None = "default",
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    thresholds: Mapping[str, float] | None = None,
+    ignore: Iterable[str] = (),
+) -> History:
+    """Train ``model`` on ``data`` with the lecture's babysitting running alongside.
+
+    Args:
+        model: any ``nn.Module``; it is moved to ``device`` and trained in place.
+        data: ``(X, y)`` tensors or arrays, a ``Dataset`` or a ``DataLoader``; anything else
+            with ``forward``.
+        val: validation data in the same forms; evaluated after every epoch (eval mode, no grad).
+        optimizer: a name (``sgd``, ``momentum``, ``nesterov``, ``adam``, ``adamw``,
+            ``rmsprop``, ``adagrad``) or a factory ``params -> Optimizer`` (its own lr is kept
+            when ``lr=None``).
+        lr: learning rate; ``None`` takes the optimizer's default (or the factory's).
+        weight_decay: L2 regularization strength, passed to the optimizer.
+        schedule: ``"cosine"``, ``"step"``, ``"onecycle"`` or ``optimizer -> scheduler``.
+        loss_fn: default cross-entropy (classification: accuracy is measured too); for
+            regression pass e.g. ``nn.MSELoss()``.
+        metrics: extra ``{name: fn(output, target)}``, averaged over examples, train and val.
+        forward: ``(model, batch) -> (output, target)`` for batches that are not ``(x, y)``.
+        callbacks: extra :class:`Callback` s (a :class:`Checkpoint` replaces the default one).
+        monitors: ``"default"``, ``"all"``, ``None`` (a plain loop), or a list of monitors
+            (:mod:`babysit.train.monitors`).
+        run_dir: where ``config.json``, ``metrics.csv``, ``findings.json``, ``checkpoints/``
+            and ``tb/`` go. An existing one is renamed with a timestamp unless ``resume``.
+        resume: continue from ``run_dir/checkpoints/last.pt`` (model, optimizer, scheduler,
+            RNG states, callbacks, position): on CPU the metrics equal an uninterrupted run's.
+        progress: a rich progress bar with loss/acc/lr and live alerts; ``False`` is quiet.
+        seed: seeds torch's global generator (dropout) and the shuffling.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        thresholds: overrides of :data:`babysit.thresholds.THRESHOLDS` for the monitors.
+        ignore: finding codes to silence.
+
+    Returns:
+        A :class:`History`: per-epoch metrics, ``.findings``, ``.stop_reason``, ``.rollbacks``.
+    """
+    trainer = Trainer(
+        model,
+        data,
+        val=val,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        epochs=epochs,
+        batch_size=batch_size,
+        loss_fn=loss_fn,
+        metrics=metrics,
+        forward=forward,
+        callbacks=callbacks,
+        monitors=monitors,
+        run_dir=run_dir,
+        resume=resume,
+        progress=progress,
+        seed=seed,
+        device=device,
+        thresholds=thresholds,
+        ignore=ignore,
+    )
+    return trainer.run()
+
+
+class Trainer(Session):
+    """The loop behind :func:`fit` (a :class:`Session` that owns the training)."""
+
+    def __init__(self, model: nn.Module, data: Any, **kw: Any) -> None:
+        from .monitors import resolve_monitors  # monitors import the session, not the reverse
+
+        epochs, batch_size = kw["epochs"], kw["batch_size"]
+        _positive_int("epochs", epochs)
+        _positive_int("batch_size", batch_size)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.device = _device(kw["device"])
+        self.seed = int(kw["seed"])
+        self.epochs = epochs
+        self.forward_fn: Forward | None = kw["forward"]
+        self.loss_fn = kw["loss_fn"] if kw["loss_fn"] is not None else nn.CrossEntropyLoss()
+        self.classification = isinstance(self.loss_fn, _CLASSIFICATION_LOSSES)
+        self.metric_fns: dict[str, Metric] = dict(kw["metrics"] or {})
+        model.to(self.device)
+        opt = make_optimizer(kw["optimizer"], model.parameters(), kw["lr"], kw["weight_decay"])
+        self.batches = make_batches(
+            data, batch_size, shuffle=True, seed=self.seed, device=self.device, name="data"
+        )
+        self.val_batches = (
+            None
+            if kw["val"] is None
+            else make_batches(
+                kw["val"], batch_size, shuffle=False, seed=0, device=self.device, name="val"
+            )
+        )
+        self._check_data(self.batches, "data")
+        if self.val_batches is not None:
+            self._check_data(self.val_batches, "val")
+        self.schedule: Schedule | None = make_schedule(
+            kw["schedule"], opt, epochs=epochs, steps_per_epoch=len(self.batches)
+        )
+        monitors = resolve_monitors(kw["monitors"])
+        user = list(kw["callbacks"] or [])
+        checkpoints = [c for c in user if isinstance(c, Checkpoint)]
+        run_dir = Path(kw["run_dir"]) if kw["run_dir"] is not None else None
+        extra: list[Callback] = []
+        if kw["progress"]:
+            from .progress import ProgressBar
+
+            extra.append(ProgressBar())
+        if run_dir is not None:
+            from .tensorboard import TensorBoard
+
+            if TensorBoard.available():
+                extra.append(TensorBoard(run_dir / runs.TENSORBOARD))
+            if not checkpoints:
+                checkpoints = [Checkpoint()]
+        others = [c for c in user if not isinstance(c, Checkpoint)]
+        callbacks = [*monitors, *others, *extra, *checkpoints]  # checkpoints see everything
+        super().__init__(
+            model,
+            opt,
+            callbacks=callbacks,
+            thresholds=kw["thresholds"],
+            ignore=kw["ignore"],
+            run_dir=run_dir,
+        )
+        self.config = self._config(kw)
+        self.resume = bool(kw["resume"])
+        self.history: list[dict[str, Any]] = []
+        self.rollbacks = 0
+        self._start = (0, 0)  # (epoch, batch) to start from
+        self._epoch_rng: torch.Tensor | None = None
+        self._resume_rng: torch.Tensor | None = None
+        self._good: dict[str, Any] | None = None
+        self._skip = False
+        self._start_step = 0
+        self._sums = _Sums()
+        self._resume_sums: _Sums | None = None
+        self._batch_done = -1
+        self.initial_lr = self.lr()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> History:
+        torch.manual_seed(self.seed)
+        self._prepare_run_dir()
+        self.model.train()
+        self.call("on_fit_start")
+        try:
+            for epoch in range(self._start[0], self.epochs):
+                self.epoch = epoch
+                self._train_epoch(self._start[1] if epoch == self._start[0] else 0)
+                if self.stop_reason:
+                    break
+        except BaseException as err:
+            self.call("on_exception", err)
+            self._save_on_interrupt(err)
+            self.call("on_fit_end")
+            self.flush()
+            raise
+        self.call("on_fit_end")
+        self.flush()
+        return History(
+            self.history,
+            self.findings,
+            stop_reason=self.stop_reason,
+            rollbacks=self.rollbacks,
+            run_dir=self.run_dir,
+        )
+
+    def _train_epoch(self, start: int) -> None:
+        self.model.train()
+        self.call("on_train_epoch_start")
+        started = time.perf_counter()
+        sums = self._sums = self._resume_sums or _Sums()
+        self._resume_sums = None
+        self._batch_done = start - 1
+        for batch_index, batch in self._epoch_batches(start):
+            self.call("on_train_batch_start", batch_index)
+            loss_value = self._train_step(batch, sums)
+            if not self._skip:
+                self.call("on_train_batch_end", loss_value, batch_index)
+            self._skip = False
+            self._batch_done = batch_index
+            self.step += 1
+            if self.stop_reason:
+                break
+        metrics = {"epoch": self.epoch, **sums.means("train"), "lr": self.lr()}
+        if self.val_batches is not None:
+            metrics.update(self.evaluate(self.val_batches))
+        metrics["seconds"] = time.perf_counter() - started
+        self._log_epoch(metrics)
+        self.history.append(metrics)
+        self.call("on_train_epoch_end", metrics)
+        if self.val_batches is not None:
+            self.call("on_validation_epoch_end", metrics)
+        if self.schedule is not None:
+            self.schedule.step_epoch(metrics.get("val_loss", metrics.get("train_loss", math.nan)))
+        for callback in self.callbacks:
+            if isinstance(callback, Checkpoint):
+                callback.save_epoch(self, metrics)
+        if not any(isinstance(c, Checkpoint) for c in self.callbacks):
+            self.flush()  # without a run_dir this drops the rows: History keeps the epochs
+
+    def _epoch_batches(self, start: int) -> Iterable[tuple[int, Any]]:
+        """The epoch's batches from ``start``; a resumed user loader re-draws its shuffle."""
+        resuming = self._resume_rng is not None
+        if resuming and self._epoch_rng is not None:
+            torch.set_rng_state(self._epoch_rng)
+        else:
+            self._epoch_rng = torch.get_rng_state()
+        iterator = iter(self.batches.epoch(self.epoch, start))
+        if resuming:
+            head = next(iterator, None) if isinstance(self.batches, UserLoader) else None
+            torch.set_rng_state(self._resume_rng)  # type: ignore[arg-type]
+            self._resume_rng = None
+            if head is not None:
+                iterator = itertools.chain([head], iterator)
+        return iterator
+
+    def _train_step(self, batch: Any, sums: _Sums) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        output, target = self._forward(batch)
+        if self.step == self._start_step:
+            self._check_targets(output, target)
+        loss = self.loss_fn(output, target)
+        if self.step == self._start_step:
+            self._check_loss(loss)
+        value = loss.item()
+        self.log("loss", value)
+        self.call("on_loss", value)
+        if self._skip:  # a monitor rolled back: this batch's gradient is not applied
+            return value
+        loss.backward()
+        self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step_batch()
+        sums.add(value, output.detach(), target, self)
+        return value
+
+    def _forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.forward_fn is not None:
+            return self.forward_fn(self.model, to_device(batch, self.device))
+        x, y = _xy(batch)
+        x, y = to_device(x, self.device), to_device(y, self.device)
+        if self.step == self._start_step:
+            return _first_forward(self.model, x), y
+        return self.model(x), y
+
+    @torch.no_grad()
+    def evaluate(self, batches: Batches) -> dict[str, float]:
+        """Loss, accuracy (classification) and custom metrics on ``batches``, in eval mode."""
+        self.call("on_validation_start")
+        self.model.eval()
+        sums = _Sums()
+        try:
+            for _, batch in batches.epoch(0):
+                output, target = self._forward(batch)
+                sums.add(self.loss_fn(output, target).item(), output, target, self)
+        finally:
+            self.model.train()
+            self.call("on_validation_end")
+        return sums.means("val")
+
+    # -- rollback (the lecture's break-out, done without losing progress) ---------------------
+
+    def remember_good_state(self) -> None:
+        self._good = {
+            "step": self.step,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "schedule": None
+            if self.schedule is None
+            else copy.deepcopy(self.schedule.scheduler.state_dict()),
+        }
+
+    def request_rollback(self, reason: Finding, lr_factor: float) -> bool:
+        if self._good is None:
+            return False
+        lr_now = [g["lr"] for g in self.optimizer.param_groups]
+        self.model.load_state_dict(self._good["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(self._good["optimizer"]))
+        if self.schedule is not None:
+            self.schedule.scheduler.load_state_dict(copy.deepcopy(self._good["schedule"]))
+            self.schedule.scale(lr_factor * lr_now[0] / max(self.lr(), 1e-300))
+        for group, lr in zip(self.optimizer.param_groups, lr_now, strict=True):
+            group["lr"] = lr * lr_factor
+        self.rollbacks += 1
+        self._skip = True
+        self.call("on_rollback", self._good["step"])
+        return True
+
+    # -- checkpoints and the run directory -----------------------------------------------------
+
+    def save_checkpoint(
+        self, name: str, *, next_batch: int | None = None, next_step: int | None = None
+    ) -> None:
+        """Write ``checkpoints/<name>.pt``. Mid-epoch, ``next_batch``/``next_step`` say where to
+        continue (with the epoch's running sums); at an epoch's end, the next epoch."""
+        if self.run_dir is None:
+            return
+        self.flush()
+        if next_batch is None:
+            position = {"epoch": self.epoch + 1, "batch": 0, "step": self.step}
+            sums = None
+        else:
+            step = self.step if next_step is None else next_step
+            position = {"epoch": self.epoch, "batch": next_batch, "step": step}
+            sums = self._sums.state_dict()
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.scheduler.state_dict(),
+            "position": position,
+            "sums": sums,
+            "rng": torch.get_rng_state(),
+            "epoch_rng": self._epoch_rng if self._epoch_rng is not None else torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "callbacks": self.callback_states(),
+            "history": self.history,
+            "findings": [f.to_dict() for f in self.findings],
+            "emitted": [list(k) for k in self._emitted],
+            "rollbacks": self.rollbacks,
+            "metric_rows": self._rows_on_disk,
+            "initial_lr": self.initial_lr,
+        }
+        _save(self.run_dir / runs.CHECKPOINTS / f"{name}.pt", state)
+
+    def _prepare_run_dir(self) -> None:
+        if self.run_dir is None:
+            if self.resume:
+                raise ValueError("resume=True needs the run_dir of the run to continue")
+            return
+        last = self.run_dir / runs.CHECKPOINTS / "last.pt"
+        if self.resume and last.exists():
+            self._restore(load_checkpoint(last), last)
+        else:
+            if self.resume:
+                warnings.warn(
+                    f"resume=True but {last} does not exist: starting a new run", stacklevel=4
+                )
+            _writable(self.run_dir)
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                runs.fresh_run_dir(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_json(self.run_dir, runs.CONFIG, self.config)
+
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        check_same_model(state, self.model, path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{path}: its optimizer state does not fit this optimizer ({err}); resume with "
+                "the optimizer that wrote it"
+            ) from err
+        self.model.load_state_dict(state["model"])
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.scheduler.load_state_dict(state["schedule"])
+        pos = state["position"]
+        self._start = (pos["epoch"], pos["batch"])
+        if state["sums"] is not None:
+            self._resume_sums = _Sums.from_state(state["sums"])
+        self.step = self._start_step = pos["step"]
+        self.epoch = self._start[0]
+        torch.set_rng_state(state["rng"])
+        if self.device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._epoch_rng = state["epoch_rng"]
+        self._resume_rng = state["rng"] if self._start[1] > 0 else None
+        if self._resume_rng is None:
+            self._epoch_rng = None
+        self.load_callback_states(state["callbacks"])
+        self.history = list(state["history"])
+        self.findings = [Finding.from_dict(f) for f in state["findings"]]
+        self._emitted = {tuple(k) for k in state["emitted"]}  # type: ignore[misc]
+        self.rollbacks = state["rollbacks"]
+        self.initial_lr = state["initial_lr"]
+        runs.truncate_metrics(self.run_dir, state["metric_rows"])  # type: ignore[arg-type]
+        self._rows_on_disk = state["metric_rows"]
+
+    def _save_on_interrupt(self, err: BaseException) -> None:
+        """Ctrl-C keeps the progress: a mid-epoch ``last.pt`` after the last completed step."""
+        if not isinstance(err, KeyboardInterrupt) or self.run_dir is None:
+            return
+        with contextlib.suppress(CheckpointError):
+            self.save_checkpoint("last", next_batch=self._batch_done + 1, next_step=self.step)
+
+    # -- checks and bookkeeping ----------------------------------------------------------------
+
+    def _check_data(self, batches: Batches, name: str) -> None:
+        """Non-finite inputs and bad labels in in-memory data, before the first step."""
+        tensors = getattr(batches, "tensors", None)
+        if tensors is None:
+            return
+        x, y = tensors[0], tensors[1]
+        if x.is_floating_point():
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                row = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero()[0])
+                raise ValueError(
+                    f"{name}: X contains {bad} NaN/Inf values (first in example {row}); training "
+                    "on them makes the loss NaN. Impute or drop those examples first"
+                )
+        labels = self.classification and self.forward_fn is None and not y.is_floating_point()
+        if labels and len(y) and int(y.min()) < 0:
+            raise ValueError(
+                f"{name}: labels must be class indices >= 0 for cross-entropy, found {int(y.min())}"
+            )
+
+    def _check_targets(self, output: Any, target: Any) -> None:
+        """Cross-entropy's shape rules, stated before torch fails obscurely (first step)."""
+        if not self.classification:
+            return
+        if not isinstance(output, torch.Tensor) or not isinstance(target, torch.Tensor):
+            return
+        hint = (
+            "cross-entropy wants logits of shape (batch, classes) and integer class indices of "
+            "shape (batch,); for regression pass loss_fn=torch.nn.MSELoss()"
+        )
+        if target.is_floating_point() and target.shape != output.shape:
+            raise ValueError(
+                f"targets are {target.dtype} of shape {tuple(target.shape)} but the model outputs "
+                f"{tuple(output.shape)}: class labels must be integers (y.long()); {hint}"
+            )
+        if target.is_floating_point():
+            return
+        if output.dim() != target.dim() + 1 or output.shape[0] != target.shape[0]:
+            raise ValueError(
+                f"the model outputs shape {tuple(output.shape)} but the targets have shape "
+                f"{tuple(target.shape)}: {hint}"
+            )
+        top = int(target.max()) if target.numel() else 0
+        if top >= output.shape[1]:
+            raise ValueError(
+                f"label {top} in the first batch, but the model outputs {output.shape[1]} "
+                "classes (labels must lie in [0, classes)): widen the output layer"
+            )
+
+    def _check_loss(self, loss: Any) -> None:
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(
+                f"loss_fn must return a scalar tensor, got {shape}; use reduction='mean'"
+            )
+
+    def _log_epoch(self, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if key in ("epoch", "seconds") or not isinstance(value, float | int):
+                continue
+            split, _, name = key.partition("_")
+            if split not in ("train", "val"):
+                split, name = "train", key
+            self.log(
+                f"epoch_{name}" if split == "train" and name == "loss" else name, value, split=split
+            )
+
+    def _config(self, kw: dict[str, Any]) -> dict[str, Any]:
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "kind": "fit",
+            "model": type(self.model).__name__,
+            "model_repr": repr(self.model),
+            "n_parameters": n_params,
+            "optimizer": optimizer_name(kw["optimizer"]),
+            "lr": self.lr(),
+            "weight_decay": kw["weight_decay"],
+            "schedule": kw["schedule"] if isinstance(kw["schedule"], str | None) else "custom",
+            "epochs": kw["epochs"],
+            "batch_size": kw["batch_size"],
+            "loss_fn": repr(self.loss_fn),
+            "seed": self.seed,
+            "device": str(self.device),
+            "monitors": [type(c).__name__ for c in self.callbacks],
+            "n_train": self.batches.n_examples,
+            "n_val": None if self.val_batches is None else self.val_batches.n_examples,
+        }
+
+
+class _Sums:
+    """Running sums of loss, correct predictions and custom metrics over an epoch."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.n = 0
+        self.correct: torch.Tensor | None = None
+        self.custom: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss,
+            "n": self.n,
+            "correct": None if self.correct is None else int(self.correct),
+            "custom": {k: float(v) for k, v in self.custom.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Sums:
+        sums = cls()
+        sums.loss, sums.n, sums.custom = state["loss"], state["n"], dict(state["custom"])
+        if state["correct"] is not None:
+            sums.correct = torch.tensor(state["correct"])
+        return sums
+
+    def add(self, loss: float, output: torch.Tensor, target: torch.Tensor, t: Trainer) -> None:
+        n = len(target) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
+        self.loss += loss * n
+        self.n += n
+        if t.classification and output.dim() == 2 and target.dim() == 1:
+            hits = (output.argmax(1) == target).sum()
+            self.correct = hits if self.correct is None else self.correct + hits
+        for name, fn in t.metric_fns.items():
+            with torch.no_grad():
+                value = fn(output, target) * n
+            self.custom[name] = value + self.custom.get(name, 0.0)
+
+    def means(self, split: str) -> dict[str, float]:
+        if self.n == 0:
+            return {}
+        out = {f"{split}_loss": self.loss / self.n}
+        if self.correct is not None:
+            out[f"{split}_acc"] = self.correct.item() / self.n
+        for name, total in self.custom.items():
+            out[f"{split}_{name}"] = float(total) / self.n
+        return out
+
+
+def _xy(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise TypeError(
+        f"fit expects (x, y) batches, got {type(batch).__name__}"
+        + (f" of length {len(batch)}" if isinstance(batch, tuple | list) else "")
+        + "; for other batches pass forward=lambda model, batch: (model(batch['x']), batch['y'])"
+    )
+
+
+def _first_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The first forward, with the input shape in the message when the model rejects it."""
+    try:
+        return model(x)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"the model raised on the first batch (x of shape {tuple(x.shape)}, "
+            f"{x.dtype}): {err}. Check that the data's feature shape matches the model's input"
+        ) from err
+
+
+def _device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available here; use 'cpu'")
+    return device
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _writable(run_dir: Path) -> None:
+    """Fail before training when the run directory cannot be created or written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".babysit-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(
+            f"run_dir {run_dir} is not writable ({err.strerror or err}); pass a run_dir you can "
+            "write to, or run_dir=None to keep nothing on disk"
+        ) from err

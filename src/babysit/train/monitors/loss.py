@@ -1,0 +1,276 @@
+"""Loss monitors: the lecture's break-out rule and the shape of the loss curve.
+
+:class:`LossGuard` watches every step's loss. NaN/Inf is caught in the step where it appears
+(before backward, so no NaN gradient reaches the weights); a loss above 3x its first value is
+the lecture's "cost > 3 * original cost: break out early". Under ``fit`` both roll the model and
+optimizer back to the last good state, lower the learning rate by ``lr_factor`` and continue,
+up to ``max_rollbacks`` times (then training stops); each time a ``NAN_LOSS`` or ``LR_TOO_HIGH``
+finding records it. Under ``watch`` (the user's loop) they are reported, and
+``watcher.diverged`` tells the loop to stop.
+
+:class:`LossCurve` reads the per-step loss series at each epoch's end: a long flat start then a
+sudden drop (``LOSS_PLATEAU_AT_START``, the lecture's "bad initialization" curve), a loss that
+barely moves while the weights barely move (``LR_TOO_LOW``), and a loss that swings instead of
+descending (``LOSS_OSCILLATING``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from typing import TYPE_CHECKING
+
+from ._base import Monitor, finding
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+__all__ = ["LossCurve", "LossGuard", "oscillation", "plateau_then_drop"]
+
+
+class LossGuard(Monitor):
+    """NaN/Inf and 3x-explosion guard with rollback (``fit``) or a flag (``watch``).
+
+    Args:
+        lr_factor: the learning rate is multiplied by this after each rollback (0.1: one
+            decade, the lecture's coarse grid step).
+        max_rollbacks: after this many rollbacks the next blow-up stops training.
+        snapshot_every: keep the state of every this-many-th step whose loss was good, as the
+            state to return to (a copy of model and optimizer state in memory).
+    """
+
+    def __init__(
+        self, *, lr_factor: float = 0.1, max_rollbacks: int = 3, snapshot_every: int = 50
+    ) -> None:
+        if not 0 < lr_factor < 1:
+            raise ValueError(f"lr_factor must be in (0, 1), got {lr_factor!r}")
+        if not isinstance(max_rollbacks, int) or max_rollbacks < 0:
+            raise ValueError(f"max_rollbacks must be an int >= 0, got {max_rollbacks!r}")
+        if not isinstance(snapshot_every, int) or snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be a positive int, got {snapshot_every!r}")
+        self.lr_factor = lr_factor
+        self.max_rollbacks = max_rollbacks
+        self.snapshot_every = snapshot_every
+        self.initial_loss: float | None = None
+        self.rollbacks = 0
+        self.diverged = False
+        self._snapshot_due = True
+
+    def on_fit_start(self, trainer: Session) -> None:
+        self._snapshot_due = True  # a resumed run takes a fresh snapshot at its first good step
+
+    def on_loss(self, trainer: Session, loss: float) -> None:
+        bad = not math.isfinite(loss)
+        if not bad and self.initial_loss is None:
+            self.initial_loss = loss
+        limit = trainer.thresholds["loss_explosion"]
+        exploded = not bad and self.initial_loss is not None and loss > limit * self.initial_loss
+        if not (bad or exploded):
+            if self._snapshot_due or trainer.step % self.snapshot_every == 0:
+                trainer.remember_good_state()
+                self._snapshot_due = False
+            return
+        self._blow_up(trainer, loss, nan=bad)
+
+    def _blow_up(self, trainer: Session, loss: float, *, nan: bool) -> None:
+        if self.diverged:
+            return  # already reported; a user's loop that goes on does not get one per step
+        lr = trainer.lr()
+        can_retry = self.rollbacks < self.max_rollbacks
+        evidence = {
+            "loss": loss if math.isfinite(loss) else str(loss),
+            "initial_loss": self.initial_loss,
+            "lr": lr,
+            "rollbacks_before": self.rollbacks,
+        }
+        code = "NAN_LOSS" if nan else "LR_TOO_HIGH"
+        what = (
+            f"the loss became {loss} at step {trainer.step}"
+            if nan
+            else f"the loss {loss:.3g} exceeds {trainer.thresholds['loss_explosion']:g}x its "
+            f"initial {self.initial_loss:.3g} at step {trainer.step} (lecture: break out)"
+        )
+        rolled = can_retry and trainer.request_rollback(
+            finding(code, what, "", evidence), self.lr_factor
+        )
+        if rolled:
+            self.rollbacks += 1
+            message = (
+                f"{what}; rolled back to the last good state and lowered the learning rate "
+                f"{lr:.3g} -> {lr * self.lr_factor:.3g}"
+            )
+            evidence["lr_after"] = lr * self.lr_factor
+        else:
+            self.diverged = True
+            message = what + (
+                f"; stopped after {self.rollbacks} rollback(s)" if self.rollbacks else ""
+            )
+            trainer.request_stop(code)
+        advice = (
+            "lower the learning rate (try babysit.lr_find(model, data)); check for log(0), "
+            "division by ~0 or NaN inputs; clip gradients with torch.nn.utils.clip_grad_norm_"
+            if nan
+            else "lower the learning rate (babysit.lr_find(model, data) suggests one)"
+        )
+        trainer.emit(
+            finding(code, message, advice, evidence, severity="error" if nan else "warning"),
+            once=False,
+        )
+
+
+class LossCurve(Monitor):
+    """Judges the shape of the per-step loss curve at every epoch's end (and at the end)."""
+
+    def __init__(self, *, min_steps: int = 50) -> None:
+        self.min_steps = min_steps
+        self.losses: list[float] = []
+        self.lr_at_start: float | None = None
+
+    def on_fit_start(self, trainer: Session) -> None:
+        if self.lr_at_start is None:
+            self.lr_at_start = trainer.lr()
+
+    def on_loss(self, trainer: Session, loss: float) -> None:
+        self.losses.append(loss)
+
+    def on_rollback(self, trainer: Session, to_step: int) -> None:
+        if self.losses:
+            self.losses.pop()  # the blown-up loss is not part of the curve
+
+    def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
+        self.judge(trainer)
+
+    def on_fit_end(self, trainer: Session) -> None:
+        self.judge(trainer)
+
+    def judge(self, trainer: Session) -> None:
+        losses = [x for x in self.losses if math.isfinite(x)]
+        if len(losses) < self.min_steps:
+            return
+        t = trainer.thresholds
+        drop = plateau_then_drop(losses, flat=t["plateau_flat"], drop=t["plateau_drop"])
+        if drop is not None:
+            trainer.emit(
+                finding(
+                    "LOSS_PLATEAU_AT_START",
+                    f"the loss stayed flat for the first {drop['flat_steps']} steps "
+                    f"({drop['flat_fraction']:.0%} of the run), then fell by "
+                    f"{drop['drop']:.0%}: the lecture's bad-initialization curve",
+                    "initialize for the activation (babysit.nn.init_model(model, 'he_normal') "
+                    "for ReLU, 'xavier' for tanh), or add batch norm",
+                    drop,
+                )
+            )
+        self._too_low(trainer, losses)
+        swing = oscillation(losses)
+        if swing is not None and swing["zigzag"] > t["loss_oscillation"]:
+            trainer.emit(
+                finding(
+                    "LOSS_OSCILLATING",
+                    f"the loss swings instead of descending: its smoothed curve travels "
+                    f"{swing['zigzag']:.1f}x its net change over the last {swing['windows']} "
+                    "windows",
+                    "lower the learning rate (or use a schedule); a larger batch reduces noise",
+                    swing,
+                )
+            )
+
+    def _too_low(self, trainer: Session, losses: list[float]) -> None:
+        t = trainer.thresholds
+        k = max(len(losses) // 10, 5)
+        start, end = statistics.fmean(losses[:k]), statistics.fmean(losses[-k:])
+        decrease = (start - end) / max(abs(start), 1e-12)
+        ratio = trainer.stats.get("update_ratio")
+        annealed = self.lr_at_start is not None and trainer.lr() < 0.1 * self.lr_at_start
+        if decrease >= t["loss_min_decrease"] or annealed:
+            return
+        if ratio is not None and ratio >= t["lr_low_ratio_gate"]:
+            return  # the weights move normally: a flat loss is not the learning rate's fault
+        trainer.emit(
+            finding(
+                "LR_TOO_LOW",
+                f"the loss barely moves: {start:.4g} -> {end:.4g} ({decrease:+.2%}) over "
+                f"{len(losses)} steps"
+                + (f", weights move {ratio:.1e} per step (lecture: ~1e-3)" if ratio else ""),
+                "raise the learning rate (by 10x, or run babysit.lr_find(model, data))",
+                {
+                    "loss_start": start,
+                    "loss_end": end,
+                    "decrease": decrease,
+                    "update_ratio": ratio,
+                    "lr": trainer.lr(),
+                },
+            )
+        )
+
+
+def smooth(values: list[float], windows: int) -> list[float]:
+    """Means of ``windows`` equal consecutive chunks of ``values``."""
+    size = max(len(values) // windows, 1)
+    return [
+        statistics.fmean(values[i : i + size])
+        for i in range(0, size * windows, size)
+        if values[i : i + size]
+    ]
+
+
+def plateau_then_drop(losses: list[float], *, flat: float, drop: float) -> dict | None:
+    """A flat start then a sudden drop, on 50 window means of the curve.
+
+    Flat: the first windows stay within ``flat`` (relative) of the first one for at least 10% of
+    the run. Drop: the windows after the plateau fall ``drop`` (relative) below its level within
+    the next 10% of the run. A healthy curve falls from the first windows on.
+    """
+    means = smooth(losses, 50)
+    if len(means) < 20:
+        return None
+    level = means[0]
+    n_flat = 0
+    while n_flat < len(means) and abs(means[n_flat] - level) <= flat * abs(level):
+        n_flat += 1
+    if n_flat < 5 or n_flat >= len(means) - 1:
+        return None
+    after = means[n_flat : n_flat + 5]
+    fall = (level - min(after)) / max(abs(level), 1e-12)
+    if fall < drop:
+        return None
+    size = len(losses) // len(means)
+    return {
+        "flat_steps": n_flat * size,
+        "flat_fraction": n_flat / len(means),
+        "plateau_loss": level,
+        "loss_after_drop": min(after),
+        "drop": fall,
+    }
+
+
+def oscillation(losses: list[float], windows: int = 20) -> dict | None:
+    """Path length over net change of the smoothed curve's last half (``zigzag``).
+
+    A descending curve has zigzag ~1 (its path is its net change); a curve that swings up and
+    down travels many times its net change. Window means average out minibatch noise.
+    """
+    means = smooth(losses, windows)
+    tail = means[len(means) // 2 :]
+    if len(tail) < 5:
+        return None
+    steps = [b - a for a, b in itertools.pairwise(tail)]
+    path = sum(abs(s) for s in steps)
+    net = abs(tail[-1] - tail[0])
+    scale = statistics.fmean(abs(m) for m in tail)
+    if path < 0.05 * scale:  # converged: tiny wiggles are not oscillation
+        return None
+    rises = sum(s > 0 for s in steps)
+    rise = sum(s for s in steps if s > 0)
+    if rises < 2 or rise < 0.2 * scale:  # rises within minibatch noise are not swings
+        return None
+    return {
+        "zigzag": path / max(net, 1e-3 * scale),
+        "rises": rises,
+        "windows": len(tail),
+        "path": path,
+        "net_change": net,
+        "rise_total": rise,
+        "level": scale,
+    }

@@ -1,0 +1,163 @@
+"""What monitors see of a training run, whoever drives it: ``fit``'s loop or a ``Watcher``.
+
+A :class:`Session` holds the model, the optimizer, the step and epoch counters, the findings
+emitted so far and the metric rows logged so far. Monitors (callbacks) read it and call
+:meth:`Session.emit` and :meth:`Session.log`; ``fit`` adds what only a loop that owns the
+training can do (:meth:`Session.remember_good_state`, :meth:`Session.request_rollback`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import runs
+from ..findings import CODES, Finding
+from ..thresholds import resolve
+from .callbacks import Callback
+
+__all__ = ["MetricRow", "Session"]
+
+MetricRow = tuple[int, int, str, str, Any]  # (step, epoch, split, name, value: float | 0-d tensor)
+
+
+class Session:
+    """Shared state of one training run; the base of ``fit``'s trainer and of ``Watcher``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        callbacks: Iterable[Callback] = (),
+        thresholds: Mapping[str, float] | None = None,
+        ignore: Iterable[str] = (),
+        run_dir: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.run_dir = run_dir
+        self.optimizer = optimizer
+        self.callbacks: list[Callback] = list(callbacks)
+        self.thresholds = resolve(thresholds)
+        self.ignore = _codes(ignore)
+        self.step = 0  # global index of the current optimizer step (0-based)
+        self.epoch = 0
+        self.findings: list[Finding] = []
+        self.rows: list[MetricRow] = []  # metric rows logged since the last write (metrics.csv)
+        self.sinks: list[Callable[[list], None]] = []  # also receive the rows when written
+        self.stats: dict[str, float] = {}  # summaries monitors share (e.g. the update ratio)
+        self.alert: Callable[[Finding], None] | None = None  # live one-line alerts
+        self.stop_reason: str | None = None
+        self._emitted: set[tuple[str, str | None, str]] = set()
+        self._rows_on_disk = 0
+
+    # -- what monitors call ----------------------------------------------------------------------
+
+    def emit(self, finding: Finding, *, once: bool = True) -> bool:
+        """Record ``finding`` at the current step; ``once`` drops a repeat of the same code,
+        layer and severity. Returns whether it was recorded."""
+        if finding.code in self.ignore:
+            return False
+        key = (finding.code, finding.layer, finding.severity)
+        if once and key in self._emitted:
+            return False
+        self._emitted.add(key)
+        if finding.step is None:
+            finding = dataclasses.replace(finding, step=self.step)
+        self.findings.append(finding)
+        if self.alert is not None:
+            self.alert(finding)
+        return True
+
+    def log(self, name: str, value: Any, *, split: str = "train", step: int | None = None) -> None:
+        """Append one metric row; ``value`` may be a 0-d tensor, read only when rows are written
+        (no device sync in the step)."""
+        self.rows.append((self.step if step is None else step, self.epoch, split, name, value))
+
+    def lr(self) -> float:
+        """The first parameter group's learning rate."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def remember_good_state(self) -> None:
+        """Keep the current model and optimizer state as the one to roll back to (``fit``)."""
+
+    def request_rollback(self, reason: Finding, lr_factor: float) -> bool:
+        """Ask the loop to restore the last good state and scale the learning rate by
+        ``lr_factor``. Returns whether it will (only ``fit`` can; a ``Watcher`` cannot)."""
+        return False
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after this step (the lecture's break-out)."""
+        self.stop_reason = reason
+
+    def flush(self) -> None:
+        """Write the rows logged since the last write to ``metrics.csv`` (and to the sinks),
+        and all findings to ``findings.json``. Without a run directory the rows are dropped."""
+        rows = plain_rows(self.rows) if self.rows else []
+        self.rows.clear()
+        if self.run_dir is None:
+            return
+        if rows:
+            runs.append_metrics(self.run_dir, rows)
+            self._rows_on_disk += len(rows)
+            for sink in self.sinks:
+                sink(rows)
+        runs.write_json(
+            self.run_dir,
+            runs.FINDINGS,
+            {"findings": [f.to_dict() for f in self.findings], "stop_reason": self.stop_reason},
+        )
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def call(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback, in order."""
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def callback_states(self) -> dict[str, Any]:
+        """Every callback's ``state_dict()``, by its ``state_key`` (numbered when repeated)."""
+        return {key: cb.state_dict() for key, cb in self._keyed_callbacks()}
+
+    def load_callback_states(self, states: Mapping[str, Any]) -> None:
+        for key, callback in self._keyed_callbacks():
+            if key in states:
+                callback.load_state_dict(states[key])
+
+    def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
+        seen: dict[str, int] = {}
+        keyed = []
+        for callback in self.callbacks:
+            key = callback.state_key
+            n = seen.get(key, 0)
+            seen[key] = n + 1
+            keyed.append((key if n == 0 else f"{key}#{n}", callback))
+        return keyed
+
+
+def plain_rows(rows: Iterable[MetricRow]) -> list[tuple[int, int, str, str, float]]:
+    """Rows with every value as a Python float (tensors are read here, in one pass)."""
+    out = []
+    for step, epoch, split, name, value in rows:
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        out.append((step, epoch, split, name, float(value)))
+    return out
+
+
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
+
+
+def _codes(ignore: Iterable[str]) -> frozenset[str]:
+    codes = frozenset([ignore] if isinstance(ignore, str) else ignore)
+    unknown = sorted(codes - set(CODES))
+    if unknown:
+        raise ValueError(f"ignore names unknown finding codes {unknown}; known: {', '.join(CODES)}")
+    return codes
