@@ -74,6 +74,10 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
         "LOSS_OSCILLATING: path length over net change of the smoothed loss (last half of "
         "20 windows); a descending curve scores ~1",
     ),
+    "oscillation_rise": (
+        0.25,
+        "LOSS_OSCILLATING: the rises of the smoothed loss must add up to 25% of its start",
+    ),
     "overfit_gap": (
         0.2,
         "OVERFITTING: train minus val accuracy for two epochs; lecture: 'big gap = overfitting'",

@@ -34,6 +34,7 @@ from .checkpoint import save_checkpoint as _save
 from .history import History
 from .schedules import Schedule, make_schedule
 from .session import Session
+from .snapshot import StateSnapshot
 
 __all__ = ["fit"]
 
@@ -194,7 +195,8 @@ class Trainer(Session):
         self._start = (0, 0)  # (epoch, batch) to start from
         self._epoch_rng: torch.Tensor | None = None
         self._resume_rng: torch.Tensor | None = None
-        self._good: dict[str, Any] | None = None
+        self._good: StateSnapshot | None = None
+        self._good_schedule: dict[str, Any] | None = None
         self._skip = False
         self._start_step = 0
         self._sums = _Sums()
@@ -328,29 +330,25 @@ class Trainer(Session):
     # -- rollback (the lecture's break-out, done without losing progress) ---------------------
 
     def remember_good_state(self) -> None:
-        self._good = {
-            "step": self.step,
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "schedule": None
-            if self.schedule is None
-            else copy.deepcopy(self.schedule.scheduler.state_dict()),
-        }
+        if self._good is None:
+            self._good = StateSnapshot(self.model, self.optimizer)
+        self._good.take(self.step)
+        if self.schedule is not None:
+            self._good_schedule = copy.deepcopy(self.schedule.scheduler.state_dict())
 
     def request_rollback(self, reason: Finding, lr_factor: float) -> bool:
-        if self._good is None:
+        if self._good is None or self._good.step is None:
             return False
         lr_now = [g["lr"] for g in self.optimizer.param_groups]
-        self.model.load_state_dict(self._good["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(self._good["optimizer"]))
+        self._good.restore()
         if self.schedule is not None:
-            self.schedule.scheduler.load_state_dict(copy.deepcopy(self._good["schedule"]))
+            self.schedule.scheduler.load_state_dict(copy.deepcopy(self._good_schedule))
             self.schedule.scale(lr_factor * lr_now[0] / max(self.lr(), 1e-300))
         for group, lr in zip(self.optimizer.param_groups, lr_now, strict=True):
             group["lr"] = lr * lr_factor
         self.rollbacks += 1
         self._skip = True
-        self.call("on_rollback", self._good["step"])
+        self.call("on_rollback", self._good.step)
         return True
 
     # -- checkpoints and the run directory -----------------------------------------------------

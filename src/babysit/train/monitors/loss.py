@@ -41,7 +41,7 @@ class LossGuard(Monitor):
     """
 
     def __init__(
-        self, *, lr_factor: float = 0.1, max_rollbacks: int = 3, snapshot_every: int = 50
+        self, *, lr_factor: float = 0.1, max_rollbacks: int = 3, snapshot_every: int = 10
     ) -> None:
         if not 0 < lr_factor < 1:
             raise ValueError(f"lr_factor must be in (0, 1), got {lr_factor!r}")
@@ -163,7 +163,7 @@ class LossCurve(Monitor):
                 )
             )
         self._too_low(trainer, losses)
-        swing = oscillation(losses)
+        swing = oscillation(losses, min_rise=t["oscillation_rise"])
         if swing is not None and swing["zigzag"] > t["loss_oscillation"]:
             trainer.emit(
                 finding(
@@ -245,32 +245,34 @@ def plateau_then_drop(losses: list[float], *, flat: float, drop: float) -> dict 
     }
 
 
-def oscillation(losses: list[float], windows: int = 20) -> dict | None:
-    """Path length over net change of the smoothed curve's last half (``zigzag``).
+def oscillation(losses: list[float], windows: int = 20, *, min_rise: float = 0.25) -> dict | None:
+    """How much the smoothed loss swings in the last half of the run (``zigzag``).
 
-    A descending curve has zigzag ~1 (its path is its net change); a curve that swings up and
-    down travels many times its net change. Window means average out minibatch noise.
+    The curve is cut into ``windows`` window means (>= 10 steps each, so minibatch noise
+    averages out). Over the last half, ``zigzag`` = path length / net change: a descending curve
+    scores ~1, a swinging one many times that. Swings count only when they are large: the rises
+    must add up to ``min_rise`` x the loss at the start (a converged curve's wiggles, or a flat
+    one's, are not oscillation). ``None`` when there is no material swing.
     """
-    means = smooth(losses, windows)
+    windows = min(windows, len(losses) // 10)
+    means = smooth(losses, windows) if windows >= 10 else []
     tail = means[len(means) // 2 :]
     if len(tail) < 5:
         return None
     steps = [b - a for a, b in itertools.pairwise(tail)]
     path = sum(abs(s) for s in steps)
     net = abs(tail[-1] - tail[0])
-    scale = statistics.fmean(abs(m) for m in tail)
-    if path < 0.05 * scale:  # converged: tiny wiggles are not oscillation
-        return None
-    rises = sum(s > 0 for s in steps)
+    start = abs(means[0])
     rise = sum(s for s in steps if s > 0)
-    if rises < 2 or rise < 0.2 * scale:  # rises within minibatch noise are not swings
+    rises = sum(s > 0 for s in steps)
+    if rises < 2 or rise < min_rise * start:
         return None
     return {
-        "zigzag": path / max(net, 1e-3 * scale),
+        "zigzag": path / max(net, 1e-3 * start),
         "rises": rises,
         "windows": len(tail),
         "path": path,
         "net_change": net,
         "rise_total": rise,
-        "level": scale,
+        "start_loss": start,
     }

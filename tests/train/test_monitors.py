@@ -1,0 +1,298 @@
+"""Monitors: each rule fires on the run it describes, stays silent on healthy runs, and the loss
+guard keeps the good progress (rollback, lower LR, continue)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import babysit as bs
+from babysit import runs
+from babysit.train import Callback
+from babysit.train.monitors import (
+    ActivationStats,
+    EvalMode,
+    Generalization,
+    LossCurve,
+    LossGuard,
+    UpdateRatio,
+)
+from babysit.train.monitors.loss import oscillation, plateau_then_drop
+from babysit.train.session import Session
+
+from .conftest import small_mlp
+
+
+def _warnings(history) -> list[str]:
+    return sorted(f.code for f in history.findings if f.severity != "info")
+
+
+class NaNAt(nn.Module):
+    """Wraps a model; its ``k``-th training forward returns NaN (a bad batch, log(0), ...)."""
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k, self.calls = model, k, 0
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.k + 1:
+                return out * float("nan")
+        return out
+
+
+# -- the loss guard ----------------------------------------------------------------------------
+
+
+def test_nan_is_caught_in_its_step_rolled_back_and_training_goes_on(digits):
+    x, y, xv, yv = digits
+    model = NaNAt(small_mlp(), k=30)
+    history = bs.fit(model, (x, y), val=(xv, yv), epochs=3, lr=0.01, progress=False)
+    nan = [f for f in history.findings if f.code == "NAN_LOSS"]
+    assert len(nan) == 1 and nan[0].step == 30 and nan[0].severity == "error"
+    assert nan[0].evidence["lr_after"] == pytest.approx(0.001)
+    assert history.rollbacks == 1 and history.stop_reason is None and len(history) == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert history["train_loss"][-1] < history["train_loss"][0]  # progress kept, and going on
+
+
+def test_exploding_lr_is_rolled_back_until_it_trains(digits):
+    """Adam at lr=10: the lecture's "cost > 3x original: break out", done without losing
+    anything: each blow-up restores the last good state and divides the LR by 10."""
+    x, y, xv, yv = digits
+    history = bs.fit(small_mlp(), (x, y), val=(xv, yv), lr=10.0, epochs=5, progress=False)
+    high = [f for f in history.findings if f.code in ("LR_TOO_HIGH", "NAN_LOSS")]
+    assert history.rollbacks == len(high) >= 1
+    assert history.final["lr"] < 10.0
+    assert history.final["val_acc"] > 0.85
+
+
+def test_after_max_rollbacks_training_stops(digits):
+    x, y, _, _ = digits
+    model = NaNAt(small_mlp(), k=5)
+    history = bs.fit(model, (x, y), epochs=3, progress=False, monitors=[LossGuard(max_rollbacks=0)])
+    assert history.stop_reason == "NAN_LOSS" and len(history) == 1
+    assert [f.code for f in history.findings] == ["NAN_LOSS"]
+    assert "stopped" not in history.findings[0].message or history.rollbacks == 0
+
+
+def test_loss_guard_validates_its_arguments():
+    with pytest.raises(ValueError, match="lr_factor"):
+        LossGuard(lr_factor=2.0)
+    with pytest.raises(ValueError, match="max_rollbacks"):
+        LossGuard(max_rollbacks=-1)
+
+
+# -- update ratio --------------------------------------------------------------------------------
+
+
+def test_update_ratio_is_measured_from_the_real_step(tmp_path):
+    """SGD without momentum: W_after - W_before = -lr * grad, so the ratio is known exactly."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    w0 = model.weight.detach().clone()
+    loss = nn.functional.cross_entropy(model(x), y)
+    (g,) = torch.autograd.grad(loss, model.weight)
+    expected = float((0.5 * g).norm() / w0.norm())
+    bs.fit(
+        model,
+        (x, y),
+        optimizer="sgd",
+        lr=0.5,
+        epochs=1,
+        batch_size=64,
+        progress=False,
+        monitors=[UpdateRatio(every=1)],
+        run_dir=tmp_path / "run",
+    )
+    rows = [r for r in runs.read_metrics(tmp_path / "run") if r["name"] == "update_ratio/weight"]
+    assert rows[0]["step"] == 0 and rows[0]["value"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_tiny_learning_rate_is_too_low(digits):
+    x, y, _, _ = digits
+    history = bs.fit(small_mlp(), (x, y), optimizer="sgd", lr=1e-5, epochs=8, progress=False)
+    assert {"LR_TOO_LOW", "UPDATE_RATIO_LOW"} <= history.codes
+
+
+# -- activations ---------------------------------------------------------------------------------
+
+
+def test_dead_relus_while_training(digits):
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    model = bs.nn.mlp(64, [64, 64], 10)
+    bs.nn.init_model(model, "he_normal", bias=-3.0)
+    history = bs.fit(model, (x, y), epochs=2, progress=False, monitors=[ActivationStats(every=5)])
+    dead = [f for f in history.findings if f.code == "DEAD_RELU" and f.severity == "warning"]
+    assert dead and dead[0].evidence["n_examples"] >= 256
+    assert dead[0].evidence["dead_fraction"] >= 0.7
+
+
+def test_saturated_tanh_while_training(digits):
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    model = bs.nn.mlp(64, [128, 128, 128], 10, activation="tanh")
+    bs.nn.init_model(model, "normal", std=1.0)
+    history = bs.fit(model, (x, y), epochs=1, progress=False, monitors=[ActivationStats(every=3)])
+    assert "SATURATED_ACTIVATIONS" in history.codes
+
+
+def test_activation_monitor_sees_no_validation_forward(digits, tmp_path):
+    x, y, xv, yv = digits
+    bs.fit(
+        small_mlp(),
+        (x, y),
+        val=(xv, yv),
+        epochs=2,
+        progress=False,
+        monitors=[ActivationStats(every=1)],
+        run_dir=tmp_path / "run",
+    )
+    names = {r["name"] for r in runs.read_metrics(tmp_path / "run")}
+    assert "dead_fraction/1" in names and not any("#" in n for n in names)
+
+
+# -- the loss curve ------------------------------------------------------------------------------
+
+
+def _decay(n, start=2.3, end=0.3, noise=0.02, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n, dtype=torch.float64)
+    curve = end + (start - end) * torch.exp(-t / (n / 5))
+    return (curve + noise * torch.randn(n, generator=g, dtype=torch.float64)).tolist()
+
+
+def test_plateau_then_drop_rule():
+    healthy = _decay(600)
+    assert plateau_then_drop(healthy, flat=0.05, drop=0.3) is None
+    plateau = [2.3] * 200 + _decay(400, start=2.3, end=0.2)
+    found = plateau_then_drop(plateau, flat=0.05, drop=0.3)
+    assert found is not None and 180 <= found["flat_steps"] <= 220
+    assert plateau_then_drop([2.3] * 600, flat=0.05, drop=0.3) is None  # flat throughout
+
+
+def test_oscillation_rule():
+    assert oscillation(_decay(600)) is None
+    flat = _decay(600, start=2.3, end=2.3)
+    assert oscillation(flat) is None
+    swinging = [1.2 + 0.8 * math.sin(i / 15) for i in range(600)]
+    found = oscillation(swinging)
+    assert found is not None and found["zigzag"] > 4
+
+
+def test_loss_curve_monitor_flags_a_plateau_start():
+    session = Session(nn.Linear(2, 2), torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1))
+    curve = LossCurve()
+    curve.on_fit_start(session)
+    for value in [2.3] * 200 + _decay(400, start=2.3, end=0.2):
+        curve.on_loss(session, value)
+    curve.on_fit_end(session)
+    assert [f.code for f in session.findings] == ["LOSS_PLATEAU_AT_START"]
+
+
+# -- train/val gap and mode ----------------------------------------------------------------------
+
+
+def _session():
+    model = nn.Linear(2, 2)
+    return Session(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_overfitting_needs_a_big_gap_for_two_epochs():
+    s, mon = _session(), Generalization()
+    for epoch, (tr, va) in enumerate([(0.9, 0.6), (0.8, 0.75), (0.95, 0.7), (0.99, 0.7)]):
+        s.epoch = epoch
+        mon.on_validation_epoch_end(s, {"train_acc": tr, "val_acc": va})
+    assert [f.code for f in s.findings] == ["OVERFITTING"]
+    assert s.findings[0].evidence["val_acc"] == [0.6, 0.75, 0.7, 0.7]
+
+
+def test_underfitting_is_low_accuracy_without_a_gap():
+    s, mon = _session(), Generalization()
+    mon.on_validation_epoch_end(s, {"train_acc": 0.35, "val_acc": 0.34})
+    mon.on_fit_end(s)
+    assert [f.code for f in s.findings] == ["UNDERFITTING"]
+    s2, mon2 = _session(), Generalization()
+    mon2.on_validation_epoch_end(s2, {"train_acc": 0.97, "val_acc": 0.965})
+    mon2.on_fit_end(s2)
+    assert s2.findings == []
+
+
+def test_training_in_eval_mode_is_flagged(digits):
+    x, y, _, _ = digits
+
+    class Freeze(Callback):
+        def on_train_epoch_start(self, trainer):
+            trainer.model.eval()
+
+    history = bs.fit(
+        small_mlp(dropout=0.3),
+        (x, y),
+        epochs=1,
+        progress=False,
+        monitors=[EvalMode()],
+        callbacks=[Freeze()],
+    )
+    assert [f.code for f in history.findings] == ["MODEL_IN_EVAL_MODE"]
+    assert history.findings[0].evidence["modules"] == ["2"]
+
+
+# -- healthy means silent ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        {"optimizer": "adam", "lr": 1e-3},
+        {"optimizer": "momentum", "lr": 0.05},
+        {"optimizer": "adam", "lr": 3e-3, "model": {"batchnorm": True, "dropout": 0.3}},
+        {"optimizer": "adam", "lr": 1e-3, "model": {"activation": "tanh", "init": "xavier"}},
+    ],
+    ids=["adam", "momentum", "bn-dropout", "tanh-xavier"],
+)
+def test_healthy_runs_get_no_warning(digits, setup):
+    x, y, xv, yv = digits
+    model = small_mlp(**setup.get("model", {}))
+    history = bs.fit(
+        model,
+        (x, y),
+        val=(xv, yv),
+        optimizer=setup["optimizer"],
+        lr=setup["lr"],
+        epochs=10,
+        progress=False,
+        monitors="all",
+    )
+    assert _warnings(history) == [], history.findings
+    assert history.final["val_acc"] > 0.85
+
+
+def test_ignore_and_threshold_overrides(digits):
+    x, y, _, _ = digits
+    quiet = bs.fit(
+        small_mlp(),
+        (x, y),
+        optimizer="sgd",
+        lr=1e-5,
+        epochs=8,
+        progress=False,
+        ignore=["LR_TOO_LOW", "UPDATE_RATIO_LOW", "UNDERFITTING"],
+    )
+    assert not {"LR_TOO_LOW", "UPDATE_RATIO_LOW"} & quiet.codes
+    strict = bs.fit(
+        small_mlp(),
+        (x, y),
+        optimizer="adam",
+        lr=1e-3,
+        epochs=4,
+        progress=False,
+        thresholds={"update_ratio_high": 1e-4},
+    )
+    assert "UPDATE_RATIO_HIGH" in strict.codes
