@@ -51,3 +51,46 @@ def test_demo_quick_writes_a_run_and_keeps_an_old_one(tmp_path):
     assert (out / "activations.json").exists() and (out / "data_stats.json").exists()
     renamed = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
     assert len(renamed) == 1 and (renamed[0] / "keep.txt").read_text() == "earlier run"
+
+
+def test_train_writes_a_run_and_exits_0(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--epochs", "2", "--lr", "0.01", "--quiet"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "final epoch" in result.output and "val_acc" in result.output
+    assert (out / "metrics.csv").exists() and (out / "checkpoints" / "last.pt").exists()
+
+
+def test_train_json_and_resume(tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--data", "digits", "--hidden", "16", "--lr", "0.01", "--out", str(out)]
+    first = runner.invoke(app, [*base, "--epochs", "1", "--json"])
+    document = json.loads(first.output)
+    assert document["schema"] == 1 and len(document["epochs"]) == 1
+    second = runner.invoke(app, [*base, "--epochs", "2", "--json", "--resume"])
+    assert [e["epoch"] for e in json.loads(second.output)["epochs"]] == [0, 1]
+
+
+def test_train_nan_exits_1_and_bad_usage_exits_2(tmp_path):
+    blown = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "digits",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "nan"),
+        ],
+    )
+    assert blown.exit_code == 1, blown.output
+    assert "NAN_LOSS" in blown.output or "LR_TOO_HIGH" in blown.output
+    bad = runner.invoke(app, ["train", "--data", "digits", "--optimizer", "adamm"])
+    assert bad.exit_code == 2 and "unknown optimizer" in bad.output

@@ -1,6 +1,7 @@
-"""The ``babysit`` command line (typer): demo, initlab; more commands arrive with their issues.
+"""The ``babysit`` command line (typer): demo, initlab, diagnose, train; more arrive with their
+issues.
 
-Exit codes: 0 success, 1 a finding of severity error (diagnose), 2 bad usage.
+Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -142,6 +143,91 @@ def diagnose(
 
         print_diagnosis(result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Bundled data set: mnist1d, digits, cifar10:PATH.")] = (
+        "mnist1d"
+    ),
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated.")] = "100,100",
+    activation: Annotated[str, typer.Option(help="relu, tanh, leaky_relu, maxout, ...")] = "relu",
+    init: Annotated[str, typer.Option(help="Init scheme: he, xavier, lsuv, normal, ...")] = "he",
+    batchnorm: Annotated[bool, typer.Option(help="Batch norm before each activation.")] = False,
+    dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout rate.")] = 0.0,
+    optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, adam, ...")] = "adam",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
+    schedule: Annotated[str | None, typer.Option(help="cosine, step or onecycle.")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
+    standardize: Annotated[bool, typer.Option(help="Standardize the features.")] = True,
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/train"),
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.pt.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed (model, shuffling, dropout).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Train a builder MLP on a bundled data set with the monitors on (babysit.fit).
+
+    Exit 0 when training ends with no error finding, 1 with one (e.g. NaN loss), 2 on bad usage.
+    """
+    import torch
+
+    from .data import Standardize, load
+    from .nn import mlp
+    from .train import fit
+
+    try:
+        widths = [int(w) for w in hidden.split(",") if w.strip()]
+        splits = load(data, seed=seed)
+        (x, y), (xv, yv) = splits.train.tensors, splits.val.tensors
+        if standardize:
+            scaler = Standardize().fit(x)
+            x, xv = scaler.transform(x), scaler.transform(xv)
+        x, xv = x.flatten(1), xv.flatten(1)
+        torch.manual_seed(seed)
+        model = mlp(
+            x.shape[1],
+            widths,
+            splits.num_classes,
+            activation=activation,
+            init=init,
+            batchnorm=batchnorm,
+            dropout=dropout,
+        )
+        history = fit(
+            model,
+            (x, y),
+            val=(xv, yv),
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            epochs=epochs,
+            batch_size=batch_size,
+            run_dir=out,
+            resume=resume,
+            progress=not (quiet or as_json),
+            seed=seed,
+            device=device,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        if debug:
+            raise
+        _usage_error(str(err))
+    if as_json:
+        typer.echo(json.dumps(history.to_dict(), indent=2))
+    else:
+        from .console import print_diagnosis
+
+        final = ", ".join(f"{k} {v:.4g}" for k, v in history.final.items() if isinstance(v, float))
+        typer.echo(f"final epoch: {final}")
+        print_diagnosis(history.diagnosis)
+        typer.echo(f"wrote {out}/ (metrics.csv, findings.json, checkpoints/)")
+    raise typer.Exit(1 if not history.diagnosis.ok else 0)
 
 
 @app.command()

@@ -296,3 +296,12 @@ def test_ignore_and_threshold_overrides(digits):
         thresholds={"update_ratio_high": 1e-4},
     )
     assert "UPDATE_RATIO_HIGH" in strict.codes
+
+
+def test_when_rollbacks_run_out_the_model_keeps_its_last_good_state(digits):
+    x, y, _, _ = digits
+    model = small_mlp()
+    history = bs.fit(model, (x, y), optimizer="sgd", lr=1e30, epochs=2, progress=False)
+    assert history.stop_reason in ("NAN_LOSS", "LR_TOO_HIGH") and history.rollbacks == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "last good state" in history.findings[-1].message

@@ -336,6 +336,15 @@ class Trainer(Session):
         if self.schedule is not None:
             self._good_schedule = copy.deepcopy(self.schedule.scheduler.state_dict())
 
+    def restore_good_state(self) -> bool:
+        if self._good is None or self._good.step is None:
+            return False
+        self._good.restore()
+        if self.schedule is not None:
+            self.schedule.scheduler.load_state_dict(copy.deepcopy(self._good_schedule))
+        self._skip = True
+        return True
+
     def request_rollback(self, reason: Finding, lr_factor: float) -> bool:
         if self._good is None or self._good.step is None:
             return False

@@ -50,16 +50,14 @@ class ProgressBar(Callback):
             Progress,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
 
         self._progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
+            TextColumn("[bold]epoch {task.fields[epoch]}", table_column=_fixed()),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
             console=self._console or Console(stderr=True),
             transient=False,
         )
@@ -75,21 +73,30 @@ class ProgressBar(Callback):
     def on_train_batch_end(self, trainer: Session, loss: float, batch_index: int) -> None:
         self._progress.advance(self._task)
         if batch_index % self.refresh_every == 0:
-            stats = f"loss {loss:.4f}{self._last_acc}  lr {trainer.lr():.2g}"
+            stats = f"loss {loss:.3f}{self._last_acc} lr {trainer.lr():.2g}"
             self._progress.update(self._task, stats=stats)
 
     def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
-        parts = [f"loss {metrics.get('train_loss', float('nan')):.4f}"]
-        for key in ("train_acc", "val_loss", "val_acc"):
-            if key in metrics:
-                parts.append(f"{key} {metrics[key]:.4g}")
-        parts.append(f"lr {metrics.get('lr', trainer.lr()):.2g}")
+        parts = [f"loss {metrics.get('train_loss', float('nan')):.3f}"]
         if "train_acc" in metrics:
-            self._last_acc = f"  acc {metrics['train_acc']:.3f}"
-        self._progress.update(self._task, stats="  ".join(parts))
+            parts.append(f"acc {metrics['train_acc']:.3f}")
+            self._last_acc = f" acc {metrics['train_acc']:.3f}"
+        if "val_loss" in metrics:
+            val = f"val {metrics['val_loss']:.3f}"
+            if "val_acc" in metrics:
+                val += f"/{metrics['val_acc']:.3f}"
+            parts.append(val)
+        parts.append(f"lr {metrics.get('lr', trainer.lr()):.2g}")
+        self._progress.update(self._task, stats=" ".join(parts))
 
     def on_fit_end(self, trainer: Session) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
         trainer.alert = None
+
+
+def _fixed():
+    from rich.table import Column
+
+    return Column(no_wrap=True, min_width=11)

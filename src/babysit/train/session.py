@@ -92,6 +92,10 @@ class Session:
         ``lr_factor``. Returns whether it will (only ``fit`` can; a ``Watcher`` cannot)."""
         return False
 
+    def restore_good_state(self) -> bool:
+        """Put the last good state back without changing the learning rate (``fit`` only)."""
+        return False
+
     def request_stop(self, reason: str) -> None:
         """Ask the loop to stop after this step (the lecture's break-out)."""
         self.stop_reason = reason

@@ -11,6 +11,8 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from .callbacks import Callback
 
 if TYPE_CHECKING:
@@ -39,10 +41,16 @@ class TensorBoard(Callback):
 
     def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
         for name, p in trainer.model.named_parameters():
-            self._writer.add_histogram(f"weights/{name}", p.detach().cpu(), trainer.step)
+            self._histogram(f"weights/{name}", p, trainer.step)
             if p.grad is not None:
-                self._writer.add_histogram(f"grads/{name}", p.grad.detach().cpu(), trainer.step)
+                self._histogram(f"grads/{name}", p.grad, trainer.step)
         self._writer.flush()
+
+    def _histogram(self, tag: str, tensor: torch.Tensor, step: int) -> None:
+        values = tensor.detach().float().cpu()
+        values = values[torch.isfinite(values)]  # TensorBoard refuses NaN/Inf
+        if values.numel():
+            self._writer.add_histogram(tag, values, step)
 
     def _scalars(self, rows: list[tuple[int, int, str, str, float]]) -> None:
         """A sink for the metric rows ``fit`` writes to metrics.csv."""

@@ -103,9 +103,12 @@ class LossGuard(Monitor):
             evidence["lr_after"] = lr * self.lr_factor
         else:
             self.diverged = True
+            restored = trainer.restore_good_state()
             message = what + (
-                f"; stopped after {self.rollbacks} rollback(s)" if self.rollbacks else ""
+                f"; stopped after {self.rollbacks} rollback(s)" if self.rollbacks else "; stopped"
             )
+            if restored:
+                message += " (the model keeps its last good state)"
             trainer.request_stop(code)
         advice = (
             "lower the learning rate (try babysit.lr_find(model, data)); check for log(0), "
