@@ -59,7 +59,7 @@ from torch import nn
 import babysit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header, load_data, md_table  # noqa: E402
+from _common import header, load_data, md_table
 
 BATCH = 100
 LR = 1e-3
@@ -217,7 +217,7 @@ class InMemoryBatches:
 def lightning_runner() -> tuple[Callable[[Setup, int, int], Timing] | None, str]:
     """A runner for Lightning's Trainer, or None and why not."""
     try:
-        import lightning as L  # noqa: N812
+        import lightning as L
     except ImportError as err:
         return None, f"lightning is not importable here ({err})"
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
@@ -299,13 +299,20 @@ ROWS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each variant")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs (x40 steps) per run")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs (x40 steps) per run")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--models", default="mlp,convnet", help="comma list: mlp, convnet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="skip the progress-bar run")
     parser.add_argument("--no-lightning", action="store_true", help="skip Lightning")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 repeats x 2 epochs")
+    parser.add_argument(
+        "--progress-epochs",
+        default="",
+        help="also time progress=True against progress=False on runs of these lengths (epochs, "
+        "comma list, first model only), e.g. 5,25,100",
+    )
+    parser.add_argument("--progress-repeats", type=int, default=2, help="pairs per length")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.epochs = 2, 2
@@ -343,10 +350,12 @@ def main() -> None:
     if (threads_now := torch.get_num_threads()) != args.threads:
         notes.append(f"torch.get_num_threads() changed to {threads_now} during the run!")
 
-    def rates(model: str, row: Row) -> list[float]:
+    def rates(model: str, row: Row, *, cpu: bool = False) -> list[float] | None:
         out = []
         for t in timings[(model, row.variant)]:
-            seconds = t.seconds if row.span is None else t.extra[row.span]
+            if row.span is not None and cpu:
+                return None  # a span inside a run has no CPU time of its own
+            seconds = t.cpu if cpu else t.seconds if row.span is None else t.extra[row.span]
             out.append(t.steps / seconds)
         return out
 
@@ -356,32 +365,28 @@ def main() -> None:
         plain = rates(setup.name, by_label["plain loop"])
         for row in rows:
             mine = rates(setup.name, row)
-            base = rates(setup.name, by_label[row.baseline]) if row.baseline else None
-            vs_plain = _paired(mine, plain)
-            if base is None:
-                vs_base, best, target, met = "", "", "", ""
+            line = [
+                setup.name,
+                row.label,
+                f"{statistics.median(mine):.0f} ({min(mine):.0f}–{max(mine):.0f})",
+                _spread(_ratios(mine, plain)),
+                row.baseline or "—",
+            ]
+            if not row.baseline:
+                table.append(line + [""] * 5)
+                continue
+            base = rates(setup.name, by_label[row.baseline])
+            ratios = _ratios(mine, base)
+            mine_cpu = rates(setup.name, row, cpu=True)
+            base_cpu = rates(setup.name, by_label[row.baseline], cpu=True)
+            cpu = "—" if mine_cpu is None else _spread(_ratios(mine_cpu, base_cpu))
+            line += [_spread(ratios), f"{max(mine) / max(base):.3f}", cpu]
+            if row.target is None:
+                line += ["", ""]
             else:
-                ratios = [a / b for a, b in zip(mine, base, strict=True)]
-                vs_base = _spread(ratios)
-                best = f"{max(mine) / max(base):.3f}"
-                if row.target is None:
-                    target, met = "", ""
-                else:
-                    target = f"≥ {row.target:.3f}"
-                    met = "yes" if statistics.median(ratios) >= row.target else "**no**"
-            table.append(
-                [
-                    setup.name,
-                    row.label,
-                    f"{statistics.median(mine):.0f} ({min(mine):.0f}–{max(mine):.0f})",
-                    vs_plain,
-                    row.baseline or "—",
-                    vs_base,
-                    best,
-                    target,
-                    met,
-                ]
-            )
+                met = statistics.median(ratios) >= row.target
+                line += [f"≥ {row.target:.3f}", "yes" if met else "**no**"]
+            table.append(line)
 
     print(header("Training loop: babysit.fit and babysit.watch vs a plain PyTorch loop"))
     print(
@@ -394,11 +399,12 @@ def main() -> None:
             [
                 "model",
                 "variant",
-                "steps/s median (min–max)",
-                "÷ plain loop, paired median (min–max)",
+                "steps/s, median (min–max)",
+                "÷ plain loop, paired: median (min–max)",
                 "baseline",
-                "÷ baseline, paired median (min–max)",
+                "÷ baseline, paired: median (min–max)",
                 "fastest ÷ fastest",
+                "÷ baseline in CPU time: median (min–max)",
                 "target",
                 "met",
             ],
@@ -411,10 +417,50 @@ def main() -> None:
     print()
     for note in notes:
         print(f"- {note}")
+    if args.progress_epochs:
+        progress_scaling(setups[0], [int(e) for e in args.progress_epochs.split(",")], args)
 
 
-def _paired(mine: list[float], base: list[float]) -> str:
-    return _spread([a / b for a, b in zip(mine, base, strict=True)])
+def progress_scaling(setup: Setup, epoch_counts: list[int], args: argparse.Namespace) -> None:
+    """fit(progress=True) / fit(progress=False) for runs of different lengths."""
+    rows = []
+    for epochs in epoch_counts:
+        ratios, quiet, bar = [], [], []
+        for _ in range(args.progress_repeats):
+            a = run_fit(setup, epochs, args.seed, monitors=None, progress=False)
+            b = run_fit_progress(setup, epochs, args.seed)
+            quiet.append(a.steps / a.seconds)
+            bar.append(b.steps / b.seconds)
+            ratios.append(bar[-1] / quiet[-1])
+        rows.append(
+            [
+                str(epochs),
+                str(epochs * math.ceil(len(setup.y) / BATCH)),
+                f"{statistics.median(quiet):.0f}",
+                f"{statistics.median(bar):.0f}",
+                _spread(ratios),
+            ]
+        )
+    print(
+        f"\n{setup.name}, monitors=None, progress=True vs False, {args.progress_repeats} pairs "
+        "per length:\n"
+    )
+    print(
+        md_table(
+            [
+                "epochs",
+                "steps",
+                "steps/s, progress=False",
+                "steps/s, progress=True",
+                "ratio: median (min–max)",
+            ],
+            rows,
+        )
+    )
+
+
+def _ratios(mine: list[float], base: list[float]) -> list[float]:
+    return [a / b for a, b in zip(mine, base, strict=True)]
 
 
 def _spread(ratios: list[float]) -> str:

@@ -1,7 +1,7 @@
 """``babysit demo``: the lecture, step by step, on bundled data.
 
-Today it covers the lecture's first half (data, preprocessing, architecture, initialization);
-diagnose, search, training with monitors and the HTML report join as they are built.
+Today: data and preprocessing, architecture, initialization, diagnose, the LR range test and
+training with monitors; the search and the HTML report join as they are built.
 """
 
 from __future__ import annotations
@@ -80,9 +80,32 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     )
 
     console.print(
-        "\n[yellow]Steps 6-8 (coarse -> fine search, training with monitors, report.html) are "
-        "not built yet: demo not built yet beyond step 5.[/]"
+        "\n[yellow]Step 6 (coarse -> fine search) is not built yet: training at the range "
+        "test's suggestion instead.[/]"
     )
+
+    console.print("\n[bold]7. Train with the babysitter: babysit.fit[/] (monitors on)")
+    from .train import fit
+
+    lr = found.suggestion if found.confident and found.suggestion else 1e-3
+    val = splits.val.tensors
+    history = fit(
+        model,
+        data_z,
+        val=(scaler.transform(val[0]), val[1]),
+        lr=lr,
+        epochs=5 if quick else 20,
+        batch_size=100,
+        run_dir=run_dir / "train",
+        seed=0,
+    )
+    final = history.final
+    console.print(
+        f"   after {len(history)} epochs: train acc {final.get('train_acc', 0):.1%}, "
+        f"val acc {final.get('val_acc', 0):.1%} (lr {lr:.2g}); the monitors found:"
+    )
+    print_diagnosis(history.diagnosis, console=console)
+    console.print("\n[yellow]Step 8 (report.html) is not built yet.[/]")
     console.print(f"wrote {run_dir}/ in {time.perf_counter() - start:.1f} s")
     return run_dir
 
