@@ -300,7 +300,7 @@ class Trainer(Session):
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step_batch()
-        sums.add(value, output.detach(), target, self)
+        sums.add(value, output.detach() if self.metric_fns else output, target, self)
         return value
 
     def _forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -548,19 +548,46 @@ class Trainer(Session):
 
 
 class _Sums:
-    """Running sums of loss, correct predictions and custom metrics over an epoch."""
+    """Running sums of loss, correct predictions and custom metrics over an epoch.
+
+    Accuracy costs one op per step: the argmax is kept and compared with the targets when the
+    epoch's numbers are read (``means``), not summed into a tensor step by step.
+    """
 
     def __init__(self) -> None:
         self.loss = 0.0
         self.n = 0
-        self.correct: torch.Tensor | None = None
+        self.correct = 0  # counted so far (from a checkpoint, or folded in by ``_fold``)
+        self.counted = False  # whether accuracy applies (classification outputs seen)
+        self.preds: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
         self.custom: dict[str, Any] = {}
 
+    def add(self, loss: float, output: torch.Tensor, target: torch.Tensor, t: Trainer) -> None:
+        n = len(target) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
+        self.loss += loss * n
+        self.n += n
+        if t.classification and output.dim() == 2 and target.dim() == 1:
+            self.preds.append(output.argmax(1))
+            self.targets.append(target)
+            self.counted = True
+        for name, fn in t.metric_fns.items():
+            with torch.no_grad():
+                value = fn(output, target) * n
+            self.custom[name] = value + self.custom.get(name, 0.0)
+
+    def _fold(self) -> None:
+        if self.preds:
+            hits = torch.cat(self.preds) == torch.cat(self.targets)
+            self.correct += int(hits.sum())
+            self.preds, self.targets = [], []
+
     def state_dict(self) -> dict[str, Any]:
+        self._fold()
         return {
             "loss": self.loss,
             "n": self.n,
-            "correct": None if self.correct is None else int(self.correct),
+            "correct": self.correct if self.counted else None,
             "custom": {k: float(v) for k, v in self.custom.items()},
         }
 
@@ -569,27 +596,16 @@ class _Sums:
         sums = cls()
         sums.loss, sums.n, sums.custom = state["loss"], state["n"], dict(state["custom"])
         if state["correct"] is not None:
-            sums.correct = torch.tensor(state["correct"])
+            sums.correct, sums.counted = state["correct"], True
         return sums
-
-    def add(self, loss: float, output: torch.Tensor, target: torch.Tensor, t: Trainer) -> None:
-        n = len(target) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
-        self.loss += loss * n
-        self.n += n
-        if t.classification and output.dim() == 2 and target.dim() == 1:
-            hits = (output.argmax(1) == target).sum()
-            self.correct = hits if self.correct is None else self.correct + hits
-        for name, fn in t.metric_fns.items():
-            with torch.no_grad():
-                value = fn(output, target) * n
-            self.custom[name] = value + self.custom.get(name, 0.0)
 
     def means(self, split: str) -> dict[str, float]:
         if self.n == 0:
             return {}
+        self._fold()
         out = {f"{split}_loss": self.loss / self.n}
-        if self.correct is not None:
-            out[f"{split}_acc"] = self.correct.item() / self.n
+        if self.counted:
+            out[f"{split}_acc"] = self.correct / self.n
         for name, total in self.custom.items():
             out[f"{split}_{name}"] = float(total) / self.n
         return out

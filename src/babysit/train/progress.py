@@ -1,7 +1,8 @@
 """The progress bar: epoch, step, loss, accuracy, learning rate, and a live line per finding.
 
-Rich's ``Progress`` refreshes itself from a thread (10 Hz); the training step only advances a
-counter, and the loss/acc/lr fields are refreshed every ``refresh_every`` steps.
+One bar, reset at each epoch; a finished epoch leaves one plain summary line above it, so the
+redraw (rich refreshes from a thread, 10 Hz) costs the same at epoch 100 as at epoch 1. The
+training step pays nothing: the bar is advanced every ``refresh_every`` steps.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .callbacks import Callback
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["ProgressBar", "alert_line"]
+__all__ = ["ProgressBar", "alert_line", "epoch_summary"]
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -32,6 +33,21 @@ def alert_line(finding: Finding) -> str:
     )
 
 
+def epoch_summary(metrics: dict[str, Any]) -> str:
+    """``loss 0.412 acc 0.871 val 0.455/0.852 lr 0.001``."""
+    parts = [f"loss {metrics.get('train_loss', float('nan')):.3f}"]
+    if "train_acc" in metrics:
+        parts.append(f"acc {metrics['train_acc']:.3f}")
+    if "val_loss" in metrics:
+        val = f"val {metrics['val_loss']:.3f}"
+        if "val_acc" in metrics:
+            val += f"/{metrics['val_acc']:.3f}"
+        parts.append(val)
+    if "lr" in metrics:
+        parts.append(f"lr {metrics['lr']:.2g}")
+    return " ".join(parts)
+
+
 class ProgressBar(Callback):
     """A rich progress bar over the steps of each epoch."""
 
@@ -40,7 +56,8 @@ class ProgressBar(Callback):
         self._console = console
         self._progress: Any = None
         self._task: Any = None
-        self._last_acc = ""
+        self._since = 0
+        self._acc = ""
 
     def on_fit_start(self, trainer: Session) -> None:
         from rich.console import Console
@@ -51,43 +68,42 @@ class ProgressBar(Callback):
             TextColumn,
             TimeElapsedColumn,
         )
+        from rich.table import Column
 
         self._progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}", table_column=_fixed()),
+            TextColumn("[bold]epoch {task.fields[epoch]}", table_column=Column(no_wrap=True)),
             BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[stats]}"),
             console=self._console or Console(stderr=True),
-            transient=False,
+            transient=True,
         )
         self._progress.start()
+        self._task = self._progress.add_task("train", total=None, epoch="", stats="")
         trainer.alert = lambda f: self._progress.console.print(alert_line(f))
 
     def on_train_epoch_start(self, trainer: Session) -> None:
         total = len(getattr(trainer, "batches", [])) or None
-        epochs = getattr(trainer, "epochs", None)
-        label = f"{trainer.epoch + 1}/{epochs}" if epochs else str(trainer.epoch + 1)
-        self._task = self._progress.add_task("train", total=total, epoch=label, stats="")
+        self._progress.reset(
+            self._task, total=total, epoch=self._label(trainer), stats=f"{self._acc}".strip()
+        )
+        self._since = 0
 
     def on_train_batch_end(self, trainer: Session, loss: float, batch_index: int) -> None:
-        self._progress.advance(self._task)
-        if batch_index % self.refresh_every == 0:
-            stats = f"loss {loss:.3f}{self._last_acc} lr {trainer.lr():.2g}"
-            self._progress.update(self._task, stats=stats)
+        self._since += 1
+        if self._since >= self.refresh_every:
+            stats = f"loss {loss:.3f}{self._acc} lr {trainer.lr():.2g}"
+            self._progress.update(self._task, advance=self._since, stats=stats)
+            self._since = 0
 
     def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
-        parts = [f"loss {metrics.get('train_loss', float('nan')):.3f}"]
         if "train_acc" in metrics:
-            parts.append(f"acc {metrics['train_acc']:.3f}")
-            self._last_acc = f" acc {metrics['train_acc']:.3f}"
-        if "val_loss" in metrics:
-            val = f"val {metrics['val_loss']:.3f}"
-            if "val_acc" in metrics:
-                val += f"/{metrics['val_acc']:.3f}"
-            parts.append(val)
-        parts.append(f"lr {metrics.get('lr', trainer.lr()):.2g}")
-        self._progress.update(self._task, stats=" ".join(parts))
+            self._acc = f" acc {metrics['train_acc']:.3f}"
+        self._progress.console.print(
+            f"[bold]epoch {self._label(trainer)}[/]  {epoch_summary(metrics)}"
+            f"  [dim]{metrics.get('seconds', 0.0):.2f} s[/]"
+        )
 
     def on_fit_end(self, trainer: Session) -> None:
         if self._progress is not None:
@@ -95,8 +111,7 @@ class ProgressBar(Callback):
             self._progress = None
         trainer.alert = None
 
-
-def _fixed():
-    from rich.table import Column
-
-    return Column(no_wrap=True, min_width=11)
+    @staticmethod
+    def _label(trainer: Session) -> str:
+        epochs = getattr(trainer, "epochs", None)
+        return f"{trainer.epoch + 1}/{epochs}" if epochs else str(trainer.epoch + 1)

@@ -56,6 +56,8 @@ class Session:
         self.stop_reason: str | None = None
         self._emitted: set[tuple[str, str | None, str]] = set()
         self._rows_on_disk = 0
+        self._dispatch: dict[str, list[Callable[..., None]]] = {}  # hook -> bound methods
+        self._skip = False  # set by a rollback until the loop moves to the next batch
 
     # -- what monitors call ----------------------------------------------------------------------
 
@@ -77,8 +79,9 @@ class Session:
 
     def log(self, name: str, value: Any, *, split: str = "train", step: int | None = None) -> None:
         """Append one metric row; ``value`` may be a 0-d tensor, read only when rows are written
-        (no device sync in the step)."""
-        self.rows.append((self.step if step is None else step, self.epoch, split, name, value))
+        (no device sync in the step). Without a run directory nothing is kept."""
+        if self.run_dir is not None:
+            self.rows.append((self.step if step is None else step, self.epoch, split, name, value))
 
     def lr(self) -> float:
         """The first parameter group's learning rate."""
@@ -103,10 +106,11 @@ class Session:
     def flush(self) -> None:
         """Write the rows logged since the last write to ``metrics.csv`` (and to the sinks),
         and all findings to ``findings.json``. Without a run directory the rows are dropped."""
+        if self.run_dir is None:
+            self.rows.clear()
+            return
         rows = plain_rows(self.rows) if self.rows else []
         self.rows.clear()
-        if self.run_dir is None:
-            return
         if rows:
             runs.append_metrics(self.run_dir, rows)
             self._rows_on_disk += len(rows)
@@ -121,9 +125,18 @@ class Session:
     # -- dispatch --------------------------------------------------------------------------------
 
     def call(self, hook: str, *args: Any) -> None:
-        """Call ``hook`` on every callback, in order."""
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
+        """Call ``hook`` on every callback that implements it, in order."""
+        methods = self._dispatch.get(hook)
+        if methods is None:
+            methods = self._dispatch[hook] = [
+                getattr(cb, hook)
+                for cb in self.callbacks
+                if getattr(type(cb), hook, None) is not getattr(Callback, hook)
+            ]
+        for method in methods:
+            method(self, *args)
+            if self._skip and hook == "on_loss":  # rolled back: later callbacks skip the step
+                break
 
     def callback_states(self) -> dict[str, Any]:
         """Every callback's ``state_dict()``, by its ``state_key`` (numbered when repeated)."""

@@ -41,7 +41,7 @@ class LossGuard(Monitor):
     """
 
     def __init__(
-        self, *, lr_factor: float = 0.1, max_rollbacks: int = 3, snapshot_every: int = 10
+        self, *, lr_factor: float = 0.1, max_rollbacks: int = 3, snapshot_every: int = 25
     ) -> None:
         if not 0 < lr_factor < 1:
             raise ValueError(f"lr_factor must be in (0, 1), got {lr_factor!r}")
@@ -123,11 +123,21 @@ class LossGuard(Monitor):
 
 
 class LossCurve(Monitor):
-    """Judges the shape of the per-step loss curve at every epoch's end (and at the end)."""
+    """Judges the shape of the per-step loss curve at every epoch's end (and at the end).
+
+    The curve is kept at bounded resolution: at most ``2 * MAX_POINTS`` bucket means, two
+    neighbours merged whenever it grows beyond that, so memory and the cost of judging stay
+    constant however long training runs.
+    """
+
+    MAX_POINTS = 2048
 
     def __init__(self, *, min_steps: int = 50) -> None:
         self.min_steps = min_steps
-        self.losses: list[float] = []
+        self.losses: list[float] = []  # bucket means, ``bucket`` steps each
+        self.bucket = 1
+        self.pending: list[float] = []  # the steps of the bucket being filled
+        self.count = 0
         self.lr_at_start: float | None = None
 
     def on_fit_start(self, trainer: Session) -> None:
@@ -135,11 +145,17 @@ class LossCurve(Monitor):
             self.lr_at_start = trainer.lr()
 
     def on_loss(self, trainer: Session, loss: float) -> None:
-        self.losses.append(loss)
-
-    def on_rollback(self, trainer: Session, to_step: int) -> None:
-        if self.losses:
-            self.losses.pop()  # the blown-up loss is not part of the curve
+        if not math.isfinite(loss):
+            return
+        self.count += 1
+        self.pending.append(loss)
+        if len(self.pending) >= self.bucket:
+            self.losses.append(math.fsum(self.pending) / len(self.pending))
+            self.pending = []
+            if len(self.losses) >= 2 * self.MAX_POINTS:
+                pairs = zip(self.losses[0::2], self.losses[1::2], strict=True)
+                self.losses = [(a + b) / 2 for a, b in pairs]
+                self.bucket *= 2
 
     def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
         self.judge(trainer)
@@ -148,8 +164,8 @@ class LossCurve(Monitor):
         self.judge(trainer)
 
     def judge(self, trainer: Session) -> None:
-        losses = [x for x in self.losses if math.isfinite(x)]
-        if len(losses) < self.min_steps:
+        losses = self.losses
+        if self.count < self.min_steps or len(losses) < 20:
             return
         t = trainer.thresholds
         drop = plateau_then_drop(losses, flat=t["plateau_flat"], drop=t["plateau_drop"])
@@ -157,7 +173,7 @@ class LossCurve(Monitor):
             trainer.emit(
                 finding(
                     "LOSS_PLATEAU_AT_START",
-                    f"the loss stayed flat for the first {drop['flat_steps']} steps "
+                    f"the loss stayed flat for the first {drop['flat_steps'] * self.bucket} steps "
                     f"({drop['flat_fraction']:.0%} of the run), then fell by "
                     f"{drop['drop']:.0%}: the lecture's bad-initialization curve",
                     "initialize for the activation (babysit.nn.init_model(model, 'he_normal') "
@@ -194,7 +210,7 @@ class LossCurve(Monitor):
             finding(
                 "LR_TOO_LOW",
                 f"the loss barely moves: {start:.4g} -> {end:.4g} ({decrease:+.2%}) over "
-                f"{len(losses)} steps"
+                f"{self.count} steps"
                 + (f", weights move {ratio:.1e} per step (lecture: ~1e-3)" if ratio else ""),
                 "raise the learning rate (by 10x, or run babysit.lr_find(model, data))",
                 {
