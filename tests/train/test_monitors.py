@@ -305,3 +305,12 @@ def test_when_rollbacks_run_out_the_model_keeps_its_last_good_state(digits):
     assert history.stop_reason in ("NAN_LOSS", "LR_TOO_HIGH") and history.rollbacks == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert "last good state" in history.findings[-1].message
+
+
+def test_nan_at_the_very_first_step_stops_without_touching_the_weights(digits):
+    x, y, _, _ = digits
+    model = NaNAt(small_mlp(), k=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    history = bs.fit(model, (x, y), epochs=2, progress=False)
+    assert history.stop_reason == "NAN_LOSS" and history.rollbacks == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -294,7 +294,7 @@ class Trainer(Session):
         value = loss.item()
         self.log("loss", value)
         self.call("on_loss", value)
-        if self._skip:  # a monitor rolled back: this batch's gradient is not applied
+        if self._skip or self.stop_reason:  # rolled back or breaking out: no update from it
             return value
         loss.backward()
         self.optimizer.step()
