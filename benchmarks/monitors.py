@@ -939,7 +939,7 @@ def summary(records: list[tuple[Scenario, dict[str, Any], dict[str, Any], set[st
             ev.append(f"sat {_range([m['sat'] for m in ms], '.2f')}")
         if want("VANISHING_GRADIENTS", "EXPLODING_GRADIENTS") and any(m["gr"] for m in ms):
             ev.append(
-                f"gr {_range([m['gr'][0] for m in ms if m['gr']])}.."
+                f"gr min {_range([m['gr'][0] for m in ms if m['gr']])}, max "
                 f"{_range([m['gr'][1] for m in ms if m['gr']])}"
             )
         if any(m["rb"] for m in ms):

@@ -27,7 +27,7 @@ from torch import nn
 from .. import runs
 from ..findings import Finding
 from ..optim import make_optimizer, optimizer_name
-from .batches import Batches, UserLoader, make_batches, to_device
+from .batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_checkpoint
 from .checkpoint import save_checkpoint as _save
@@ -41,6 +41,9 @@ __all__ = ["fit"]
 Forward = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 Metric = Callable[[torch.Tensor, torch.Tensor], Any]
 _CLASSIFICATION_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
+# Training examples evaluated in eval mode at each epoch's end (``train_eval_acc``), with
+# validation: the gap monitors compare like with like (no dropout on either side).
+TRAIN_SAMPLE = 1000
 
 
 def fit(
@@ -157,6 +160,7 @@ class Trainer(Session):
             )
         )
         self._check_data(self.batches, "data")
+        self._train_sample = _sample(self.batches, TRAIN_SAMPLE, batch_size)
         if self.val_batches is not None:
             self._check_data(self.val_batches, "val")
         self.schedule: Schedule | None = make_schedule(
@@ -253,6 +257,8 @@ class Trainer(Session):
         metrics = {"epoch": self.epoch, **sums.means("train"), "lr": self.lr()}
         if self.val_batches is not None:
             metrics.update(self.evaluate(self.val_batches))
+            if self._train_sample is not None and "val_acc" in metrics:
+                metrics["train_eval_acc"] = self.evaluate(self._train_sample)["val_acc"]
         metrics["seconds"] = time.perf_counter() - started
         self._log_epoch(metrics)
         self.history.append(metrics)
@@ -609,6 +615,16 @@ class _Sums:
         for name, total in self.custom.items():
             out[f"{split}_{name}"] = float(total) / self.n
         return out
+
+
+def _sample(batches: Batches, n: int, batch_size: int) -> Batches | None:
+    """A fixed sample of in-memory training data (every k-th example), as unshuffled batches."""
+    tensors = getattr(batches, "tensors", None)
+    if not isinstance(batches, TensorBatches) or tensors is None:
+        return None
+    stride = max(len(tensors[0]) // n, 1)
+    picked = tuple(t[::stride][:n] for t in tensors)
+    return TensorBatches(picked, batch_size, shuffle=False, seed=0)
 
 
 def _xy(batch: Any) -> tuple[Any, Any]:
