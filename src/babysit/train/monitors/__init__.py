@@ -4,14 +4,14 @@
 monitor            codes                                                      cost
 =================  =========================================================  ==============
 LossGuard          NAN_LOSS, LR_TOO_HIGH (rollback under ``fit``)             one compare
-LossCurve          LOSS_PLATEAU_AT_START, LR_TOO_LOW, LOSS_OSCILLATING         per epoch
-UpdateRatio        UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW                        every 10 steps
+LossCurve          LOSS_PLATEAU_AT_START, LR_TOO_LOW, LOSS_OSCILLATING         some epoch ends
+UpdateRatio        UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW                        first 10, every 50
 ActivationStats    DEAD_RELU, SATURATED_ACTIVATIONS, VANISHING/EXPLODING_...  every 100 steps
 Generalization     OVERFITTING, UNDERFITTING                                  per epoch
 EvalMode           MODEL_IN_EVAL_MODE                                         every 100 steps
 =================  =========================================================  ==============
 
-``monitors="default"`` is all of them with these rates; ``"all"`` samples 10x more often
+``monitors="default"`` is all of them with these rates; ``"all"`` samples more often
 (``UpdateRatio(every=1)``, ``ActivationStats(every=10)``); ``None`` (or ``[]``) runs none.
 """
 
@@ -45,8 +45,8 @@ def default_monitors(*, dense: bool = False) -> list[Monitor]:
     return [
         LossGuard(),
         LossCurve(),
-        UpdateRatio(every=1 if dense else 10),
-        ActivationStats(every=10 if dense else 100),
+        UpdateRatio(every=1) if dense else UpdateRatio(),
+        ActivationStats(every=10) if dense else ActivationStats(),
         Generalization(),
         EvalMode(),
     ]

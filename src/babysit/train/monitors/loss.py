@@ -32,6 +32,9 @@ __all__ = ["LossCurve", "LossGuard", "oscillation", "plateau_then_drop"]
 # Measured (benchmarks/monitors.py): PyTorch's default init with SGD-momentum 0.01 has a real
 # 5-window flat start that is healthy; bad-init plateaus span 7-21 windows.
 _MIN_PLATEAU = 8
+# The curve is judged at an epoch's end once it has grown by this factor since the last
+# judgement (and at the end of training): live alerts, at a cost that does not grow with epochs.
+JUDGE_GROWTH = 1.25
 
 
 class LossGuard(Monitor):
@@ -143,6 +146,7 @@ class LossCurve(Monitor):
         self.bucket = 1
         self.pending: list[float] = []  # the steps of the bucket being filled
         self.count = 0
+        self.judged_at = 0  # ``count`` at the last judgement
         self.lr_at_start: float | None = None
 
     def on_fit_start(self, trainer: Session) -> None:
@@ -163,7 +167,8 @@ class LossCurve(Monitor):
                 self.bucket *= 2
 
     def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
-        self.judge(trainer)
+        if self.count >= self.judged_at * JUDGE_GROWTH:  # judged O(log steps) times in all
+            self.judge(trainer)
 
     def on_fit_end(self, trainer: Session) -> None:
         self.judge(trainer, final=True)
@@ -181,6 +186,7 @@ class LossCurve(Monitor):
         losses = self.losses
         if self.count < self.min_steps or len(losses) < 20:
             return
+        self.judged_at = self.count
         t = trainer.thresholds
         trainer.stats["loss_decrease"] = self.decrease()  # type: ignore[assignment]
         drop = plateau_then_drop(losses, flat=t["plateau_flat"], drop=t["plateau_drop"])
