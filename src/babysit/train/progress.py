@@ -78,6 +78,7 @@ class ProgressBar(Callback):
             TextColumn("{task.fields[stats]}"),
             console=self._console or Console(stderr=True),
             transient=True,
+            refresh_per_second=5,
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=None, epoch="", stats="")

@@ -79,18 +79,20 @@ class UpdateRatio(Monitor):
         self._handles = []
         self._rules(trainer, final=True)
 
-    @torch.no_grad()
     def _pre(self, trainer: Session) -> None:
+        # Runs on every optimizer step: the cheap test comes first, the no_grad context (a few
+        # microseconds to enter) only on sampled steps.
         if (trainer.step < EARLY_STEPS or trainer.step % self.every == 0) and self._params:
-            self._before = [p.detach().clone() for _, p in self._params]
-            self._norms = torch._foreach_norm(self._before)
+            with torch.no_grad():
+                self._before = [p.detach().clone() for _, p in self._params]
+                self._norms = torch._foreach_norm(self._before)
 
-    @torch.no_grad()
     def _post(self, trainer: Session) -> None:
         if self._before is None:
             return
-        torch._foreach_sub_(self._before, [p.detach() for _, p in self._params])  # W_b - W_a
-        ratios = torch.stack(torch._foreach_norm(self._before)) / torch.stack(self._norms)
+        with torch.no_grad():
+            torch._foreach_sub_(self._before, [p.detach() for _, p in self._params])  # Wb - Wa
+            ratios = torch.stack(torch._foreach_norm(self._before)) / torch.stack(self._norms)
         self._before = None
         self._record(trainer, ratios.tolist())  # one transfer per sampled step
 
