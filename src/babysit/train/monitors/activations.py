@@ -76,17 +76,21 @@ class ActivationStats(Monitor):
         self.after_step(trainer)
 
     def after_step(self, trainer: Session) -> None:
-        """The step's backward is done: store the probe's records and judge them."""
+        """The step's backward is done: store the probe's records and judge them.
+
+        The probe is touched twice per period only: after a sampled step (store, judge, disarm)
+        and after the step before the next one (arm); other steps cost one modulo.
+        """
         probe = self._probe
         if probe is None:
             return
-        sampled = probe.sampling
-        probe.step()
-        if sampled:
-            self._judge(trainer, [r for r in probe.records if r.step == trainer.step])
+        step = trainer.step
+        if probe.current_step == step and probe.sampling:
+            probe.step()
+            self._judge(trainer, [r for r in probe.records if r.step == step])
             self._gradients(trainer, self._grad_norms())
-        if probe.current_step != trainer.step + 1:
-            probe.seek(trainer.step + 1)
+        elif (step + 1) % self.every == 0 or probe.current_step > step + 1:
+            probe.seek(step + 1)  # arms the hooks for the sampled step that follows
 
     @torch.no_grad()
     def _grad_norms(self) -> dict[str, float]:

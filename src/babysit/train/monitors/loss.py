@@ -64,16 +64,17 @@ class LossGuard(Monitor):
         self.rollbacks = 0
         self.diverged = False
         self._snapshot_due = True
+        self._limit = 3.0
 
     def on_fit_start(self, trainer: Session) -> None:
         self._snapshot_due = True  # a resumed run takes a fresh snapshot at its first good step
+        self._limit = trainer.thresholds["loss_explosion"]
 
     def on_loss(self, trainer: Session, loss: float) -> None:
         bad = not math.isfinite(loss)
         if not bad and self.initial_loss is None:
             self.initial_loss = loss
-        limit = trainer.thresholds["loss_explosion"]
-        exploded = not bad and self.initial_loss is not None and loss > limit * self.initial_loss
+        exploded = not bad and loss > self._limit * self.initial_loss  # type: ignore[operator]
         if not (bad or exploded):
             if self._snapshot_due or trainer.step % self.snapshot_every == 0:
                 trainer.remember_good_state()
