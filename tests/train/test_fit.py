@@ -247,3 +247,13 @@ def test_unknown_monitor_spec_and_ignore_code(digits):
         bs.fit(small_mlp(), (x, y), monitors="some", progress=False)
     with pytest.raises(ValueError, match="unknown finding codes"):
         bs.fit(small_mlp(), (x, y), ignore=["NOT_A_CODE"], progress=False)
+
+
+def test_without_tensorboard_there_is_no_tb_dir(digits, tmp_path, monkeypatch):
+    from babysit.train.tensorboard import TensorBoard
+
+    monkeypatch.setattr(TensorBoard, "available", staticmethod(lambda: False))
+    x, y, _, _ = digits
+    bs.fit(small_mlp(), (x, y), epochs=1, progress=False, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "tb").exists()
+    assert (tmp_path / "run" / "metrics.csv").exists()

@@ -159,6 +159,7 @@ class Trainer(Session):
                 kw["val"], batch_size, shuffle=False, seed=0, device=self.device, name="val"
             )
         )
+        self._on_device = _in_memory(self.batches)
         self._check_data(self.batches, "data")
         self._train_sample = _sample(self.batches, TRAIN_SAMPLE, batch_size)
         if self.val_batches is not None:
@@ -291,7 +292,7 @@ class Trainer(Session):
 
     def _train_step(self, batch: Any, sums: _Sums) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        output, target = self._forward(batch)
+        output, target = self._forward(batch, self._on_device)
         if self.step == self._start_step:
             self._check_targets(output, target)
         loss = self.loss_fn(output, target)
@@ -309,11 +310,12 @@ class Trainer(Session):
         sums.add(value, output.detach() if self.metric_fns else output, target, self)
         return value
 
-    def _forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, batch: Any, on_device: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if self.forward_fn is not None:
             return self.forward_fn(self.model, to_device(batch, self.device))
         x, y = _xy(batch)
-        x, y = to_device(x, self.device), to_device(y, self.device)
+        if not on_device:  # in-memory tensors were moved to the device once, at the start
+            x, y = to_device(x, self.device), to_device(y, self.device)
         if self.step == self._start_step:
             return _first_forward(self.model, x), y
         return self.model(x), y
@@ -324,9 +326,10 @@ class Trainer(Session):
         self.call("on_validation_start")
         self.model.eval()
         sums = _Sums()
+        on_device = _in_memory(batches)
         try:
             for _, batch in batches.epoch(0):
-                output, target = self._forward(batch)
+                output, target = self._forward(batch, on_device)
                 sums.add(self.loss_fn(output, target).item(), output, target, self)
         finally:
             self.model.train()
@@ -615,6 +618,11 @@ class _Sums:
         for name, total in self.custom.items():
             out[f"{split}_{name}"] = float(total) / self.n
         return out
+
+
+def _in_memory(batches: Batches) -> bool:
+    """Tensors already on the training device, batched by indexing."""
+    return isinstance(batches, TensorBatches) and hasattr(batches, "tensors")
 
 
 def _sample(batches: Batches, n: int, batch_size: int) -> Batches | None:
