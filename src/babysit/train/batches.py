@@ -61,9 +61,14 @@ class TensorBatches(Batches):
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, Any]]:
         order = self.order(epoch).to(self.tensors[0].device)
-        for i in range(start, len(self)):
-            index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield i, tuple(t[index] for t in self.tensors)
+        chunks = order.split(self.batch_size)  # one op for the epoch's index slices
+        if len(self.tensors) == 2:
+            x, y = self.tensors
+            for i in range(start, len(chunks)):
+                yield i, (x[chunks[i]], y[chunks[i]])
+            return
+        for i in range(start, len(chunks)):
+            yield i, tuple(t[chunks[i]] for t in self.tensors)
 
 
 class DatasetBatches(TensorBatches):
