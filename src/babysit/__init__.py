@@ -11,7 +11,7 @@ from .checks import diagnose
 from .findings import Diagnosis, Finding
 from .probes import LayerStats, Probe
 from .train import Callback, Checkpoint, History, Watcher, fit, watch
-from .tuning import LRFinderResult, lr_find
+from .tuning import LRFinderResult, choice, intuniform, loguniform, lr_find, search, uniform
 
 try:
     __version__ = version("babysit")
@@ -29,10 +29,15 @@ __all__ = [
     "Probe",
     "Watcher",
     "__version__",
+    "choice",
     "data",
     "diagnose",
     "fit",
+    "intuniform",
+    "loguniform",
     "lr_find",
     "nn",
+    "search",
+    "uniform",
     "watch",
 ]

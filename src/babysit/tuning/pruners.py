@@ -1,0 +1,84 @@
+"""The lecture's break-out rule as an Optuna pruner: "if the cost is ever > 3 × the original
+cost, break out early".
+
+Optuna gives a trial one series of intermediate values, which median-style pruners compare
+across trials: babysit's built-in objective reports the *validation metric* there, once per
+epoch. The break-out reads a different series, the *training loss*, kept in two trial user
+attributes that the objective updates (``breakout_initial``: the first step's loss,
+``breakout_loss``: the latest one, ``None`` for NaN/Inf): a trial whose loss is NaN/Inf or above
+``factor`` × its initial loss is pruned, whatever ``inner`` (e.g. ``MedianPruner``) says about
+its metric. NaN and Inf are handled explicitly (a NaN compares False with everything, which is
+how several of Optuna's own pruners let NaN trials run on).
+
+A user objective gets the same behaviour by calling :func:`report_loss` with its loss, then
+``trial.should_prune()``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+__all__ = ["BREAKOUT_FACTOR", "BreakOutPruner", "report_loss"]
+
+BREAKOUT_FACTOR = 3.0  # lecture: cost > 3 x original cost -> break out
+_INITIAL = "breakout_initial"
+_LATEST = "breakout_loss"
+
+
+def report_loss(trial: optuna.Trial, loss: float) -> None:
+    """Record ``loss`` for :class:`BreakOutPruner` (the first call fixes the initial loss).
+
+    Writes to the study's storage: call it once per epoch, and at once when the loss looks bad.
+    """
+    value = float(loss) if math.isfinite(loss) else None
+    if _INITIAL not in trial.user_attrs:
+        trial.set_user_attr(_INITIAL, value)
+    trial.set_user_attr(_LATEST, value)
+
+
+class BreakOutPruner(optuna.pruners.BasePruner):
+    """Prune a trial whose training loss went NaN/Inf or above ``factor`` × its initial loss.
+
+    Args:
+        factor: the lecture's 3; must be > 1.
+        inner: another pruner consulted when the loss is fine (e.g. ``MedianPruner()``).
+    """
+
+    def __init__(
+        self, factor: float = BREAKOUT_FACTOR, *, inner: optuna.pruners.BasePruner | None = None
+    ) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, int | float):
+            raise TypeError(f"factor must be a number, got {factor!r}")
+        if not (math.isfinite(factor) and factor > 1):
+            raise ValueError(f"factor must be a finite number > 1, got {factor!r}")
+        if inner is not None and not isinstance(inner, optuna.pruners.BasePruner):
+            raise TypeError(f"inner must be an Optuna pruner, got {type(inner).__name__}")
+        self.factor = float(factor)
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self.broke_out(trial.user_attrs):
+            return True
+        last = _last_intermediate(trial)
+        if last is not None and not math.isfinite(last):
+            return True  # a NaN/Inf metric is never worth finishing
+        return self.inner.prune(study, trial) if self.inner is not None else False
+
+    def broke_out(self, attrs: dict[str, Any]) -> bool:
+        """Whether the recorded losses trigger the break-out."""
+        if _LATEST not in attrs:
+            return False
+        initial, latest = attrs.get(_INITIAL), attrs[_LATEST]
+        if latest is None or initial is None:
+            return True  # NaN/Inf loss (recorded as None)
+        return latest > self.factor * initial
+
+
+def _last_intermediate(trial: optuna.trial.FrozenTrial) -> float | None:
+    values = trial.intermediate_values
+    if not values:
+        return None
+    return values[max(values)]

@@ -1,0 +1,523 @@
+"""``babysit.search``: the lecture's hyperparameter search, on Optuna.
+
+Lecture: "coarse -> fine cross-validation in stages: first stage, only a few epochs to get a
+rough idea of what params work; second stage, longer running time, finer search". And "random
+search in log space" (Bergstra & Bengio 2012), and "if the cost is ever > 3 × the original cost,
+break out early".
+
+Stages. Stage ``k`` is its own Optuna study (``<name>-stage<k>``) in the same storage; its
+ranges and epoch budget live in the study's user attributes, computed from stage ``k-1``'s
+finished trials by a deterministic rule (:mod:`babysit.tuning.space`: the span of the top 20%
+of trials, at least 2, padded by 25% in log space for log parameters; choices keep the values
+the top trials used). Epochs grow geometrically from ``epochs // 4`` to ``epochs``; trials
+shrink (2:1 for two stages, 4:2:1 for three). ``n_trials`` is the total over the stages. A
+second call with the same storage and study name continues where the first stopped.
+
+Which series each pruner reads: the built-in objective reports the validation metric once per
+epoch (``trial.report``; what ``MedianPruner`` compares) and the training loss to
+:class:`~babysit.tuning.pruners.BreakOutPruner` (every epoch, and at once when it blows up).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from .. import runs
+from ..findings import Finding
+from ..train import Callback, fit
+from .pruners import BreakOutPruner, report_loss
+from .space import Param, check_space
+
+__all__ = ["SearchResult", "search"]
+
+TOP_FRACTION = 0.2  # the top 20% of a stage's trials define the next stage's ranges
+SAMPLERS = ("random", "tpe")
+PRUNERS = ("breakout", "breakout+median", "median", "none")
+
+Objective = Callable[[dict[str, Any], optuna.Trial], float]
+
+
+@dataclass
+class SearchResult:
+    """The trials of every stage, the best one, and the findings (``BEST_AT_EDGE``)."""
+
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    findings: list[Finding] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)  # ranges and epochs per stage
+    run_dir: Path | None = None
+
+    @property
+    def codes(self) -> set[str]:
+        return {f.code for f in self.findings}
+
+    def __repr__(self) -> str:
+        best = "none" if self.best is None else f"{self.best['value']:.4g} {self.best['params']}"
+        return f"SearchResult({len(self.trials)} trials, {len(self.stages)} stages; best {best})"
+
+
+def search(
+    space: Mapping[str, Any],
+    objective: Objective | None = None,
+    *,
+    model: Callable[[dict[str, Any]], torch.nn.Module] | None = None,
+    data: Any = None,
+    epochs: int = 20,
+    n_trials: int = 60,
+    stages: int = 2,
+    metric: str = "val_acc",
+    direction: str = "maximize",
+    sampler: str = "random",
+    pruner: str = "breakout",
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_jobs: int = 1,
+    cv: int | None = None,
+    auto_extend: bool = False,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+) -> SearchResult:
+    """Coarse -> fine random search in log space, with the lecture's break-out pruning.
+
+    Args:
+        space: ``{"lr": loguniform(1e-6, 1e-1), "hidden": choice([50, 100]), ...}``.
+        objective: ``(params, trial) -> metric``; by default a builder model is trained on
+            ``data`` with :func:`babysit.fit` and scored by ``metric``.
+        model: ``params -> nn.Module`` for the built-in objective (default: ``babysit.nn.mlp``
+            with ``hidden``/``activation``/``init``/``batchnorm``/``dropout`` from the params).
+        data: ``"mnist1d"``/``"digits"`` (loaded and standardized), a ``Splits``, or
+            ``((X, y), (Xv, yv))``.
+        epochs: the last stage's epochs (earlier stages train fewer).
+        n_trials: trials over all stages.
+        sampler: ``"random"`` (the lecture's) or ``"tpe"``.
+        pruner: ``"breakout"``, ``"breakout+median"``, ``"median"`` or ``"none"``.
+        storage: an Optuna storage URL; default a SQLite file in ``run_dir`` (in memory
+            without one). A PostgreSQL URL lets several machines share the search.
+        auto_extend: when the best value of a range sits at its edge after the last stage,
+            extend that range and run one more stage.
+        run_dir: where ``search.db``, ``trials.csv`` and ``findings.json`` go.
+    """
+    params = check_space(space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is noise here
+    _check_args(epochs, n_trials, stages, direction, sampler, pruner, n_jobs, cv)
+    run_path = Path(run_dir) if run_dir is not None else None
+    if run_path is not None:
+        run_path.mkdir(parents=True, exist_ok=True)
+    if storage is None and run_path is not None:
+        storage = f"sqlite:///{run_path / 'search.db'}"
+    name = study_name or "babysit-search"
+    run = objective or _builtin_objective(model, data, metric)
+    plan = _plan(n_trials, stages, epochs)
+    findings: list[Finding] = []
+    stage_info: list[dict[str, Any]] = []
+    all_trials: list[dict[str, Any]] = []
+    previous: optuna.Study | None = None
+    extended = False
+    k = 0
+    while k < len(plan):
+        stage_trials, stage_epochs = plan[k]
+        study = _stage_study(
+            name, k, storage, sampler, pruner, direction, seed, params, previous, stage_epochs
+        )
+        ranges = _ranges(study)
+        _optimize(study, run, ranges, stage_trials, stage_epochs, seed, n_jobs)
+        all_trials += _table(study, k + 1)
+        edge = _best_at_edge(study, ranges, k + 1)
+        findings += edge
+        stage_info.append(
+            {
+                "stage": k + 1,
+                "epochs": stage_epochs,
+                "trials": stage_trials,
+                "ranges": {n: p.to_dict() for n, p in ranges.items()},
+            }
+        )
+        previous = study
+        k += 1
+        if k == len(plan) and auto_extend and edge and not extended:
+            extended = True
+            plan.append((plan[-1][0], plan[-1][1]))
+            params = _extend(ranges, edge)
+            previous = None  # the extra stage searches the extended ranges, not narrowed ones
+    best = _best(all_trials, direction)
+    result = SearchResult(all_trials, best, findings, stage_info, run_path)
+    if run_path is not None:
+        _write(run_path, result)
+    return result
+
+
+# -- stages ---------------------------------------------------------------------------------------
+
+
+def _plan(n_trials: int, stages: int, epochs: int) -> list[tuple[int, int]]:
+    """(trials, epochs) per stage: trials 2:1 (4:2:1 ...), epochs from epochs // 4 up."""
+    weights = [2 ** (stages - 1 - i) for i in range(stages)]
+    trials = [max(1, round(n_trials * w / sum(weights))) for w in weights]
+    trials[-1] = max(1, n_trials - sum(trials[:-1]))
+    first = max(1, epochs // 4)
+    budget = [
+        round(first * (epochs / first) ** (i / (stages - 1))) if stages > 1 else epochs
+        for i in range(stages)
+    ]
+    return list(zip(trials, budget, strict=True))
+
+
+def _stage_study(
+    name: str,
+    k: int,
+    storage: str | None,
+    sampler: str,
+    pruner: str,
+    direction: str,
+    seed: int,
+    params: dict[str, Param],
+    previous: optuna.Study | None,
+    epochs: int,
+) -> optuna.Study:
+    """Create or load stage ``k``'s study; its ranges are set once (idempotent)."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=f"{name}-stage{k + 1}",
+        sampler=_sampler(sampler, seed + k),
+        pruner=_pruner(pruner),
+        direction=direction,
+        load_if_exists=True,
+    )
+    if "space" not in study.user_attrs:
+        ranges = params if previous is None else _narrow(previous, params, direction)
+        study.set_user_attr("space", {n: p.to_dict() for n, p in ranges.items()})
+        study.set_user_attr("epochs", epochs)
+        study.set_user_attr("stage", k + 1)
+    return study
+
+
+def _narrow(study: optuna.Study, params: dict[str, Param], direction: str) -> dict[str, Param]:
+    """Stage k+1's ranges: the span of stage k's top trials (deterministic in its trials)."""
+    done = _finished(study)
+    if not done:
+        return _ranges(study)
+    done.sort(key=lambda t: (-t.value if direction == "maximize" else t.value, t.number))
+    top = done[: max(2, math.ceil(TOP_FRACTION * len(done)))]
+    current = _ranges(study)
+    return {n: p.narrowed([t.params[n] for t in top if n in t.params]) for n, p in current.items()}
+
+
+def _ranges(study: optuna.Study) -> dict[str, Param]:
+    from .space import Choice, IntUniform, LogUniform, Uniform
+
+    kinds = {"loguniform": LogUniform, "uniform": Uniform}
+    out: dict[str, Param] = {}
+    for name, d in study.user_attrs["space"].items():
+        if d["kind"] == "choice":
+            out[name] = Choice(d["values"])
+        elif d["kind"] == "intuniform":
+            out[name] = IntUniform(d["low"], d["high"], d["log"])
+        else:
+            out[name] = kinds[d["kind"]](d["low"], d["high"])
+    return out
+
+
+def _optimize(
+    study: optuna.Study,
+    run: Callable[..., float],
+    ranges: dict[str, Param],
+    n: int,
+    epochs: int,
+    seed: int,
+    n_jobs: int,
+) -> None:
+    """Run the stage until it holds ``n`` finished trials (a resumed search tops it up)."""
+    remaining = n - len(_finished(study, states=_ENDED))
+    if remaining <= 0:
+        return
+
+    def trial_objective(trial: optuna.Trial) -> float:
+        values = {name: p.suggest(trial, name) for name, p in ranges.items()}
+        torch.manual_seed(seed + trial.number)
+        trial.set_user_attr("epochs", epochs)
+        try:
+            value = float(run(values, trial))
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # kept with the trial: the table shows why it failed
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            raise
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"the objective returned {value}")
+        return value
+
+    study.optimize(
+        trial_objective,
+        callbacks=[optuna.study.MaxTrialsCallback(n, states=_ENDED)],
+        n_trials=remaining,
+        n_jobs=n_jobs,
+        catch=(Exception,),  # a failing trial is kept as FAIL with its error; the search goes on
+        gc_after_trial=False,
+        show_progress_bar=False,
+    )
+
+
+_ENDED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
+
+
+def _finished(study: optuna.Study, states: tuple = (optuna.trial.TrialState.COMPLETE,)) -> list:
+    return study.get_trials(deepcopy=False, states=states)
+
+
+# -- the built-in objective ----------------------------------------------------------------------
+
+
+class _TrialReporter(Callback):
+    """Reports the validation metric per epoch and the loss to the break-out pruner."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.initial: float | None = None
+
+    def on_loss(self, trainer: Any, loss: float) -> None:
+        if self.initial is None and math.isfinite(loss):
+            self.initial = loss
+            report_loss(self.trial, loss)
+        blown = not math.isfinite(loss) or (self.initial is not None and loss > 3 * self.initial)
+        if blown:  # the lecture's break-out: stop within the step, not at the epoch's end
+            report_loss(self.trial, loss)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"loss {loss:.4g} at step {trainer.step}: broke out")
+
+    def on_train_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if "train_loss" in metrics:
+            report_loss(self.trial, metrics["train_loss"])
+        if self.metric in metrics and math.isfinite(metrics[self.metric]):
+            self.trial.report(metrics[self.metric], trainer.epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {trainer.epoch}")
+
+
+def _builtin_objective(
+    model: Callable[[dict[str, Any]], torch.nn.Module] | None, data: Any, metric: str
+) -> Callable[..., float]:
+    if data is None:
+        raise ValueError(
+            "search needs data for its built-in objective (e.g. data='mnist1d'), or pass "
+            "objective=lambda params, trial: <metric>"
+        )
+    train, val, in_features, classes = _train_val(data)
+
+    def build(params: dict[str, Any]) -> torch.nn.Module:
+        if model is not None:
+            return model(params)
+        from ..nn import mlp
+
+        hidden = params.get("hidden", 100)
+        depth = int(params.get("depth", 2))
+        widths = list(hidden) if isinstance(hidden, list | tuple) else [int(hidden)] * depth
+        return mlp(
+            in_features,
+            widths,
+            classes,
+            activation=params.get("activation", "relu"),
+            init=params.get("init", "he"),
+            batchnorm=bool(params.get("batchnorm", False)),
+            dropout=float(params.get("dropout", 0.0)),
+        )
+
+    def run(params: dict[str, Any], trial: optuna.Trial) -> float:
+        epochs = int(trial.user_attrs["epochs"])
+        history = fit(
+            build(params),
+            train,
+            val=val,
+            optimizer=params.get("optimizer", "adam"),
+            lr=params.get("lr", 1e-3),
+            weight_decay=float(params.get("weight_decay", 0.0)),
+            batch_size=int(params.get("batch_size", 64)),
+            epochs=epochs,
+            monitors=None,
+            progress=False,
+            seed=trial.number,
+            callbacks=[_TrialReporter(trial, metric)],
+        )
+        if metric not in history.final:
+            known = ", ".join(k for k in history.final if k not in ("epoch", "seconds"))
+            raise ValueError(f"metric {metric!r} is not measured; known: {known}")
+        return history.final[metric]
+
+    return run
+
+
+def _train_val(data: Any) -> tuple[Any, Any, int, int]:
+    from ..data import Standardize, load
+
+    if isinstance(data, str):
+        splits = load(data)
+        (x, y), (xv, yv) = splits.train.tensors, splits.val.tensors
+        scaler = Standardize().fit(x)
+        x, xv = scaler.transform(x), scaler.transform(xv)
+        return (x, y), (xv, yv), x.shape[1], splits.num_classes
+    if hasattr(data, "train") and hasattr(data, "val"):
+        (x, y), (xv, yv) = data.train.tensors, data.val.tensors
+    else:
+        (x, y), (xv, yv) = data
+    return (x, y), (xv, yv), int(x.shape[1]), int(torch.as_tensor(y).max()) + 1
+
+
+# -- findings and results ------------------------------------------------------------------------
+
+
+def _best_at_edge(study: optuna.Study, ranges: dict[str, Param], stage: int) -> list[Finding]:
+    """BEST_AT_EDGE for each range whose best value lies in its outer 10%."""
+    done = _finished(study)
+    if not done:
+        return []
+    best = study.best_trial
+    found = []
+    for name, param in ranges.items():
+        if name not in best.params:
+            continue
+        side = param.edge(best.params[name])
+        if side is None:
+            continue
+        bigger = param.extended(side)
+        found.append(
+            Finding(
+                "BEST_AT_EDGE",
+                "warning",
+                f"stage {stage}: the best {name} = {best.params[name]:.3g} lies at the {side} "
+                f"edge of its range {_range_text(param)}: a better value may lie beyond it",
+                f"extend the range to {_range_text(bigger)} (or search with auto_extend=True)",
+                {
+                    "param": name,
+                    "value": best.params[name],
+                    "side": side,
+                    "range": param.to_dict(),
+                    "suggested": bigger.to_dict(),
+                    "stage": stage,
+                },
+            )
+        )
+    return found
+
+
+def _extend(ranges: dict[str, Param], edge: list[Finding]) -> dict[str, Param]:
+    out = dict(ranges)
+    for f in edge:
+        name = f.evidence["param"]
+        out[name] = ranges[name].extended(f.evidence["side"])
+    return out
+
+
+def _range_text(p: Param) -> str:
+    d = p.to_dict()
+    return f"[{d['low']:.3g}, {d['high']:.3g}]" if "low" in d else str(d.get("values"))
+
+
+def _table(study: optuna.Study, stage: int) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append(
+            {
+                "stage": stage,
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": dict(t.params),
+                "epochs": t.user_attrs.get("epochs"),
+                "epochs_run": len(t.intermediate_values),
+                "error": t.user_attrs.get("error"),
+            }
+        )
+    return rows
+
+
+def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
+    if not done:
+        return None
+    last = max(t["stage"] for t in done)  # the longest-trained stage decides
+    pool = [t for t in done if t["stage"] == last]
+    pick = max if direction == "maximize" else min
+    return pick(pool, key=lambda t: t["value"])
+
+
+def _write(run_dir: Path, result: SearchResult) -> None:
+    names = sorted({n for t in result.trials for n in t["params"]})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["stage", "number", "state", "value", "epochs", "epochs_run", *names])
+    for t in result.trials:
+        writer.writerow(
+            [
+                t["stage"],
+                t["number"],
+                t["state"],
+                t["value"],
+                t["epochs"],
+                t["epochs_run"],
+                *(t["params"].get(n) for n in names),
+            ]
+        )
+    runs.atomic_write_bytes(run_dir / "trials.csv", buffer.getvalue().encode())
+    runs.write_json(run_dir, runs.FINDINGS, {"findings": [f.to_dict() for f in result.findings]})
+    runs.write_json(run_dir, "search.json", {"stages": result.stages, "best": result.best})
+
+
+def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _pruner(name: str) -> optuna.pruners.BasePruner:
+    median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    return {
+        "breakout": BreakOutPruner(),
+        "breakout+median": BreakOutPruner(inner=median),
+        "median": median,
+        "none": optuna.pruners.NopPruner(),
+    }[name]
+
+
+def _check_args(
+    epochs: int,
+    n_trials: int,
+    stages: int,
+    direction: str,
+    sampler: str,
+    pruner: str,
+    n_jobs: int,
+    cv: int | None,
+) -> None:
+    for name, value in (
+        ("epochs", epochs),
+        ("n_trials", n_trials),
+        ("stages", stages),
+        ("n_jobs", n_jobs),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if n_trials < stages:
+        raise ValueError(f"n_trials={n_trials} cannot fill {stages} stages: use >= 1 per stage")
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise ValueError(f"unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
+    if cv is not None:
+        raise NotImplementedError(
+            "cv (k-fold cross-validation) is not built yet; search with a validation split"
+        )

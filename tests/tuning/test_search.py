@@ -1,0 +1,136 @@
+"""babysit.search: coarse -> fine stages, break-out pruning, BEST_AT_EDGE, failures kept,
+resume from the storage, the built-in objective on real training."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+import babysit as bs
+from babysit import runs
+
+
+def _quadratic(params, trial):
+    """A smooth objective with its optimum at lr = 1e-3, in log space."""
+    return -((math.log10(params["lr"]) + 3) ** 2)
+
+
+def test_stages_narrow_around_the_best_and_count_trials(tmp_path):
+    result = bs.search(
+        {"lr": bs.loguniform(1e-6, 1.0)},
+        _quadratic,
+        n_trials=30,
+        stages=2,
+        epochs=8,
+        run_dir=tmp_path / "s",
+    )
+    assert len(result.trials) == 30  # n_trials is the total over stages
+    assert [s["trials"] for s in result.stages] == [20, 10]
+    assert [s["epochs"] for s in result.stages] == [2, 8]
+    second = result.stages[1]["ranges"]["lr"]
+    assert 1e-6 < second["low"] < 1e-3 < second["high"] < 1.0
+    assert second["high"] / second["low"] < 1e6 / 10  # narrower than the first stage
+    assert math.log10(second["high"] / second["low"]) >= 0.25 * 6 - 0.1  # not too narrow
+    assert result.best["stage"] == 2
+    assert abs(math.log10(result.best["params"]["lr"]) + 3) < 0.5
+    table = (tmp_path / "s" / "trials.csv").read_text().splitlines()
+    assert table[0].startswith("stage,number,state,value") and len(table) == 31
+    assert (tmp_path / "s" / "search.db").exists()
+
+
+def test_best_at_the_edge_is_reported_and_auto_extend_searches_beyond():
+    space = {"lr": bs.loguniform(1e-2, 1.0)}  # the optimum (1e-3) lies below the range
+    result = bs.search(space, _quadratic, n_trials=12, stages=2, epochs=4)
+    edge = [f for f in result.findings if f.code == "BEST_AT_EDGE"]
+    assert edge and edge[-1].evidence["side"] == "low"
+    assert edge[-1].evidence["suggested"]["low"] < 1e-2
+    extended = bs.search(space, _quadratic, n_trials=12, stages=2, epochs=4, auto_extend=True)
+    assert len(extended.stages) == 3
+    assert extended.stages[2]["ranges"]["lr"]["low"] < 1e-2
+    assert any(t["params"]["lr"] < 1e-2 for t in extended.trials if t["stage"] == 3)
+
+
+def test_a_failing_objective_is_kept_and_the_search_goes_on():
+    def flaky(params, trial):
+        if trial.number % 3 == 0:
+            raise RuntimeError("out of memory (simulated)")
+        if trial.number % 3 == 1:
+            return math.nan
+        return 1.0
+
+    result = bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, flaky, n_trials=9, stages=1)
+    states = [t["state"] for t in result.trials]
+    assert states.count("FAIL") == 3 and states.count("PRUNED") == 3
+    assert states.count("COMPLETE") == 3
+    failed = [t for t in result.trials if t["state"] == "FAIL"]
+    assert "out of memory" in (failed[0]["error"] or "")
+
+
+def test_a_second_call_continues_the_same_search(tmp_path):
+    calls = []
+
+    def counted(params, trial):
+        calls.append(trial.number)
+        return _quadratic(params, trial)
+
+    kw = {"n_trials": 9, "stages": 2, "run_dir": tmp_path / "s"}
+    first = bs.search({"lr": bs.loguniform(1e-6, 1.0)}, counted, **kw)
+    again = bs.search({"lr": bs.loguniform(1e-6, 1.0)}, counted, **kw)
+    assert len(calls) == 9  # nothing left to run
+    assert len(again.trials) == len(first.trials) == 9
+    assert again.stages[1]["ranges"] == first.stages[1]["ranges"]  # stored, not recomputed
+
+
+def test_builtin_objective_trains_and_breaks_out(tmp_path):
+    result = bs.search(
+        {"lr": bs.loguniform(1e-4, 1e3), "hidden": bs.choice([16, 32])},
+        data="digits",
+        epochs=4,
+        n_trials=8,
+        stages=2,
+        seed=1,
+        run_dir=tmp_path / "s",
+    )
+    first = [t for t in result.trials if t["stage"] == 1]
+    pruned = [t for t in first if t["state"] == "PRUNED"]
+    assert pruned and all(t["params"]["lr"] > 0.1 for t in pruned)  # blown-up lrs, stopped
+    assert all(t["epochs_run"] == 0 for t in pruned)  # within the first epoch
+    assert result.best is not None and result.best["value"] > 0.85
+    assert runs.read_json(tmp_path / "s", "search.json")["best"]["value"] == result.best["value"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"n_trials": 0}, ValueError, "n_trials"),
+        ({"n_trials": 1, "stages": 2}, ValueError, "cannot fill"),
+        ({"sampler": "grid"}, ValueError, "unknown sampler"),
+        ({"pruner": "hyperband"}, ValueError, "unknown pruner"),
+        ({"direction": "up"}, ValueError, "direction"),
+        ({"cv": 5}, NotImplementedError, "not built yet"),
+    ],
+)
+def test_bad_arguments(kw, error, match):
+    with pytest.raises(error, match=match):
+        bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, _quadratic, **kw)
+
+
+def test_builtin_objective_needs_data():
+    with pytest.raises(ValueError, match="needs data"):
+        bs.search({"lr": bs.loguniform(1e-4, 1e-1)})
+
+
+def test_unreachable_storage_is_a_clear_error_without_hanging():
+    url = "postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2"
+    with pytest.raises(Exception) as caught:
+        bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, _quadratic, storage=url, n_trials=2)
+    assert "secret" not in str(caught.value)
+
+
+def test_tpe_sampler_by_name():
+    result = bs.search(
+        {"lr": bs.loguniform(1e-6, 1.0)}, _quadratic, n_trials=6, stages=1, sampler="tpe"
+    )
+    assert len(result.trials) == 6 and optuna.__version__
