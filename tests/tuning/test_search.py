@@ -52,20 +52,28 @@ def test_best_at_the_edge_is_reported_and_auto_extend_searches_beyond():
     assert any(t["params"]["lr"] < 1e-2 for t in extended.trials if t["stage"] == 3)
 
 
-def test_a_failing_objective_is_kept_and_the_search_goes_on():
+def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on():
     def flaky(params, trial):
-        if trial.number % 3 == 0:
+        if trial.number in (0, 3):
             raise RuntimeError("out of memory (simulated)")
-        if trial.number % 3 == 1:
+        if trial.number == 1:
             return math.nan
         return 1.0
 
     result = bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, flaky, n_trials=9, stages=1)
     states = [t["state"] for t in result.trials]
-    assert states.count("FAIL") == 3 and states.count("PRUNED") == 3
-    assert states.count("COMPLETE") == 3
+    assert states.count("FAIL") == 2 and states.count("PRUNED") == 1
+    assert states.count("COMPLETE") == 8  # failed trials do not count: new ones replace them
     failed = [t for t in result.trials if t["state"] == "FAIL"]
-    assert "out of memory" in (failed[0]["error"] or "")
+    assert failed[0]["error"] == "RuntimeError: out of memory (simulated)"
+
+
+def test_an_objective_that_always_fails_stops_after_twice_the_quota():
+    def broken(params, trial):
+        raise ValueError("bad objective")
+
+    result = bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, broken, n_trials=4, stages=1)
+    assert [t["state"] for t in result.trials] == ["FAIL"] * 8 and result.best is None
 
 
 def test_a_second_call_continues_the_same_search(tmp_path):
@@ -123,10 +131,26 @@ def test_builtin_objective_needs_data():
 
 
 def test_unreachable_storage_is_a_clear_error_without_hanging():
-    url = "postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2"
-    with pytest.raises(Exception) as caught:
+    url = "postgresql://nobody:secret@127.0.0.1:1/none"
+    with pytest.raises(ConnectionError, match=r"postgresql://nobody:\*\*\*@127") as caught:
         bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, _quadratic, storage=url, n_trials=2)
     assert "secret" not in str(caught.value)
+
+
+def test_storage_passwords_are_masked_in_the_run_directory(tmp_path):
+    from babysit.tuning.staged_search import mask_url
+
+    assert mask_url("postgresql://u:p4ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+    db = tmp_path / "x.db"
+    bs.search(
+        {"lr": bs.loguniform(1e-4, 1e-1)},
+        _quadratic,
+        storage=f"sqlite:///{db}",
+        n_trials=2,
+        stages=1,
+        run_dir=tmp_path / "s",
+    )
+    assert runs.read_json(tmp_path / "s", "search.json")["storage"] == f"sqlite:///{db}"
 
 
 def test_tpe_sampler_by_name():

@@ -23,6 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +40,7 @@ from ..train import Callback, fit
 from .pruners import BreakOutPruner, report_loss
 from .space import Param, check_space
 
-__all__ = ["SearchResult", "search"]
+__all__ = ["SearchResult", "mask_url", "open_storage", "search"]
 
 TOP_FRACTION = 0.2  # the top 20% of a stage's trials define the next stage's ranges
 SAMPLERS = ("random", "tpe")
@@ -114,6 +117,7 @@ def search(
         run_path.mkdir(parents=True, exist_ok=True)
     if storage is None and run_path is not None:
         storage = f"sqlite:///{run_path / 'search.db'}"
+    store = open_storage(storage)
     name = study_name or "babysit-search"
     run = objective or _builtin_objective(model, data, metric)
     plan = _plan(n_trials, stages, epochs)
@@ -126,7 +130,7 @@ def search(
     while k < len(plan):
         stage_trials, stage_epochs = plan[k]
         study = _stage_study(
-            name, k, storage, sampler, pruner, direction, seed, params, previous, stage_epochs
+            name, k, store, sampler, pruner, direction, seed, params, previous, stage_epochs
         )
         ranges = _ranges(study)
         _optimize(study, run, ranges, stage_trials, stage_epochs, seed, n_jobs)
@@ -151,7 +155,7 @@ def search(
     best = _best(all_trials, direction)
     result = SearchResult(all_trials, best, findings, stage_info, run_path)
     if run_path is not None:
-        _write(run_path, result)
+        _write(run_path, result, None if storage is None else mask_url(str(storage)))
     return result
 
 
@@ -174,7 +178,7 @@ def _plan(n_trials: int, stages: int, epochs: int) -> list[tuple[int, int]]:
 def _stage_study(
     name: str,
     k: int,
-    storage: str | None,
+    storage: Any,
     sampler: str,
     pruner: str,
     direction: str,
@@ -193,6 +197,8 @@ def _stage_study(
         load_if_exists=True,
     )
     if "space" not in study.user_attrs:
+        if previous is not None:
+            _settle(previous)  # every worker sees the same finished trials: same ranges
         ranges = params if previous is None else _narrow(previous, params, direction)
         study.set_user_attr("space", {n: p.to_dict() for n, p in ranges.items()})
         study.set_user_attr("epochs", epochs)
@@ -236,8 +242,8 @@ def _optimize(
     n_jobs: int,
 ) -> None:
     """Run the stage until it holds ``n`` finished trials (a resumed search tops it up)."""
-    remaining = n - len(_finished(study, states=_ENDED))
-    if remaining <= 0:
+    quota = _StageQuota(n)
+    if quota.full(study):
         return
 
     def trial_objective(trial: optuna.Trial) -> float:
@@ -257,8 +263,8 @@ def _optimize(
 
     study.optimize(
         trial_objective,
-        callbacks=[optuna.study.MaxTrialsCallback(n, states=_ENDED)],
-        n_trials=remaining,
+        callbacks=[quota],
+        n_trials=None,  # until the quota callback stops it (across all workers)
         n_jobs=n_jobs,
         catch=(Exception,),  # a failing trial is kept as FAIL with its error; the search goes on
         gc_after_trial=False,
@@ -266,11 +272,104 @@ def _optimize(
     )
 
 
-_ENDED = (
-    optuna.trial.TrialState.COMPLETE,
-    optuna.trial.TrialState.PRUNED,
-    optuna.trial.TrialState.FAIL,
-)
+_DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# Heartbeats (RDB storages): a worker's running trial is failed when its heartbeat is older than
+# the grace period — a worker killed with SIGKILL leaves no trial RUNNING forever. Failed trials
+# do not count toward a stage's quota: another worker runs a new trial in its place.
+HEARTBEAT_S = int(os.environ.get("BABYSIT_HEARTBEAT_S", "10"))
+GRACE_S = 3 * HEARTBEAT_S
+CONNECT_TIMEOUT_S = 10
+
+
+class _StageQuota:
+    """Stops a stage (in every worker) once it holds ``n`` completed or pruned trials; a
+    stage whose trials keep failing stops after ``2 n`` trials in all."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def full(self, study: optuna.Study) -> bool:
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state in _DONE for t in trials)
+        ended = sum(t.state.is_finished() for t in trials)
+        return done >= self.n or ended >= 2 * self.n
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.full(study):
+            study.stop()
+
+
+def _settle(study: optuna.Study, timeout: float | None = None) -> None:
+    """Wait until no trial of ``study`` is running (other workers finishing, or dead workers'
+    trials failed by the heartbeat), so the finished set is final."""
+    deadline = time.monotonic() + (timeout if timeout is not None else 4 * GRACE_S + 60)
+    running = optuna.trial.TrialState.RUNNING
+    while study.get_trials(deepcopy=False, states=(running,)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"study {study.study_name!r} still has running trials after waiting: are other "
+                "workers alive? (their heartbeats fail dead workers' trials)"
+            )
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(0.5)
+
+
+def open_storage(url: str | None) -> Any:
+    """An Optuna storage for ``url`` (None: in memory), with heartbeats and a connect timeout.
+
+    Errors name the URL with its password masked, and never hang: PostgreSQL connections time
+    out after ``CONNECT_TIMEOUT_S`` seconds.
+    """
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        return url  # an Optuna storage object
+    shown = mask_url(url)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith(("postgresql", "postgres")):
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        url = _postgres_driver(url)
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+            )
+    except Exception as err:
+        reason = str(err).replace(_password(url), "***") if _password(url) else str(err)
+        raise ConnectionError(
+            f"cannot open the search storage {shown}: {reason.splitlines()[0]}"
+        ) from None
+
+
+def _postgres_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; use psycopg2 when only it is here."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if "+" in scheme or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2{sep}{rest}"
+    return url
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs, files and messages)."""
+    password = _password(url)
+    return url.replace(f":{password}@", ":***@") if password else url
+
+
+def _password(url: str) -> str | None:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password
+    except Exception:
+        return None
 
 
 def _finished(study: optuna.Study, states: tuple = (optuna.trial.TrialState.COMPLETE,)) -> list:
@@ -453,7 +552,7 @@ def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None
     return pick(pool, key=lambda t: t["value"])
 
 
-def _write(run_dir: Path, result: SearchResult) -> None:
+def _write(run_dir: Path, result: SearchResult, storage: str | None) -> None:
     names = sorted({n for t in result.trials for n in t["params"]})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -472,7 +571,11 @@ def _write(run_dir: Path, result: SearchResult) -> None:
         )
     runs.atomic_write_bytes(run_dir / "trials.csv", buffer.getvalue().encode())
     runs.write_json(run_dir, runs.FINDINGS, {"findings": [f.to_dict() for f in result.findings]})
-    runs.write_json(run_dir, "search.json", {"stages": result.stages, "best": result.best})
+    runs.write_json(
+        run_dir,
+        "search.json",
+        {"stages": result.stages, "best": result.best, "storage": storage},
+    )
 
 
 def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
