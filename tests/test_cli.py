@@ -94,3 +94,39 @@ def test_train_nan_exits_1_and_bad_usage_exits_2(tmp_path):
     assert "NAN_LOSS" in blown.output or "LR_TOO_HIGH" in blown.output
     bad = runner.invoke(app, ["train", "--data", "digits", "--optimizer", "adamm"])
     assert bad.exit_code == 2 and "unknown optimizer" in bad.output
+
+
+def test_search_cli_runs_and_writes_the_run(tmp_path):
+    out = tmp_path / "s"
+    space = '{"lr": ["loguniform", 1e-3, 0.1], "hidden": 16}'
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            "--data",
+            "digits",
+            "--space",
+            space,
+            "--epochs",
+            "2",
+            "--n-trials",
+            "4",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["schema"] == 1 and document["trials"] == 4
+    assert document["best"]["params"]["hidden"] == 16
+    assert (out / "trials.csv").exists() and (out / "search.db").exists()
+
+
+def test_search_cli_bad_usage_exits_2(tmp_path):
+    bad_kind = runner.invoke(app, ["search", "--space", '{"lr": ["logscale", 1, 2]}'])
+    assert bad_kind.exit_code == 2 and "unknown kind 'logscale'" in bad_kind.output
+    inverted = runner.invoke(app, ["search", "--space", '{"lr": ["loguniform", 1, 0.1]}'])
+    assert inverted.exit_code == 2 and "empty or inverted" in inverted.output
+    lonely = runner.invoke(app, ["search", "--worker"])
+    assert lonely.exit_code == 2 and "--storage" in lonely.output

@@ -1,5 +1,5 @@
-"""The ``babysit`` command line (typer): demo, initlab, diagnose, train; more arrive with their
-issues.
+"""The ``babysit`` command line (typer): demo, initlab, diagnose, train, search; more arrive with
+their issues.
 
 Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage.
 """
@@ -228,6 +228,106 @@ def train(
         print_diagnosis(history.diagnosis)
         typer.echo(f"wrote {out}/ (metrics.csv, findings.json, checkpoints/)")
     raise typer.Exit(1 if not history.diagnosis.ok else 0)
+
+
+DEFAULT_SPACE = (
+    '{"lr": ["loguniform", 1e-5, 1.0], "weight_decay": ["loguniform", 1e-6, 0.1], '
+    '"hidden": ["choice", [50, 100, 200]]}'
+)
+
+
+@app.command()
+def search(
+    data: Annotated[str, typer.Option(help="Bundled data set: mnist1d, digits, cifar10:PATH.")] = (
+        "mnist1d"
+    ),
+    space: Annotated[
+        str,
+        typer.Option(
+            help='JSON: {"lr": ["loguniform", 1e-6, 0.1], "hidden": ["choice", [50, 100]], '
+            '"dropout": ["uniform", 0, 0.5], "depth": ["intuniform", 1, 4], "optimizer": "adam"}'
+        ),
+    ] = DEFAULT_SPACE,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of the last stage.")] = 20,
+    n_trials: Annotated[int, typer.Option(min=1, help="Trials over all stages.")] = 60,
+    stages: Annotated[int, typer.Option(min=1, help="Coarse -> fine stages.")] = 2,
+    sampler: Annotated[str, typer.Option(help="random or tpe.")] = "random",
+    pruner: Annotated[str, typer.Option(help="breakout, breakout+median, median, none.")] = (
+        "breakout"
+    ),
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage URL (default: OUT/search.db).")
+    ] = None,
+    study_name: Annotated[str | None, typer.Option(help="Study name (shared by workers).")] = None,
+    worker: Annotated[
+        bool, typer.Option(help="Join the search on --storage (run the same command elsewhere).")
+    ] = False,
+    auto_extend: Annotated[bool, typer.Option(help="Extend ranges whose best is at an edge.")] = (
+        False
+    ),
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/search"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Coarse -> fine random search in log space with break-out pruning (babysit.search).
+
+    Several machines share one search through --storage postgresql://...: start the same
+    command with --worker on each. Exit 0 when a best trial exists, 1 when none completed.
+    """
+    from .tuning import search as run_search
+    from .tuning.space import parse_space
+
+    try:
+        if worker and storage is None:
+            raise ValueError("--worker joins a shared search: give its --storage URL")
+        result = run_search(
+            parse_space(json.loads(space)),
+            data=data,
+            epochs=epochs,
+            n_trials=n_trials,
+            stages=stages,
+            sampler=sampler,
+            pruner=pruner,
+            storage=storage,
+            study_name=study_name,
+            auto_extend=auto_extend,
+            seed=seed,
+            run_dir=out,
+        )
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError) as err:
+        if debug:
+            raise
+        _usage_error(str(err))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "schema": 1,
+                    "best": result.best,
+                    "stages": result.stages,
+                    "findings": [f.to_dict() for f in result.findings],
+                    "trials": len(result.trials),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        from .console import print_diagnosis
+        from .findings import Diagnosis
+
+        for stage in result.stages:
+            ranges = ", ".join(f"{k} {v}" for k, v in stage["ranges"].items())
+            typer.echo(
+                f"stage {stage['stage']}: {stage['trials']} trials x {stage['epochs']} "
+                f"epochs over {ranges}"
+            )
+        if result.best is not None:
+            typer.echo(f"best {result.best['value']:.4g} with {result.best['params']}")
+        print_diagnosis(Diagnosis(result.findings))
+        typer.echo(f"wrote {out}/ (trials.csv, search.json, findings.json)")
+    raise typer.Exit(0 if result.best is not None else 1)
 
 
 @app.command()

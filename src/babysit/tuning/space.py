@@ -35,6 +35,7 @@ __all__ = [
     "choice",
     "intuniform",
     "loguniform",
+    "parse_space",
     "uniform",
 ]
 
@@ -265,6 +266,28 @@ def check_space(space: Mapping[str, Any]) -> dict[str, Param]:
                 "intuniform or choice (or a plain value to fix it)"
             )
     return checked
+
+
+def parse_space(spec: Mapping[str, Any]) -> dict[str, Param]:
+    """A space from plain JSON: ``{"lr": ["loguniform", 1e-6, 0.1], "hidden": ["choice", [50,
+    100]], "depth": ["intuniform", 1, 4], "optimizer": "adam"}`` (plain values are fixed)."""
+    makers = {"loguniform": loguniform, "uniform": uniform, "intuniform": intuniform}
+    out: dict[str, Any] = {}
+    for name, value in dict(spec).items():
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            kind, *args = value
+            if kind == "choice" and len(args) == 1:
+                out[name] = choice(args[0])
+            elif kind in makers:
+                out[name] = makers[kind](*args)
+            else:
+                raise ValueError(
+                    f"space[{name!r}]: unknown kind {kind!r}; use loguniform, uniform, "
+                    'intuniform or choice, e.g. ["loguniform", 1e-5, 0.1]'
+                )
+        else:
+            out[name] = value
+    return check_space(out)
 
 
 def _round(value: float) -> float:
