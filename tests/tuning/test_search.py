@@ -117,7 +117,7 @@ def test_builtin_objective_trains_and_breaks_out(tmp_path):
         ({"sampler": "grid"}, ValueError, "unknown sampler"),
         ({"pruner": "hyperband"}, ValueError, "unknown pruner"),
         ({"direction": "up"}, ValueError, "direction"),
-        ({"cv": 5}, NotImplementedError, "not built yet"),
+        ({"cv": 5}, ValueError, "built-in objective"),
     ],
 )
 def test_bad_arguments(kw, error, match):
@@ -158,3 +158,40 @@ def test_tpe_sampler_by_name():
         {"lr": bs.loguniform(1e-6, 1.0)}, _quadratic, n_trials=6, stages=1, sampler="tpe"
     )
     assert len(result.trials) == 6 and optuna.__version__
+
+
+def test_cross_validation_averages_the_folds():
+    result = bs.search(
+        {"lr": bs.loguniform(3e-3, 3e-2), "hidden": 16},
+        data="digits",
+        epochs=2,
+        n_trials=2,
+        stages=1,
+        cv=3,
+    )
+    done = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert done and result.best["value"] > 0.5
+    with pytest.raises(ValueError, match="cv must be"):
+        bs.search({"lr": bs.loguniform(1e-3, 1e-1)}, data="digits", cv=1)
+
+
+def test_ensemble_of_the_top_trials(tmp_path):
+    result = bs.search(
+        {"lr": bs.loguniform(3e-3, 3e-2), "hidden": bs.choice([16, 32])},
+        data="digits",
+        epochs=4,
+        n_trials=6,
+        stages=2,
+        run_dir=tmp_path / "s",
+    )
+    report = result.ensemble(2)
+    assert report["k"] == 2 and len(report["single_test_acc"]) == 2
+    assert report["ensemble_test_acc"] > 0.85
+    assert report["ensemble_test_acc"] >= min(report["single_test_acc"]) - 0.02
+    for path in (tmp_path / "s" / "models").iterdir():
+        path.unlink()
+    with pytest.raises(FileNotFoundError, match="on the machine that ran it"):
+        result.ensemble(2)
+    no_dir = bs.search({"lr": bs.loguniform(1e-3, 1e-1)}, _quadratic, n_trials=2, stages=1)
+    with pytest.raises(ValueError, match="run_dir"):
+        no_dir.ensemble(2)

@@ -59,9 +59,33 @@ class SearchResult:
     stages: list[dict[str, Any]] = field(default_factory=list)  # ranges and epochs per stage
     run_dir: Path | None = None
 
+    _builtin: Any = field(default=None, repr=False)
+    _study: str = field(default="", repr=False)
+
     @property
     def codes(self) -> set[str]:
         return {f.code for f in self.findings}
+
+    def ensemble(self, k: int = 3) -> dict[str, Any]:
+        """The lecture's model ensemble: average the predicted probabilities of the top-``k``
+        completed trials of the last stage, on the test split; with each model's own test
+        accuracy beside it (the first is the best trial's).
+
+        Needs the built-in objective and a run directory (the trials' weights are kept there).
+        """
+        if self._builtin is None or self._builtin.models_dir is None:
+            raise ValueError(
+                "ensemble() needs a search with the built-in objective and a run_dir: the "
+                "trials' weights are kept in run_dir/models/"
+            )
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        done = [t for t in self.trials if t["state"] == "COMPLETE" and t["value"] is not None]
+        if not done:
+            raise ValueError("no completed trial to ensemble")
+        last = max(t["stage"] for t in done)
+        top = sorted((t for t in done if t["stage"] == last), key=lambda t: -t["value"])[:k]
+        return self._builtin.ensemble(self._study, top)
 
     def __repr__(self) -> str:
         best = "none" if self.best is None else f"{self.best['value']:.4g} {self.best['params']}"
@@ -119,7 +143,15 @@ def search(
         storage = f"sqlite:///{run_path / 'search.db'}"
     store = open_storage(storage)
     name = study_name or "babysit-search"
-    run = objective or _builtin_objective(model, data, metric)
+    if cv is not None and objective is not None:
+        raise ValueError(
+            "cv applies to the built-in objective: a user objective does its own folds"
+        )
+    builtin = None
+    if objective is None:
+        models_dir = run_path / "models" if run_path is not None else None
+        builtin = _Builtin(model, data, metric, cv, seed, models_dir)
+    run = objective or builtin
     plan = _plan(n_trials, stages, epochs)
     findings: list[Finding] = []
     stage_info: list[dict[str, Any]] = []
@@ -154,6 +186,7 @@ def search(
             previous = None  # the extra stage searches the extended ranges, not narrowed ones
     best = _best(all_trials, direction)
     result = SearchResult(all_trials, best, findings, stage_info, run_path)
+    result._builtin, result._study = builtin, name  # for ensemble()
     if run_path is not None:
         _write(run_path, result, None if storage is None else mask_url(str(storage)))
     return result
@@ -382,9 +415,10 @@ def _finished(study: optuna.Study, states: tuple = (optuna.trial.TrialState.COMP
 class _TrialReporter(Callback):
     """Reports the validation metric per epoch and the loss to the break-out pruner."""
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+    def __init__(self, trial: optuna.Trial, metric: str, *, report: bool = True) -> None:
         self.trial = trial
         self.metric = metric
+        self.report = report  # False under cv: folds report their mean instead
         self.initial: float | None = None
 
     def on_loss(self, trainer: Any, loss: float) -> None:
@@ -400,78 +434,156 @@ class _TrialReporter(Callback):
     def on_train_epoch_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         if "train_loss" in metrics:
             report_loss(self.trial, metrics["train_loss"])
-        if self.metric in metrics and math.isfinite(metrics[self.metric]):
+        if self.report and self.metric in metrics and math.isfinite(metrics[self.metric]):
             self.trial.report(metrics[self.metric], trainer.epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {trainer.epoch}")
 
 
-def _builtin_objective(
-    model: Callable[[dict[str, Any]], torch.nn.Module] | None, data: Any, metric: str
-) -> Callable[..., float]:
-    if data is None:
-        raise ValueError(
-            "search needs data for its built-in objective (e.g. data='mnist1d'), or pass "
-            "objective=lambda params, trial: <metric>"
-        )
-    train, val, in_features, classes = _train_val(data)
+class _Builtin:
+    """The built-in objective: build a model from the params, train it with ``fit``, score it.
 
-    def build(params: dict[str, Any]) -> torch.nn.Module:
-        if model is not None:
-            return model(params)
+    With ``cv=k`` the training and validation splits are pooled and cut into k folds
+    (scikit-learn's ``KFold``, shuffled under the search's seed); the score is the mean over the
+    folds, reported after each fold. With a run directory, each completed trial's weights are
+    kept (``models/<study>-<trial>.pt``) for :meth:`SearchResult.ensemble`.
+    """
+
+    def __init__(
+        self,
+        model: Callable[[dict[str, Any]], torch.nn.Module] | None,
+        data: Any,
+        metric: str,
+        cv: int | None,
+        seed: int,
+        models_dir: Path | None,
+    ) -> None:
+        if data is None:
+            raise ValueError(
+                "search needs data for its built-in objective (e.g. data='mnist1d'), or pass "
+                "objective=lambda params, trial: <metric>"
+            )
+        self.train, self.val, self.test, self.in_features, self.classes = _splits(data)
+        self.model, self.metric, self.cv, self.seed = model, metric, cv, seed
+        self.models_dir = models_dir
+
+    def build(self, params: dict[str, Any]) -> torch.nn.Module:
+        if self.model is not None:
+            return self.model(params)
         from ..nn import mlp
 
         hidden = params.get("hidden", 100)
         depth = int(params.get("depth", 2))
         widths = list(hidden) if isinstance(hidden, list | tuple) else [int(hidden)] * depth
         return mlp(
-            in_features,
+            self.in_features,
             widths,
-            classes,
+            self.classes,
             activation=params.get("activation", "relu"),
             init=params.get("init", "he"),
             batchnorm=bool(params.get("batchnorm", False)),
             dropout=float(params.get("dropout", 0.0)),
         )
 
-    def run(params: dict[str, Any], trial: optuna.Trial) -> float:
-        epochs = int(trial.user_attrs["epochs"])
+    def _fit(self, params: dict[str, Any], trial: optuna.Trial, train: Any, val: Any, report: bool):
+        net = self.build(params)
         history = fit(
-            build(params),
+            net,
             train,
             val=val,
             optimizer=params.get("optimizer", "adam"),
             lr=params.get("lr", 1e-3),
             weight_decay=float(params.get("weight_decay", 0.0)),
             batch_size=int(params.get("batch_size", 64)),
-            epochs=epochs,
+            epochs=int(trial.user_attrs["epochs"]),
             monitors=None,
             progress=False,
             seed=trial.number,
-            callbacks=[_TrialReporter(trial, metric)],
+            callbacks=[_TrialReporter(trial, self.metric, report=report)],
         )
-        if metric not in history.final:
+        if self.metric not in history.final:
             known = ", ".join(k for k in history.final if k not in ("epoch", "seconds"))
-            raise ValueError(f"metric {metric!r} is not measured; known: {known}")
-        return history.final[metric]
+            raise ValueError(f"metric {self.metric!r} is not measured; known: {known}")
+        return net, history.final[self.metric]
 
-    return run
+    def __call__(self, params: dict[str, Any], trial: optuna.Trial) -> float:
+        if self.cv is None:
+            net, score = self._fit(params, trial, self.train, self.val, report=True)
+            self._keep(net, params, trial)
+            return score
+        from sklearn.model_selection import KFold
+
+        x = torch.cat([self.train[0], self.val[0]])
+        y = torch.cat([self.train[1], self.val[1]])
+        scores = []
+        folds = KFold(self.cv, shuffle=True, random_state=self.seed).split(x.numpy())
+        for i, (tr, va) in enumerate(folds):
+            tr, va = torch.as_tensor(tr), torch.as_tensor(va)
+            _, score = self._fit(params, trial, (x[tr], y[tr]), (x[va], y[va]), report=False)
+            scores.append(score)
+            trial.report(sum(scores) / len(scores), i)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {i + 1} of {self.cv}")
+        trial.set_user_attr("cv_scores", scores)
+        return sum(scores) / len(scores)
+
+    def _keep(self, net: torch.nn.Module, params: dict[str, Any], trial: optuna.Trial) -> None:
+        if self.models_dir is None:
+            return
+        buffer = io.BytesIO()
+        torch.save({"params": params, "state": net.state_dict()}, buffer)
+        path = self.models_dir / f"{trial.study.study_name}-{trial.number}.pt"
+        runs.atomic_write_bytes(path, buffer.getvalue())
+
+    @torch.no_grad()
+    def ensemble(self, study_name: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
+        """Test accuracy of the averaged softmax of ``trials``' models, and of each alone."""
+        if self.test is None:
+            raise ValueError("ensemble needs a test split: search with data='mnist1d', a Splits…")
+        x, y = self.test
+        probs, singles = [], []
+        for t in trials:
+            path = self.models_dir / f"{study_name}-stage{t['stage']}-{t['number']}.pt"  # type: ignore[operator]
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"the weights of trial {t['number']} (stage {t['stage']}) are not in {path}: "
+                    "they are kept on the machine that ran it; run ensemble() there"
+                )
+            saved = torch.load(path, weights_only=True)
+            net = self.build(saved["params"])
+            net.load_state_dict(saved["state"])
+            net.eval()
+            p = torch.softmax(net(x), dim=1)
+            probs.append(p)
+            singles.append(float((p.argmax(1) == y).float().mean()))
+        mean = torch.stack(probs).mean(0)
+        return {
+            "k": len(trials),
+            "ensemble_test_acc": float((mean.argmax(1) == y).float().mean()),
+            "single_test_acc": singles,
+            "best_single_test_acc": singles[0],
+            "trials": [(t["stage"], t["number"]) for t in trials],
+        }
 
 
-def _train_val(data: Any) -> tuple[Any, Any, int, int]:
+def _splits(data: Any) -> tuple[Any, Any, Any, int, int]:
+    """(train, val, test or None, in_features, classes); a data set name is standardized on
+    its training split."""
     from ..data import Standardize, load
 
     if isinstance(data, str):
         splits = load(data)
-        (x, y), (xv, yv) = splits.train.tensors, splits.val.tensors
+        (x, y), (xv, yv), (xt, yt) = (s.tensors for s in (splits.train, splits.val, splits.test))
         scaler = Standardize().fit(x)
-        x, xv = scaler.transform(x), scaler.transform(xv)
-        return (x, y), (xv, yv), x.shape[1], splits.num_classes
+        x, xv, xt = (scaler.transform(t) for t in (x, xv, xt))
+        return (x, y), (xv, yv), (xt, yt), x.shape[1], splits.num_classes
     if hasattr(data, "train") and hasattr(data, "val"):
         (x, y), (xv, yv) = data.train.tensors, data.val.tensors
+        test = data.test.tensors if getattr(data, "test", None) is not None else None
     else:
-        (x, y), (xv, yv) = data
-    return (x, y), (xv, yv), int(x.shape[1]), int(torch.as_tensor(y).max()) + 1
+        (x, y), (xv, yv), *rest = data
+        test = rest[0] if rest else None
+    return (x, y), (xv, yv), test, int(x.shape[1]), int(torch.as_tensor(y).max()) + 1
 
 
 # -- findings and results ------------------------------------------------------------------------
@@ -620,7 +732,5 @@ def _check_args(
         raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise ValueError(f"unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
-    if cv is not None:
-        raise NotImplementedError(
-            "cv (k-fold cross-validation) is not built yet; search with a validation split"
-        )
+    if cv is not None and (isinstance(cv, bool) or not isinstance(cv, int) or cv < 2):
+        raise ValueError(f"cv must be an int >= 2 (folds) or None, got {cv!r}")
