@@ -38,6 +38,9 @@ def test_stages_narrow_around_the_best_and_count_trials(tmp_path):
     table = (tmp_path / "s" / "trials.csv").read_text().splitlines()
     assert table[0].startswith("stage,number,state,value") and len(table) == 31
     assert (tmp_path / "s" / "search.db").exists()
+    assert (tmp_path / "s" / "search.png").stat().st_size > 10_000  # the lecture's scatter
+    fig = result.plot()
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "linear"]
 
 
 def test_best_at_the_edge_is_reported_and_auto_extend_searches_beyond():

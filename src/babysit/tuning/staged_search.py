@@ -59,12 +59,69 @@ class SearchResult:
     stages: list[dict[str, Any]] = field(default_factory=list)  # ranges and epochs per stage
     run_dir: Path | None = None
 
+    metric: str = "metric"  # the name of what ``value`` measures (e.g. "val_acc")
     _builtin: Any = field(default=None, repr=False)
     _study: str = field(default="", repr=False)
 
     @property
     def codes(self) -> set[str]:
         return {f.code for f in self.findings}
+
+    def plot(self, path: str | os.PathLike | None = None):
+        """The lecture's search scatter: the metric of every completed trial against each
+        numeric parameter (log x for log ranges), one colour per stage, each stage's range
+        shaded, the best trial circled; and the metric by stage. Returns the ``Figure``."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        done = [t for t in self.trials if t["state"] == "COMPLETE" and t["value"] is not None]
+        numeric = [
+            n
+            for n, d in (self.stages[0]["ranges"].items() if self.stages else [])
+            if d["kind"] != "choice"
+        ]
+        panels = len(numeric) + 1
+        fig = Figure(figsize=(4.2 * panels, 3.6), layout="tight")
+        FigureCanvasAgg(fig)
+        axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+        for ax, name in zip(axes, numeric, strict=False):
+            for stage in self.stages:
+                k = stage["stage"]
+                pts = [(t["params"][name], t["value"]) for t in done if t["stage"] == k]
+                rng = stage["ranges"][name]
+                ax.axvspan(rng["low"], rng["high"], color=f"C{k - 1}", alpha=0.08)
+                if pts:
+                    ax.scatter(
+                        *zip(*pts, strict=True),
+                        s=14,
+                        color=f"C{k - 1}",
+                        label=f"stage {k} ({stage['epochs']} epochs)",
+                    )
+            if self.best is not None:
+                ax.scatter(
+                    [self.best["params"][name]],
+                    [self.best["value"]],
+                    s=90,
+                    facecolors="none",
+                    edgecolors="k",
+                    label="best",
+                )
+            if self.stages[0]["ranges"][name]["kind"] == "loguniform":
+                ax.set_xscale("log")
+            ax.set_xlabel(name)
+            ax.set_ylabel(self.metric)
+            ax.set_title(f"{self.metric} vs {name}: is the peak inside the range?", fontsize=9)
+            ax.legend(fontsize=7)
+        by_stage = [[t["value"] for t in done if t["stage"] == s["stage"]] for s in self.stages]
+        axes[-1].boxplot([v or [math.nan] for v in by_stage])
+        axes[-1].set_xticks(
+            range(1, len(by_stage) + 1), [f"stage {s['stage']}" for s in self.stages]
+        )
+        axes[-1].set_ylabel(self.metric)
+        axes[-1].set_title(f"{self.metric} by stage: the fine stage should sit higher", fontsize=9)
+        if path is not None:
+            fig.savefig(path, dpi=100)
+        return fig
 
     def ensemble(self, k: int = 3) -> dict[str, Any]:
         """The lecture's model ensemble: average the predicted probabilities of the top-``k``
@@ -185,10 +242,13 @@ def search(
             params = _extend(ranges, edge)
             previous = None  # the extra stage searches the extended ranges, not narrowed ones
     best = _best(all_trials, direction)
-    result = SearchResult(all_trials, best, findings, stage_info, run_path)
+    result = SearchResult(
+        all_trials, best, findings, stage_info, run_path, metric if objective is None else "value"
+    )
     result._builtin, result._study = builtin, name  # for ensemble()
     if run_path is not None:
         _write(run_path, result, None if storage is None else mask_url(str(storage)))
+        result.plot(run_path / "search.png")
     return result
 
 
