@@ -1,7 +1,7 @@
 """``babysit demo``: the lecture, step by step, on bundled data.
 
-Today: data and preprocessing, architecture, initialization, diagnose, the LR range test and
-training with monitors; the search and the HTML report join as they are built.
+Today: data and preprocessing, architecture, initialization, diagnose, the LR range test, the
+coarse -> fine search and training with monitors; the HTML report joins when it is built.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     data_z = (z, splits.train.tensors[1])
     from . import diagnose
     from .console import print_diagnosis
+    from .findings import Diagnosis
     from .nn import init_model
 
     broken = init_model(mlp(in_features, [100, 100], classes, activation="tanh"), "normal", std=1.0)
@@ -79,21 +80,46 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
         + ", ".join(f"{k} {v:.2g}" for k, v in found.suggestions.items() if v)
     )
 
-    console.print(
-        "\n[yellow]Step 6 (coarse -> fine search) is not built yet: training at the range "
-        "test's suggestion instead.[/]"
+    console.print("\n[bold]6. Coarse -> fine random search in log space: babysit.search[/]")
+    from .tuning import loguniform
+    from .tuning import search as run_search
+
+    val = splits.val.tensors
+    data_val = (scaler.transform(val[0]), val[1])
+    low = found.suggestion / 30 if found.suggestion else 1e-4
+    space = {"lr": loguniform(low, low * 1000), "weight_decay": loguniform(1e-6, 1e-1)}
+    result = run_search(
+        space,
+        data=(data_z, data_val),
+        epochs=4 if quick else 12,
+        n_trials=9 if quick else 24,
+        seed=0,
+        run_dir=run_dir / "search",
     )
+    for stage in result.stages:
+        lr_range = stage["ranges"]["lr"]
+        console.print(
+            f"   stage {stage['stage']}: {stage['trials']} trials x {stage['epochs']} epochs, "
+            f"lr in [{lr_range['low']:.2g}, {lr_range['high']:.2g}]"
+        )
+    best = result.best or {"params": {"lr": 1e-3, "weight_decay": 0.0}, "value": float("nan")}
+    console.print(
+        f"   best val acc {best['value']:.1%} at lr {best['params']['lr']:.2g}, weight decay "
+        f"{best['params']['weight_decay']:.2g}"
+    )
+    if result.findings:
+        print_diagnosis(Diagnosis(result.findings), console=console)
 
     console.print("\n[bold]7. Train with the babysitter: babysit.fit[/] (monitors on)")
     from .train import fit
 
-    lr = found.suggestion if found.confident and found.suggestion else 1e-3
-    val = splits.val.tensors
+    lr = best["params"]["lr"]
     history = fit(
         model,
         data_z,
-        val=(scaler.transform(val[0]), val[1]),
+        val=data_val,
         lr=lr,
+        weight_decay=best["params"]["weight_decay"],
         epochs=5 if quick else 20,
         batch_size=100,
         run_dir=run_dir / "train",
@@ -102,7 +128,8 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     final = history.final
     console.print(
         f"   after {len(history)} epochs: train acc {final.get('train_acc', 0):.1%}, "
-        f"val acc {final.get('val_acc', 0):.1%} (lr {lr:.2g}); the monitors found:"
+        f"val acc {final.get('val_acc', 0):.1%} (the search's best lr {lr:.2g}); the monitors "
+        "found:"
     )
     print_diagnosis(history.diagnosis, console=console)
     console.print("\n[yellow]Step 8 (report.html) is not built yet.[/]")
