@@ -169,6 +169,7 @@ def search(
     auto_extend: bool = False,
     seed: int = 0,
     run_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> SearchResult:
     """Coarse -> fine random search in log space, with the lecture's break-out pruning.
 
@@ -189,6 +190,7 @@ def search(
         auto_extend: when the best value of a range sits at its edge after the last stage,
             extend that range and run one more stage.
         run_dir: where ``search.db``, ``trials.csv`` and ``findings.json`` go.
+        progress: a progress bar per stage (trials done by all workers, best so far).
     """
     params = check_space(space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is noise here
@@ -222,7 +224,7 @@ def search(
             name, k, store, sampler, pruner, direction, seed, params, previous, stage_epochs
         )
         ranges = _ranges(study)
-        _optimize(study, run, ranges, stage_trials, stage_epochs, seed, n_jobs)
+        _optimize(study, run, ranges, stage_trials, stage_epochs, seed, n_jobs, progress)
         all_trials += _table(study, k + 1)
         edge = _best_at_edge(study, ranges, k + 1)
         findings += edge
@@ -333,6 +335,7 @@ def _optimize(
     epochs: int,
     seed: int,
     n_jobs: int,
+    progress: bool,
 ) -> None:
     """Run the stage until it holds ``n`` finished trials (a resumed search tops it up)."""
     quota = _StageQuota(n)
@@ -354,15 +357,60 @@ def _optimize(
             raise optuna.TrialPruned(f"the objective returned {value}")
         return value
 
-    study.optimize(
-        trial_objective,
-        callbacks=[quota],
-        n_trials=None,  # until the quota callback stops it (across all workers)
-        n_jobs=n_jobs,
-        catch=(Exception,),  # a failing trial is kept as FAIL with its error; the search goes on
-        gc_after_trial=False,
-        show_progress_bar=False,
-    )
+    callbacks: list[Callable[..., None]] = [quota]
+    bar = _StageBar(study, n, epochs) if progress else None
+    if bar is not None:
+        callbacks.insert(0, bar)
+    try:
+        study.optimize(
+            trial_objective,
+            callbacks=callbacks,
+            n_trials=None,  # until the quota callback stops it (across all workers)
+            n_jobs=n_jobs,
+            catch=(Exception,),  # a failing trial is kept as FAIL with its error; search goes on
+            gc_after_trial=False,
+            show_progress_bar=False,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class _StageBar:
+    """A rich progress bar per stage: trials done (all workers), the best value so far."""
+
+    def __init__(self, study: optuna.Study, n: int, epochs: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._progress.start()
+        name = study.study_name.rsplit("-", 1)[-1]
+        self._task = self._progress.add_task(
+            f"{name} ({epochs} epochs)", total=n, completed=_done(study), best=""
+        )
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = _done(study)
+        try:
+            best = f"best {study.best_value:.4g}"
+        except ValueError:  # no completed trial yet
+            best = ""
+        self._progress.update(self._task, completed=done, best=best)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _done(study: optuna.Study) -> int:
+    return sum(t.state in _DONE for t in study.get_trials(deepcopy=False))
 
 
 _DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
