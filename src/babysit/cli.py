@@ -294,6 +294,7 @@ def search(
             auto_extend=auto_extend,
             seed=seed,
             run_dir=out,
+            progress=not as_json,
         )
     except (ValueError, TypeError, FileNotFoundError, ConnectionError) as err:
         if debug:
