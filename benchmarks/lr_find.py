@@ -1,0 +1,497 @@
+"""The LR range test's suggestions against the learning rate a full sweep finds best (issue 6).
+
+    python benchmarks/lr_find.py [--seeds 0,1,2] [--epochs-mnist1d 20] [--epochs-digits 20]
+                                 [--threads 1] [--json results.json]
+
+Set-ups: (MNIST-1D MLP ``babysit.nn.mlp(40, [100, 100], 10)``, digits MLP
+``babysit.nn.mlp(64, [100, 100], 10)``) x (``"adam"``, ``"momentum"`` = SGD + momentum 0.9) x
+seeds. Data: ``babysit.data.load(name)`` (its fixed train/val/test split, seed 0), features
+``Standardize``d on the training split. The seed picks the model's initialization (torch's
+global generator before ``mlp``), ``fit``'s shuffling and the range test's batches.
+
+For every set-up and seed:
+
+1. Ground truth: ``babysit.fit`` at every learning rate of a quarter-decade grid, 10**(k/4)
+   (Adam 1e-5 .. 1, momentum 1e-4 .. 10**0.5), batch 64, a fixed budget of epochs, no
+   schedule, no monitors; the score is the final epoch's validation accuracy. The best grid
+   lr is the ground truth; the grid lrs within 1 point of the best form the "near-best" set
+   (a plateau makes "decades off the best" overstate an error, so the distance to the nearest
+   near-best lr is reported too).
+2. ``babysit.lr_find`` on a freshly initialized model (same seed; defaults: 1e-7 .. 10,
+   100 steps, batch 64): each of its rules' suggestions.
+3. The anchors' rules re-implemented on the SAME recorded sweep (the mini-batch losses of
+   babysit's range test), each with its own smoothing, divergence stop, trimming and rule, as
+   in their sources (fastai 2.7 ``fastai/callback/schedule.py``, Lightning 2.x
+   ``lightning/pytorch/tuner/lr_finder.py``, torch-lr-finder 0.2 ``torch_lr_finder/lr_finder.py``):
+
+   - ``torch-lr-finder``: loss smoothed by ``s_i = 0.05 L_i + 0.95 s_{i-1}``, stop once
+     ``s_i > 5 min s`` (the point is kept), drop 10 points at the start and 5 at the end,
+     ``np.gradient(losses).argmin()`` (steps are uniform in log lr: slope vs log lr).
+   - ``lightning``: bias-corrected EMA (beta 0.98, corrected with ``global_step + 1`` where
+     ``global_step`` already counts the batch), stop once above 4x the best (kept), drop 10 at
+     the start and 1 at the end, ``torch.gradient(losses, spacing=[lrs])`` argmin: the slope
+     against the raw lr, ``dL/dlr = (dL/dlog lr) / lr``, which the division by a small lr
+     inflates at the low end of the sweep (it favours low lrs).
+   - ``lightning-idx``: the same curve with Lightning 1.x's ``np.gradient(loss).argmin()``
+     (slope against the step index, i.e. log lr).
+   - ``fastai-valley``: fastai's AvgSmoothLoss (bias-corrected EMA, beta 0.98), stop once above
+     4x the best (kept), ``[num_it // 10 : -5]``, then ``valley``: the longest decreasing
+     subsequence, ``lrs[start + int(len / 3) + int(len / 3 / 2)]``.
+
+   Their finders would record their own sweeps (other lr ranges: Lightning 1e-8 .. 1;
+   torch-lr-finder from the optimizer's lr to 10; other batches); here every rule reads one
+   curve, so the table compares the rules, not the finders.
+
+   Two candidate rules that are not in babysit are scored too (``cand:``): ``lr_min / 3`` and
+   ``sqrt(steepest * lr_min / 3)``, with ``lr_min`` the lr at the minimum of babysit's smoothed
+   curve (its ``minimum`` suggestion x 10).
+4. Every suggestion is actually trained, same seed and budget as the grid (no interpolation
+   from the grid), and its validation accuracy is compared with the best grid lr's; the test
+   accuracy of both is reported as well (the best grid lr is picked on validation, so its
+   validation accuracy carries a small selection bias that the test column does not).
+
+Prints a summary table per rule (median |log10 error| in decades, the same to the nearest
+near-best lr, mean and max accuracy loss in points, runs with no suggestion), whether the
+issue's target is met by the default rule (median <= 0.5 decade, mean loss <= 2 points, max
+<= 5), per-set-up tables, the accuracy-vs-lr curves and a per-run detail table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import babysit
+from babysit.data import Standardize, load
+
+DATASETS = {"mnist1d": 40, "digits": 64}
+OPTIMIZERS = ("adam", "momentum")
+GRID_K = {"adam": range(-20, 1), "momentum": range(-16, 3)}  # lr = 10 ** (k / 4)
+HIDDEN = [100, 100]
+BATCH = 64
+NEAR = 1.0  # points: "near-best" grid lrs
+TARGET_MEDIAN, TARGET_MEAN, TARGET_MAX = 0.5, 2.0, 5.0
+OURS = ("combined", "steepest", "minimum", "valley")
+ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
+# Candidate rules, NOT in babysit: what this benchmark suggests changing (see docs/benchmarks.md).
+# lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
+CANDIDATES = ("cand:min/3", "cand:sqrt(steep*min/3)")
+RULES = (*[f"babysit:{r}" for r in OURS], *ANCHORS, *CANDIDATES)
+DEFAULT = "babysit:combined"
+
+
+# ------------------------------------------------------------------------------ anchors' rules
+
+
+def torch_lr_finder_rule(lrs: Sequence[float], raw: Sequence[float]) -> float | None:
+    """torch-lr-finder 0.2: ``range_test(smooth_f=0.05, diverge_th=5)`` then ``plot()``'s
+    steepest gradient with ``skip_start=10, skip_end=5``."""
+    hist: list[float] = []
+    best = math.inf
+    for i, value in enumerate(raw):
+        if i == 0:
+            best = value
+        else:
+            value = 0.05 * value + 0.95 * hist[-1]
+            best = min(best, value)
+        hist.append(value)
+        if value > 5 * best:
+            break
+    losses = hist[10:-5]
+    if len(losses) < 2:  # np.gradient raises; plot() prints "Failed to compute the gradients"
+        return None
+    return float(lrs[10 + int(np.gradient(np.asarray(losses)).argmin())])
+
+
+def _lightning_curve(raw: Sequence[float]) -> list[float]:
+    """Lightning's ``_LRCallback``: bias-corrected EMA, stop above 4x the best (kept)."""
+    beta, avg, best, out = 0.98, 0.0, 0.0, []
+    for i, value in enumerate(raw):
+        step = i + 1  # trainer.global_step after the batch's optimizer step
+        avg = beta * avg + (1 - beta) * value
+        smoothed = avg / (1 - beta ** (step + 1))
+        out.append(smoothed)
+        if step > 1 and smoothed > 4.0 * best:
+            break
+        if smoothed < best or step == 1:
+            best = smoothed
+    return out
+
+
+def lightning_rule(lrs: Sequence[float], raw: Sequence[float], *, by_lr: bool) -> float | None:
+    """``_LRFinder.suggestion(skip_begin=10, skip_end=1)``: 2.x takes the slope against the lr
+    (``torch.gradient(losses, spacing=[lrs])``), 1.x against the index (``np.gradient``)."""
+    curve = _lightning_curve(raw)
+    losses = np.asarray(curve[10:-1])
+    x = np.asarray(lrs[: len(curve)][10:-1])
+    keep = np.isfinite(losses)
+    idx = np.arange(len(curve))[10:-1][keep]
+    losses, x = losses[keep], x[keep]
+    if len(losses) < 2:
+        return None
+    grad = np.gradient(losses, x) if by_lr else np.gradient(losses)
+    return float(lrs[idx[int(np.argmin(grad))]])
+
+
+def fastai_valley_rule(lrs: Sequence[float], raw: Sequence[float], num_it: int) -> float | None:
+    """fastai 2.7 ``Learner.lr_find()`` (AvgSmoothLoss, stop above 4x the best, kept), trimmed
+    ``[num_it // 10 : -5]``, then ``valley``."""
+    beta, val, best, curve = 0.98, 0.0, math.inf, []
+    for count, value in enumerate(raw, start=1):
+        val = value + beta * (val - value)  # torch.lerp(loss, val, beta)
+        smooth = val / (1 - beta**count)
+        curve.append(smooth)
+        best = min(best, smooth)
+        if smooth > 4 * best:
+            break
+    lo = num_it // 10
+    x, losses = list(lrs[: len(curve)])[lo:-5], curve[lo:-5]
+    n = len(losses)
+    if n == 0:  # valley() would index an empty list
+        return None
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return float(x[max_start + int(sections) + int(sections / 2)])
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class Data:
+    x: torch.Tensor
+    y: torch.Tensor
+    xv: torch.Tensor
+    yv: torch.Tensor
+    xt: torch.Tensor
+    yt: torch.Tensor
+
+
+def load_data(name: str) -> Data:
+    splits = load(name)
+    x, y = splits.train.tensors
+    xv, yv = splits.val.tensors
+    xt, yt = splits.test.tensors
+    scaler = Standardize().fit(x)
+    return Data(scaler.transform(x), y, scaler.transform(xv), yv, scaler.transform(xt), yt)
+
+
+def new_model(name: str, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return babysit.nn.mlp(DATASETS[name], HIDDEN, 10)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+def train(name: str, data: Data, opt: str, lr: float, epochs: int, seed: int) -> dict:
+    model = new_model(name, seed)
+    hist = babysit.fit(
+        model,
+        (data.x, data.y),
+        val=(data.xv, data.yv),
+        optimizer=opt,
+        lr=lr,
+        epochs=epochs,
+        batch_size=BATCH,
+        monitors=None,
+        progress=False,
+        seed=seed,
+    )
+    val = hist.final.get("val_acc", math.nan)
+    return {"lr": lr, "val": 100 * float(val), "test": 100 * accuracy(model, data.xt, data.yt)}
+
+
+@dataclass
+class Run:
+    dataset: str
+    optimizer: str
+    seed: int
+    epochs: int
+    grid: list[dict] = field(default_factory=list)  # {lr, val, test}
+    best: dict = field(default_factory=dict)
+    near: list[float] = field(default_factory=list)
+    finder: dict = field(default_factory=dict)  # confident, stopped, steps, reasons
+    sugg: dict = field(default_factory=dict)  # rule -> {lr, val, test} or None
+
+    @property
+    def setup(self) -> str:
+        return f"{self.dataset} {self.optimizer}"
+
+
+def run_one(name: str, data: Data, opt: str, seed: int, epochs: int, log: Callable) -> Run:
+    run = Run(name, opt, seed, epochs)
+    cache: dict[float, dict] = {}
+
+    def trained(lr: float) -> dict:
+        if lr not in cache:
+            cache[lr] = train(name, data, opt, lr, epochs, seed)
+        return cache[lr]
+
+    t0 = time.perf_counter()
+    for k in GRID_K[opt]:
+        run.grid.append(trained(10 ** (k / 4)))
+    run.best = max(run.grid, key=lambda r: r["val"])
+    run.near = [r["lr"] for r in run.grid if r["val"] >= run.best["val"] - NEAR]
+
+    result = babysit.lr_find(new_model(name, seed), (data.x, data.y), optimizer=opt, seed=seed)
+    run.finder = {
+        "confident": result.confident,
+        "stopped": result.stopped,
+        "steps": len(result.lrs),
+        "reasons": list(result.reasons),
+        "lrs": list(result.lrs),
+        "raw_losses": list(result.raw_losses),
+    }
+    lrs, raw = result.lrs, result.raw_losses
+    lr_of = {f"babysit:{r}": result.suggestions.get(r) for r in OURS}
+    lr_of["torch-lr-finder"] = torch_lr_finder_rule(lrs, raw)
+    lr_of["lightning"] = lightning_rule(lrs, raw, by_lr=True)
+    lr_of["lightning-idx"] = lightning_rule(lrs, raw, by_lr=False)
+    lr_of["fastai-valley"] = fastai_valley_rule(lrs, raw, result.steps)
+    lr_min = 10 * result.suggestions["minimum"]
+    lr_of["cand:min/3"] = lr_min / 3
+    lr_of["cand:sqrt(steep*min/3)"] = math.sqrt(result.suggestions["steepest"] * lr_min / 3)
+    for rule, lr in lr_of.items():
+        run.sugg[rule] = None if lr is None else trained(float(lr))
+    log(
+        f"{name:8s} {opt:8s} seed {seed}: best lr {run.best['lr']:.3g} "
+        f"(val {run.best['val']:.1f}), babysit {lr_of[DEFAULT]:.3g} "
+        f"(val {run.sugg[DEFAULT]['val']:.1f}), {len(cache)} trainings, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    return run
+
+
+# ------------------------------------------------------------------------------------- scoring
+
+
+def err(run: Run, rule: str) -> float | None:
+    s = run.sugg[rule]
+    return None if s is None else math.log10(s["lr"] / run.best["lr"])
+
+
+def err_near(run: Run, rule: str) -> float | None:
+    s = run.sugg[rule]
+    if s is None:
+        return None
+    return min(abs(math.log10(s["lr"] / lr)) for lr in run.near)
+
+
+def loss(run: Run, rule: str, split: str = "val") -> float | None:
+    s = run.sugg[rule]
+    return None if s is None else run.best[split] - s[split]
+
+
+def summary_rows(runs: list[Run]) -> list[list[str]]:
+    rows = []
+    for rule in RULES:
+        e = [x for r in runs if (x := err(r, rule)) is not None]
+        en = [x for r in runs if (x := err_near(r, rule)) is not None]
+        lv = [x for r in runs if (x := loss(r, rule)) is not None]
+        lt = [x for r in runs if (x := loss(r, rule, "test")) is not None]
+        none = sum(r.sugg[rule] is None for r in runs)
+        if not e:
+            rows.append([rule, "-", "-", "-", "-", "-", "-", "-", str(none)])
+            continue
+        rows.append(
+            [
+                f"**{rule}**" if rule == DEFAULT else rule,
+                f"{statistics.median(abs(x) for x in e):.2f}",
+                f"{statistics.median(e):+.2f}",
+                f"{max(abs(x) for x in e):.2f}",
+                f"{statistics.median(en):.2f}",
+                f"{statistics.mean(lv):.1f}",
+                f"{max(lv):.1f}",
+                f"{statistics.mean(lt):.1f} / {max(lt):.1f}",
+                str(none),
+            ]
+        )
+    return rows
+
+
+SUMMARY_HEAD = [
+    "rule",
+    "median abs err (dec)",
+    "median signed err",
+    "worst abs err",
+    "median dist. to near-best",
+    "mean val loss (pts)",
+    "max val loss",
+    "test loss mean / max",
+    "no sugg.",
+]
+
+
+def target(runs: list[Run]) -> tuple[bool, str]:
+    e = [abs(x) for r in runs if (x := err(r, DEFAULT)) is not None]
+    lv = [x for r in runs if (x := loss(r, DEFAULT)) is not None]
+    none = sum(r.sugg[DEFAULT] is None for r in runs)
+    med, mean, worst = statistics.median(e), statistics.mean(lv), max(lv)
+    checks = [
+        (f"median |err| {med:.2f} <= {TARGET_MEDIAN}", med <= TARGET_MEDIAN),
+        (f"mean loss {mean:.1f} <= {TARGET_MEAN} pts", mean <= TARGET_MEAN),
+        (f"max loss {worst:.1f} <= {TARGET_MAX} pts", worst <= TARGET_MAX),
+        (f"{none} runs without a suggestion", none == 0),
+    ]
+    met = all(ok for _, ok in checks)
+    text = "; ".join(f"{c} ({'yes' if ok else 'NO'})" for c, ok in checks)
+    return met, f"target for `{DEFAULT}`: {'MET' if met else 'NOT MET'}: {text}"
+
+
+def md_table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_sugg(run: Run, rule: str) -> str:
+    s = run.sugg[rule]
+    if s is None:
+        return "none"
+    return f"{s['lr']:.2g} ({run.best['val'] - s['val']:+.1f})"
+
+
+def curves_table(runs: list[Run]) -> str:
+    setups = sorted(
+        {(r.dataset, r.optimizer) for r in runs}, key=lambda s: (list(DATASETS).index(s[0]), s[1])
+    )
+    ks = sorted({k for o in OPTIMIZERS for k in GRID_K[o]})
+    rows = []
+    for k in ks:
+        lr = 10 ** (k / 4)
+        row = [f"{lr:.2g}"]
+        for d, o in setups:
+            vals = [
+                g["val"]
+                for r in runs
+                if (r.dataset, r.optimizer) == (d, o)
+                for g in r.grid
+                if math.isclose(g["lr"], lr)
+            ]
+            if not vals:
+                row.append("")
+                continue
+            nbest = sum(
+                1
+                for r in runs
+                if (r.dataset, r.optimizer) == (d, o) and math.isclose(r.best["lr"], lr)
+            )
+            cell = f"{statistics.mean(vals):.1f} ({min(vals):.0f}–{max(vals):.0f})"
+            row.append(f"**{cell}**" + "*" * nbest if nbest else cell)
+        rows.append(row)
+    head = ["lr", *[f"{d} {o}" for d, o in setups]]
+    return md_table(head, rows)
+
+
+def report(runs: list[Run], seconds: float, args: argparse.Namespace) -> str:
+    out = []
+    out.append(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), Python "
+        f"{platform.python_version()}, {platform.machine()} ({os.cpu_count()} CPUs); "
+        f"{len(runs)} runs, {sum(len({*map(lambda g: g['lr'], r.grid)}) for r in runs)} grid "
+        f"trainings, wall {seconds / 60:.1f} min; epochs: mnist1d {args.epochs_mnist1d}, "
+        f"digits {args.epochs_digits}; batch {BATCH}"
+    )
+    out.append(
+        "\n### All runs (errors in decades, log10(suggested / best grid lr); losses in "
+        "accuracy points, best grid lr minus suggestion)\n"
+    )
+    out.append(md_table(SUMMARY_HEAD, summary_rows(runs)))
+    out.append("\n" + target(runs)[1])
+    setups = []
+    for r in runs:
+        if r.setup not in setups:
+            setups.append(r.setup)
+    for setup in setups:
+        sub = [r for r in runs if r.setup == setup]
+        out.append(f"\n### {setup} ({len(sub)} seeds)\n")
+        out.append(md_table(SUMMARY_HEAD, summary_rows(sub)))
+    out.append(
+        "\n### Validation accuracy vs lr (mean over seeds, min–max; bold = some seed's "
+        "best, one * per seed)\n"
+    )
+    out.append(curves_table(runs))
+    out.append("\n### Per run: suggested lr (val accuracy loss in points)\n")
+    head = ["set-up", "seed", "best lr (val / test)", "near-best lrs", "sweep", *RULES]
+    rows = []
+    for r in runs:
+        near = f"{r.near[0]:.2g}" if len(r.near) == 1 else f"{min(r.near):.2g}–{max(r.near):.2g}"
+        sweep = f"{r.finder['stopped']} @{r.finder['steps']}" + (
+            "" if r.finder["confident"] else ", not confident"
+        )
+        rows.append(
+            [
+                r.setup,
+                r.seed,
+                f"{r.best['lr']:.2g} ({r.best['val']:.1f} / {r.best['test']:.1f})",
+                near,
+                sweep,
+                *[fmt_sugg(r, rule) for rule in RULES],
+            ]
+        )
+    out.append(md_table(head, rows))
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs-mnist1d", type=int, default=20)
+    parser.add_argument("--epochs-digits", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    parser.add_argument("--json", default=None, help="write every run's numbers there")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    epochs = {"mnist1d": args.epochs_mnist1d, "digits": args.epochs_digits}
+    start = time.perf_counter()
+    runs = []
+    for name in args.datasets.split(","):
+        data = load_data(name)
+        for opt in args.optimizers.split(","):
+            for seed in seeds:
+                runs.append(
+                    run_one(
+                        name,
+                        data,
+                        opt,
+                        seed,
+                        epochs[name],
+                        lambda m: print(m, file=sys.stderr, flush=True),
+                    )
+                )
+    seconds = time.perf_counter() - start
+    print(f"python benchmarks/lr_find.py {' '.join(sys.argv[1:])}\n")
+    print(report(runs, seconds, args))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.__dict__ for r in runs], f)
+
+
+if __name__ == "__main__":
+    main()
