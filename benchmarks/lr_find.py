@@ -42,9 +42,9 @@ For every set-up and seed:
    torch-lr-finder from the optimizer's lr to 10; other batches); here every rule reads one
    curve, so the table compares the rules, not the finders.
 
-   Two candidate rules that are not in babysit are scored too (``cand:``): ``lr_min / 3`` and
-   ``sqrt(steepest * lr_min / 3)``, with ``lr_min`` the lr at the minimum of babysit's smoothed
-   curve (its ``minimum`` suggestion x 10).
+   The rules babysit used before this benchmark are scored too (``old:``): ``lr_min / 10``
+   (fastai's divisor) and ``sqrt(steepest * lr_min / 10)`` (the former default), with
+   ``lr_min`` the lr at the minimum of babysit's smoothed curve.
 4. Every suggestion is actually trained, same seed and budget as the grid (no interpolation
    from the grid), and its validation accuracy is compared with the best grid lr's; the test
    accuracy of both is reported as well (the best grid lr is picked on validation, so its
@@ -74,6 +74,7 @@ import torch
 
 import babysit
 from babysit.data import Standardize, load
+from babysit.tuning.lr_find import DEFAULT_RULE, MINIMUM_DIVISOR
 
 DATASETS = {"mnist1d": 40, "digits": 64}
 OPTIMIZERS = ("adam", "momentum")
@@ -86,9 +87,9 @@ OURS = ("combined", "steepest", "minimum", "valley")
 ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
 # Candidate rules, NOT in babysit: what this benchmark suggests changing (see docs/benchmarks.md).
 # lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
-CANDIDATES = ("cand:min/3", "cand:sqrt(steep*min/3)")
+CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
 RULES = (*[f"babysit:{r}" for r in OURS], *ANCHORS, *CANDIDATES)
-DEFAULT = "babysit:combined"
+DEFAULT = f"babysit:{DEFAULT_RULE}"
 
 
 # ------------------------------------------------------------------------------ anchors' rules
@@ -271,9 +272,9 @@ def run_one(name: str, data: Data, opt: str, seed: int, epochs: int, log: Callab
     lr_of["lightning"] = lightning_rule(lrs, raw, by_lr=True)
     lr_of["lightning-idx"] = lightning_rule(lrs, raw, by_lr=False)
     lr_of["fastai-valley"] = fastai_valley_rule(lrs, raw, result.steps)
-    lr_min = 10 * result.suggestions["minimum"]
-    lr_of["cand:min/3"] = lr_min / 3
-    lr_of["cand:sqrt(steep*min/3)"] = math.sqrt(result.suggestions["steepest"] * lr_min / 3)
+    lr_min = MINIMUM_DIVISOR * result.suggestions["minimum"]  # the lr at the smoothed minimum
+    lr_of["old:min/10"] = lr_min / 10
+    lr_of["old:sqrt(steep*min/10)"] = math.sqrt(result.suggestions["steepest"] * lr_min / 10)
     for rule, lr in lr_of.items():
         run.sugg[rule] = None if lr is None else trained(float(lr))
     log(

@@ -28,7 +28,7 @@ def test_stages_narrow_around_the_best_and_count_trials(tmp_path):
     )
     assert len(result.trials) == 30  # n_trials is the total over stages
     assert [s["trials"] for s in result.stages] == [20, 10]
-    assert [s["epochs"] for s in result.stages] == [2, 8]
+    assert [s["epochs"] for s in result.stages] == [1, 8]  # epochs // 10, at least 1
     second = result.stages[1]["ranges"]["lr"]
     assert 1e-6 < second["low"] < 1e-3 < second["high"] < 1.0
     assert second["high"] / second["low"] < 1e6 / 10  # narrower than the first stage
