@@ -198,3 +198,17 @@ def test_ensemble_of_the_top_trials(tmp_path):
     no_dir = bs.search({"lr": bs.loguniform(1e-3, 1e-1)}, _quadratic, n_trials=2, stages=1)
     with pytest.raises(ValueError, match="run_dir"):
         no_dir.ensemble(2)
+
+
+def test_plot_survives_an_integer_range_narrowed_to_one_value(tmp_path):
+    def objective(params, trial):
+        return -((math.log10(params["lr"]) + 3) ** 2) - abs(params["w"] - 5)
+
+    result = bs.search(
+        {"lr": bs.loguniform(1e-6, 1.0), "w": bs.intuniform(4, 6)},
+        objective,
+        n_trials=12,
+        run_dir=tmp_path / "s",
+        progress=False,
+    )
+    assert (tmp_path / "s" / "search.png").exists() and result.best is not None

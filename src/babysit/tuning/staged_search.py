@@ -93,7 +93,8 @@ class SearchResult:
                 k = stage["stage"]
                 pts = [(t["params"][name], t["value"]) for t in done if t["stage"] == k]
                 rng = stage["ranges"][name]
-                ax.axvspan(rng["low"], rng["high"], color=f"C{k - 1}", alpha=0.08)
+                if "low" in rng:  # a range narrowed to one integer is a choice
+                    ax.axvspan(rng["low"], rng["high"], color=f"C{k - 1}", alpha=0.08)
                 if pts:
                     ax.scatter(
                         *zip(*pts, strict=True),
