@@ -8,6 +8,12 @@ over fastest GEMM), so a change in machine load hits the baseline and the varian
 Streaming fits are fed ``--batch``-row batches. scikit-learn's ``StandardScaler.fit`` and
 ``PCA(whiten=True, svd_solver="covariance_eigh").fit`` are references.
 
+The data, ``torch.rand`` (pixel-like values), has a well-conditioned covariance, so ZCA and PCA
+run their eigendecomposition in float32; the "ill-conditioned" rows fit random-walk rows
+(``cumsum`` of the same values along the features: neighbouring features strongly correlated, as
+pixels are; condition number ~1e7), for which babysit keeps the eigendecomposition in float64
+(see ``babysit.data.transforms``). The "of which" rows split a fit into its parts.
+
 Peak memory: each variant runs in its own subprocess, which reports its peak resident memory
 (``VmHWM``; ``peak_rss_mib`` says why not ``ru_maxrss``): a streaming ZCA fit whose batches are
 generated on the fly (the full X never exists) for several N, against a fit on the whole X.
@@ -65,14 +71,18 @@ def clock(fn: Callable[[], object]) -> float:
 
 
 def speed_variants(x: torch.Tensor, batch: int) -> dict[str, tuple[Callable, Callable | None]]:
-    """name -> (fit, transform or None). Streaming fits get ``batch``-row views of x."""
+    """name -> (fit, transform or None). Streaming fits get ``batch``-row views of the data."""
+    import numpy as np
     from sklearn.decomposition import PCA as SkPCA
     from sklearn.preprocessing import StandardScaler
 
-    xn = x.numpy()
+    from babysit.data import transforms as T
 
-    def batches() -> tuple[torch.Tensor, ...]:
-        return x.split(batch)  # views, no copies
+    xn = x.numpy()
+    x_ill = (x - 0.5).cumsum(1)  # random-walk rows: condition number ~1e7
+
+    def batches(data: torch.Tensor) -> Callable:
+        return lambda: data.split(batch)  # views, no copies
 
     fitted: dict[str, object] = {}
 
@@ -83,16 +93,19 @@ def speed_variants(x: torch.Tensor, batch: int) -> dict[str, tuple[Callable, Cal
         return run
 
     def transform(name: str) -> Callable:
-        return lambda: fitted[name].transform(xn if name.startswith("sklearn") else x)
+        data = xn if name.startswith("sklearn") else x_ill if "ill-cond" in name else x
+        return lambda: fitted[name].transform(data)
 
     specs = {
-        "ZeroCenter fit, streaming": (ZeroCenter, batches),
+        "ZeroCenter fit, streaming": (ZeroCenter, batches(x)),
         "ZeroCenter fit, in memory": (ZeroCenter, lambda: x),
-        "Standardize fit, streaming": (Standardize, batches),
+        "Standardize fit, streaming": (Standardize, batches(x)),
         "Standardize fit, in memory": (Standardize, lambda: x),
-        "Whiten(zca) fit, streaming": (Whiten, batches),
+        "Whiten(zca) fit, streaming": (Whiten, batches(x)),
         "Whiten(zca) fit, in memory": (Whiten, lambda: x),
-        "PCA fit (all components), streaming": (PCA, batches),
+        "PCA fit (all components), streaming": (PCA, batches(x)),
+        "Whiten(zca) fit, streaming, ill-conditioned": (Whiten, batches(x_ill)),
+        "PCA fit (all components), streaming, ill-conditioned": (PCA, batches(x_ill)),
         "sklearn StandardScaler.fit": (StandardScaler, lambda: xn),
         "sklearn PCA(whiten, covariance_eigh).fit": (
             lambda: SkPCA(whiten=True, svd_solver="covariance_eigh"),
@@ -103,9 +116,24 @@ def speed_variants(x: torch.Tensor, batch: int) -> dict[str, tuple[Callable, Cal
     for name, (make, data) in specs.items():
         timed = "streaming" in name or "sklearn" in name
         out[name] = (fit(name, make, data), transform(name) if timed else None)
-    out["  of which the streaming covariance accumulation"] = (lambda: accumulate(x, batch), None)
+    # The parts of a fit, on the same covariance (of the well-conditioned data).
     cov = torch.cov(x[: min(len(x), 4 * x.shape[1])].T.double())
-    out["  of which torch.linalg.eigh, float64 D x D"] = (lambda: torch.linalg.eigh(cov), None)
+    cov32 = cov.float()
+    v = torch.randn(cov.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    parts = {
+        "the streaming covariance accumulation": lambda: accumulate(x, batch),
+        "the eigh precision check (λ_max, float32 Cholesky)": lambda: T._eigh_input(
+            cov, torch.float32, 1e-5
+        ),
+        "eigh float32 (torch), well-conditioned": lambda: torch.linalg.eigh(cov32),
+        "eigh float64 (numpy), ill-conditioned": lambda: np.linalg.eigh(cov.numpy()),
+        "ZCA's W_ (float64 Gram product)": lambda: T._gram(v),
+    }
+    for name, run in parts.items():
+        out[f"  of which {name}"] = (run, None)
+    # The backends babysit does not use for each precision (see transforms._eigh).
+    out["  not used: eigh float64 (torch)"] = (lambda: torch.linalg.eigh(cov), None)
+    out["  not used: eigh float32 (numpy)"] = (lambda: np.linalg.eigh(cov32.numpy()), None)
     return out
 
 
@@ -164,7 +192,7 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
 
 
 def target(name: str) -> float | None:
-    if not name.endswith("streaming"):
+    if "streaming" not in name or name.startswith(("sklearn", " ")):
         return None
     return TARGET_COVARIANCE if name.startswith(("Whiten", "PCA")) else TARGET_MOMENTS
 

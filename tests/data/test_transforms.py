@@ -171,6 +171,159 @@ def test_eps_regularizes_and_singular_covariance_needs_eps():
         Whiten(eps=0.0).fit(torch.zeros(10, 3))
 
 
+# --------------------------------------------------------------------------- eigh precision
+
+
+def spectrum_data(n, spec, *, offset=0.0, seed=0):
+    """float32 data whose covariance has eigenvalues ``spec`` along random orthogonal axes."""
+    g = torch.Generator().manual_seed(seed)
+    d = len(spec)
+    axes, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return ((z * spec.sqrt()) @ axes.T + offset).float()
+
+
+WELL = torch.logspace(0, -1.5, 48, dtype=torch.float64)  # condition number 32 <= 100
+IMAGE = 50 / torch.arange(1, 129, dtype=torch.float64) ** 2  # pixel-like decay, cond 8e5
+WIDE = torch.logspace(3, -6, 128, dtype=torch.float64)  # eigenvalues from 1e3 down to 1e-6
+
+
+@pytest.fixture
+def eigh_dtypes(monkeypatch):
+    """The dtypes the eigendecompositions of the fits ran in, in order."""
+    seen = []
+    eigh = T._eigh
+
+    def spy(cov):
+        seen.append(cov.dtype)
+        return eigh(cov)
+
+    monkeypatch.setattr(T, "_eigh", spy)
+    return seen
+
+
+def force_eigh_dtype(monkeypatch, dtype):
+    monkeypatch.setattr(T, "_eigh_input", lambda cov, data_dtype, eps: cov.to(dtype))
+
+
+def whitening_error(est, x, eps, min_variance=0.0):
+    """max |cov(z) − target| of the whitened training data z, in the eigenbasis of covariance_,
+    over the directions of variance >= min_variance; target diag(λ / (λ + ε))."""
+    z = est.transform(x).reshape(len(x), -1).double()
+    evals, evecs = torch.linalg.eigh(est.covariance_)  # ascending
+    evals, evecs = evals.flip(0).clamp(min=0), evecs.flip(1)
+    cov = torch.cov(z.T)
+    cov = evecs.T @ cov @ evecs if est.method == "zca" else cov  # PCA output: already rotated
+    keep = evals >= min_variance
+    target = torch.diag(evals / (evals + eps))
+    return (cov - target)[keep][:, keep].abs().max().item()
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+@pytest.mark.parametrize("method", ["zca", "pca"])
+def test_well_conditioned_float32_fit_uses_float32_eigh_and_whitens_as_well(
+    method, offset, eigh_dtypes, monkeypatch
+):
+    x = spectrum_data(6000, WELL, offset=offset)
+    est = Whiten(method=method, eps=0.0).fit(x)
+    assert eigh_dtypes == [torch.float32]
+    assert est.W_.dtype == est.components_.dtype == torch.float64
+    error = whitening_error(est, x, 0.0)
+    assert error < 5e-5  # measured 1e-6 .. 1.2e-5: 20x inside the 1e-3 of the tests above
+    force_eigh_dtype(monkeypatch, torch.float64)
+    ref = Whiten(method=method, eps=0.0).fit(x)
+    assert error < 3 * whitening_error(ref, x, 0.0) + 5e-6  # as white as with float64
+    torch.testing.assert_close(est.W_, ref.W_, rtol=0, atol=1e-4 * ref.W_.abs().max().item())
+    scale = (x - x.mean(0)).abs().max()
+    back = est.inverse_transform(est.transform(x))
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-5 * scale.item())
+
+
+def test_whitened_held_out_data_has_identity_covariance_up_to_sampling_error():
+    """Statistical check: fresh data from the training distribution, whitened with the float32
+    route, has covariance I up to the sampling errors of the fit and of the check (N = M)."""
+    n = 20_000
+    for method in ("zca", "pca"):
+        est = Whiten(method=method, eps=0.0).fit(spectrum_data(n, WELL, offset=3.0))
+        fresh = spectrum_data(2 * n, WELL, offset=3.0)[n:]  # same axes, other samples
+        z = est.transform(fresh).double()
+        error = (torch.cov(z.T) - torch.eye(48, dtype=torch.float64)).abs().max().item()
+        # entries have sd ≈ √(2/n) (fit) ⊕ √(1/n) (check); max of 1176 entries < 5 sd
+        assert error < 5 * (3 / n) ** 0.5, (method, error)
+
+
+@pytest.mark.parametrize("method", ["zca", "pca"])
+@pytest.mark.parametrize(
+    ("spec", "offset", "min_variance"),
+    [(IMAGE, 1e3, 0.0), (WIDE, 100.0, 1e-2)],
+    ids=["pixel-like", "1e-6..1e3"],
+)
+def test_ill_conditioned_float32_fit_keeps_float64_eigh(
+    method, spec, offset, min_variance, eigh_dtypes, monkeypatch
+):
+    x = spectrum_data(20_000, spec, offset=offset)
+    est = Whiten(method=method).fit(x)  # eps = 1e-5: λ_max / (λ_min + ε) >> 100
+    assert eigh_dtypes == [torch.float64]
+    error = whitening_error(est, x, 1e-5, min_variance)  # resolved directions of WIDE
+    assert error < 1e-3  # measured 6e-5 (pixel-like), 4e-4 (1e-6..1e3)
+    # The test can tell: a float32 eigendecomposition misses the tolerance on such data.
+    force_eigh_dtype(monkeypatch, torch.float32)
+    assert whitening_error(Whiten(method=method).fit(x), x, 1e-5, min_variance) > 1e-3
+
+
+def test_eps_and_dtype_decide_the_eigh_precision(eigh_dtypes):
+    wide = spectrum_data(2000, torch.logspace(0, -6, 32, dtype=torch.float64))
+    Whiten(eps=1e-5).fit(wide)  # λ_max / (λ_min + ε) ≈ 1e5
+    Whiten(eps=0.05).fit(wide)  # ≈ 20: eps regularizes the small directions
+    PCA(eps=0.05).fit(wide)
+    Whiten(eps=0.05).fit(wide.double())  # float64 data: always float64
+    PCA().fit(torch.ones(10, 4))  # zero covariance
+    assert eigh_dtypes == [torch.float64, torch.float32, torch.float32] + [torch.float64] * 2
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"), [(1e-20, torch.float64), (1e-12, torch.float32), (1e15, torch.float32)]
+)
+def test_tiny_covariances_keep_float64_eigh(scale, dtype, eigh_dtypes):
+    # variances ~1e-40 would be subnormal in float32; 1e-24 and 1e30 are fine. (Values above
+    # ~1e17 overflow the float32 products of the covariance itself, whatever the eigh.)
+    x = spectrum_data(2000, WELL) * scale
+    est = Whiten(method="zca", eps=0.0).fit(x)
+    assert eigh_dtypes == [dtype]
+    assert whitening_error(est, x, 0.0) < 1e-4
+
+
+def test_cpu_eigh_backends_agree(monkeypatch):
+    cov = torch.cov(spectrum_data(500, WELL).T.double())
+    monkeypatch.setattr(T, "_EIGH_BACKEND", {torch.float64: "numpy"})
+    evals_np, evecs_np = T._eigh(cov)
+    monkeypatch.setattr(T, "_EIGH_BACKEND", {})
+    evals_torch, evecs_torch = T._eigh(cov)
+    assert evals_np.dtype == evecs_np.dtype == torch.float64
+    torch.testing.assert_close(evals_np, evals_torch, rtol=1e-12, atol=0)
+    overlap = (evecs_np.T @ evecs_torch).abs()  # distinct eigenvalues: ±1 on the diagonal
+    torch.testing.assert_close(overlap, torch.eye(48, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["zca", "pca"])
+def test_w_inv_is_formed_on_first_use_and_follows_refits(method):
+    x = spectrum_data(300, WELL)
+    est = Whiten(method=method, eps=0.0)
+    with pytest.raises(AttributeError, match="not fitted"):
+        est.W_inv_  # noqa: B018
+    est.fit(x[:200])
+    assert est._w_inv is None  # fit does not pay for it
+    eye = torch.eye(48, dtype=torch.float64)
+    # float32 eigenvectors are orthonormal to ~1e-7, so W_inv_ W_ = I to ~1e-6 (1e-9 in float64)
+    torch.testing.assert_close(est.W_inv_ @ est.W_, eye, rtol=0, atol=1e-5)
+    est.partial_fit(x[200:])  # the cached inverse belongs to the old fit
+    torch.testing.assert_close(est.W_inv_ @ est.W_, eye, rtol=0, atol=1e-5)
+    f64 = Whiten(method=method, eps=0.0).fit(x.double())
+    torch.testing.assert_close(f64.W_inv_ @ f64.W_, eye, rtol=0, atol=1e-9)
+    loaded = Whiten(method=method, eps=0.0).load_state_dict(est.state_dict())
+    assert torch.equal(loaded.W_inv_, est.W_inv_)
+
+
 # --------------------------------------------------------------------------- streaming == one-shot
 
 
@@ -286,6 +439,22 @@ def test_pca_agrees_with_sklearn(n_components, whiten):
     np.testing.assert_allclose(est.components_.numpy() * signs[:, None], sk.components_, atol=1e-9)
     np.testing.assert_allclose(est.transform(x).numpy() * signs, sk.transform(a), atol=1e-8)
     assert est.n_components_ == sk.n_components_
+
+
+@pytest.mark.parametrize("solver", ["covariance_eigh", "full"])
+def test_float32_whitening_pca_agrees_with_sklearn(solver, eigh_dtypes):
+    """float32 data on the float32-eigh route; scikit-learn's covariance_eigh solver also runs
+    in float32 (its covariance and eigh), its full solver gets the data in float64. No offset:
+    covariance_eigh forms XᵀX − n μμᵀ in float32 and loses ~1e-4 of it to an offset of 2."""
+    x = spectrum_data(6000, WELL)
+    a = x.numpy() if solver == "covariance_eigh" else x.double().numpy()
+    sk = SkPCA(whiten=True, svd_solver=solver).fit(a)
+    est = PCA(whiten=True, eps=0.0).fit(x)
+    assert eigh_dtypes == [torch.float32]
+    np.testing.assert_allclose(est.explained_variance_.numpy(), sk.explained_variance_, rtol=1e-4)
+    signs = np.sign((est.components_.numpy() * sk.components_).sum(1))
+    np.testing.assert_allclose(est.components_.numpy() * signs[:, None], sk.components_, atol=1e-4)
+    np.testing.assert_allclose(est.transform(x).numpy() * signs, sk.transform(a), atol=1e-3)
 
 
 def test_pca_sign_convention_is_deterministic():

@@ -35,6 +35,17 @@ chunk's covariance is one float32 product (float64 for float64 data) of the chun
 own mean, so its entries are small and exact to float32 rounding, folded into a float64 sum. Only
 the block upper triangle of that product is computed (about half the flops of ``X.T @ X``).
 
+**Precision of the eigendecomposition.** PCA and Whiten end with an eigendecomposition of the
+D x D covariance, at D = 3072 about as costly as accumulating the covariance of 50 000 examples.
+Float64 data get it in float64. Float32 data get it in float32 (about twice as fast;
+scikit-learn's ``covariance_eigh`` solver does the same) when the covariance is well conditioned,
+:math:`\lambda_{min} + \varepsilon \ge \lambda_{max} / 100` (certified by a Cholesky
+factorization), and in float64 otherwise. A float32 eigendecomposition errs by about
+:math:`10^{-6} \lambda_{max}` in absolute terms, which whitening divides by
+:math:`\lambda_i + \varepsilon`: within the bound the whitened training data's covariance stays
+within about 1e-4 of the identity, ten times inside the 1e-3 the tests allow float32 data; beyond
+it (e.g. pixel data with the default ``eps``) float32 would miss 1e-3, so float64 is kept.
+
 Everything is a torch tensor in and out (numpy arrays are accepted), in the input's floating dtype
 (integer inputs, e.g. 0..255 pixels, become float32).
 
@@ -79,10 +90,17 @@ _COV_CHUNK_ELEMENTS = 1 << 24
 # float32 covariance sums are folded into the float64 accumulator at least every this many rows.
 _FLUSH_ROWS = 1 << 16
 # Column blocks of the triangular covariance product: k blocks compute (k + 1) / 2k of the full
-# product; blocks narrower than ~384 columns lose more in GEMM speed than they save.
-_BLOCK_COLUMNS = 384
-_MAX_BLOCKS = 8
+# product (13/24 for 12 blocks); blocks narrower than ~256 columns lose more in GEMM speed than
+# they save (D = 3072, 2 threads: 12 blocks 0.63x of X.T @ X, 8 blocks 0.68x, 16 blocks 0.69x).
+_BLOCK_COLUMNS = 256
+_MAX_BLOCKS = 12
 _SHOW_BAD = 5  # non-finite positions quoted in an error message
+# The eigendecomposition of a float32 fit runs in float32 when every eigenvalue plus eps is at
+# least 1 / _FLOAT32_EIGH_MAX_COND of the largest (see ``_eigh_input``), in float64 otherwise.
+_FLOAT32_EIGH_MAX_COND = 100.0
+_POWER_ITERATIONS = 6  # block power iterations estimating the largest eigenvalue
+# Which library runs a CPU eigendecomposition, per dtype (see ``_eigh``): "numpy" or "torch".
+_EIGH_BACKEND = {torch.float32: "torch", torch.float64: "numpy"}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -337,13 +355,76 @@ class _Covariance:
             self._rank1 = []
 
 
+def _top_eigenvalue(cov: torch.Tensor) -> float:
+    """A lower bound on the largest eigenvalue of the symmetric PSD ``cov``, close to it.
+
+    Block power iteration from a fixed start (the all-ones vector, which the top eigenvector of
+    pixel data resembles, and three fixed random ones); every Rayleigh quotient is a lower bound,
+    as is the largest diagonal entry. The bound is only used to pick a precision: being low by a
+    few percent moves the threshold of ``_eigh_input`` by as much.
+    """
+    dim = cov.shape[0]
+    g = torch.Generator(device=cov.device).manual_seed(0)
+    v = torch.randn(dim, 4, generator=g, dtype=cov.dtype, device=cov.device)
+    v[:, 0] = 1.0
+    for _ in range(_POWER_ITERATIONS):
+        v = torch.linalg.qr(cov @ v).Q
+    rayleigh = torch.linalg.eigvalsh(v.T @ cov @ v)[-1]
+    return max(float(rayleigh), float(cov.diagonal().max()))
+
+
+def _eigh_input(cov: torch.Tensor, data_dtype: torch.dtype, eps: float) -> torch.Tensor:
+    """``cov`` in the precision its eigendecomposition needs: a float32 copy or ``cov`` itself.
+
+    A float32 eigendecomposition is about twice as fast as a float64 one, but its eigenvalues
+    carry absolute errors of about c·u·λ_max (u = 2⁻²⁴, c ≈ 10-20 at D = 3072), so whitening,
+    which divides direction i by √(λ_i + ε), errs by about c·u·λ_max / (λ_min + ε). Float32 data
+    get it only when that condition number is at most ``_FLOAT32_EIGH_MAX_COND`` (100: whitened
+    covariance errors below ~1e-4, ten times inside the 1e-3 the tests allow float32 data; at
+    condition 1e3 they reach 1e-3; see docs/benchmarks.md). The check is a float32 Cholesky
+    factorization of Σ + (ε − λ_max / 100) I, which succeeds only if that matrix is positive
+    definite, i.e. λ_min + ε >= λ_max / 100 up to float32 rounding (~1e-6 λ_max, far below the
+    margin). With the power iteration for λ_max it costs ~0.03x of a 50 000 x 3072 X.T @ X.
+    Float64 data always get float64.
+    """
+    if data_dtype != torch.float32:
+        return cov
+    top = _top_eigenvalue(cov)
+    f32 = torch.finfo(torch.float32)
+    if not f32.tiny / f32.eps < top < f32.max / 4:
+        return cov  # zero, or too small or large for float32 (λ_max · 2⁻²³ would be subnormal)
+    cov32 = cov.to(torch.float32)
+    diagonal = cov32.diagonal()
+    saved = diagonal.clone()
+    diagonal.add_(eps - top / _FLOAT32_EIGH_MAX_COND)
+    info = torch.linalg.cholesky_ex(cov32).info
+    diagonal.copy_(saved)  # exactly cov32 again
+    return cov32 if int(info) == 0 else cov
+
+
+def _eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh(cov)`` (ascending eigenvalues, eigenvectors as columns), same dtype.
+
+    Both libraries call LAPACK's divide-and-conquer ``syevd`` in the matrix's precision; on the
+    CPU the faster one per dtype is used (``_EIGH_BACKEND``): for a 3072 x 3072 covariance on a
+    2-core AMD EPYC, float64 took 0.57x of a 50 000 x 3072 ``X.T @ X`` with numpy (OpenBLAS in
+    its wheels) and 0.82x with torch (MKL), float32 0.38x with torch and 0.45-0.55x with numpy
+    (docs/benchmarks.md). Other devices use torch.
+    """
+    if cov.device.type == "cpu" and _EIGH_BACKEND.get(cov.dtype) == "numpy":
+        evals, evecs = np.linalg.eigh(cov.numpy())  # reads the lower triangle, like torch
+        return torch.from_numpy(evals), torch.from_numpy(evecs)
+    return torch.linalg.eigh(cov)
+
+
 def _eigh_descending(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (D,) in decreasing order (clipped at 0) and eigenvectors as rows (D, D).
 
-    Each eigenvector's largest-magnitude entry is made positive so the result is deterministic
-    (scikit-learn's ``svd_flip`` convention).
+    Computed in ``cov``'s dtype, returned in float64. Each eigenvector's largest-magnitude entry
+    is made positive so the result is deterministic (scikit-learn's ``svd_flip`` convention).
     """
-    evals, evecs = torch.linalg.eigh(cov)  # ascending; columns are eigenvectors
+    evals, evecs = _eigh(cov)  # ascending; columns are eigenvectors
+    evals, evecs = evals.to(torch.float64), evecs.to(torch.float64)
     evals = evals.flip(0).clamp_(min=0)  # round-off makes zero eigenvalues slightly negative
     components = evecs.flip(1).T.contiguous()  # (D, D), row i = i-th principal axis
     top = components.gather(1, components.abs().argmax(1, keepdim=True))  # (D, 1)
@@ -708,7 +789,7 @@ class _CovarianceEstimator(_Estimator):
     def _commit(self, acc: _Covariance, shape: tuple[int, ...], n: int) -> None:
         _, mean, c = acc.result()
         cov = c.div_(n - 1)  # sample covariance, ddof 1 like sklearn's PCA
-        evals, components = _eigh_descending(cov)
+        evals, components = _eigh_descending(_eigh_input(cov, acc.dtype, self.eps))
         self._set_eigen(evals, components)  # may raise: nothing set before it
         self.mean_ = mean
         self.covariance_ = cov
@@ -745,7 +826,9 @@ class PCA(_CovarianceEstimator):
     Examples are flattened to (N, D); :math:`U_k` holds the k eigenvectors of the sample
     covariance (ddof 1) with the largest eigenvalues. With ``whiten=True`` each coordinate is
     divided by :math:`\sqrt{\lambda_i + \varepsilon}`, giving unit variance. Each ``fit`` or
-    ``partial_fit`` call ends with an O(D³) eigendecomposition: stream with ``fit(loader)``.
+    ``partial_fit`` call ends with an O(D³) eigendecomposition: stream with ``fit(loader)``. It
+    runs in float32 for float32 data with :math:`\lambda_{min} + \varepsilon \ge \lambda_{max}
+    / 100`, else in float64 (see the module docstring); the attributes are float64 either way.
 
     Args:
         n_components: an int k <= D, a float in (0, 1) (the smallest k whose components explain at
@@ -851,7 +934,9 @@ class Whiten(_CovarianceEstimator):
 
     ``eps`` is absolute (in squared data units): standardize first or scale it with the data.
     Each ``fit``/``partial_fit`` call ends with an O(D³) eigendecomposition: to stream, pass the
-    whole iterable to ``fit(loader)`` rather than calling ``partial_fit`` per batch.
+    whole iterable to ``fit(loader)`` rather than calling ``partial_fit`` per batch. It runs in
+    float32 for float32 data with :math:`\lambda_{min} + \varepsilon \ge \lambda_{max} / 100`,
+    else in float64 (see the module docstring); the attributes are float64 either way.
 
     Args:
         method: ``"zca"`` or ``"pca"``.
@@ -859,9 +944,10 @@ class Whiten(_CovarianceEstimator):
 
     Attributes:
         W_ (D, D): the whitening matrix, ``y = (x - mean_) @ W_.T`` (symmetric for ZCA);
-        W_inv_ (D, D): its inverse, used by ``inverse_transform``; mean_ (D,); components_ (D, D)
-        (eigenvectors as rows); explained_variance_ (D,) (eigenvalues, decreasing); covariance_;
-        n_samples_seen_; example_shape_.
+        W_inv_ (D, D): its inverse, used by ``inverse_transform`` and formed on first use (for
+        ZCA a second D x D product that ``fit`` + ``transform`` do not need); mean_ (D,);
+        components_ (D, D) (eigenvectors as rows); explained_variance_ (D,) (eigenvalues,
+        decreasing); covariance_; n_samples_seen_; example_shape_.
 
     Example:
         >>> x = torch.randn(200, 3) @ torch.tensor([[2.0, 0, 0], [1, 1, 0], [0, 0, 0.5]])
@@ -895,14 +981,33 @@ class Whiten(_CovarianceEstimator):
         if self.method == "zca":
             # U f(Λ) Uᵀ = Vᵀ V with V = f(Λ)^{1/2} Uᵀ: a Gram product, exactly symmetric
             w = _gram(components / std.sqrt()[:, None])  # U Λ^{-1/2} Uᵀ
-            w_inv = _gram(components * std.sqrt()[:, None])  # U Λ^{1/2} Uᵀ
         else:
             w = components / std[:, None]  # Λ^{-1/2} Uᵀ
-            w_inv = components.T * std  # U Λ^{1/2}
         self.components_ = components
         self.explained_variance_ = evals
         self.W_ = w
-        self.W_inv_ = w_inv
+        self._w_inv = None  # W_inv_ is formed on first use
+
+    @property
+    def W_inv_(self) -> torch.Tensor:
+        """The inverse of ``W_`` (D, D), formed from the eigendecomposition on first use.
+
+        Only ``inverse_transform`` and ``state_dict`` need it; for ZCA it costs a second D x D
+        Gram product (U Λ^{1/2} Uᵀ), as much as ``W_`` itself, so ``fit`` does not pay for it.
+        """
+        if "components_" not in vars(self):
+            raise AttributeError(f"{type(self).__name__} is not fitted yet: W_inv_ comes from fit")
+        if self._w_inv is None:
+            std = (self.explained_variance_ + self.eps).sqrt()
+            if self.method == "zca":
+                self._w_inv = _gram(self.components_ * std.sqrt()[:, None])  # U Λ^{1/2} Uᵀ
+            else:
+                self._w_inv = self.components_.T * std  # U Λ^{1/2}
+        return self._w_inv
+
+    @W_inv_.setter
+    def W_inv_(self, value: torch.Tensor) -> None:
+        self._w_inv = value
 
     def _out_shape(self) -> tuple[int, ...]:
         return self.example_shape_ if self.method == "zca" else (math.prod(self.example_shape_),)
