@@ -10,6 +10,7 @@ from . import data, nn
 from .checks import diagnose
 from .findings import Diagnosis, Finding
 from .probes import LayerStats, Probe
+from .reporting import report
 from .train import Callback, Checkpoint, History, Watcher, fit, watch
 from .tuning import LRFinderResult, choice, intuniform, loguniform, lr_find, search, uniform
 
@@ -37,6 +38,7 @@ __all__ = [
     "loguniform",
     "lr_find",
     "nn",
+    "report",
     "search",
     "uniform",
     "watch",

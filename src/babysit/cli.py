@@ -1,5 +1,5 @@
-"""The ``babysit`` command line (typer): demo, initlab, diagnose, train, search; more arrive with
-their issues.
+"""The ``babysit`` command line (typer): demo, initlab, diagnose, train, search, explain; more
+arrive with their issues.
 
 Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage.
 """
@@ -332,16 +332,78 @@ def search(
 
 
 @app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory written by fit, diagnose, search, ...")
+    ],
+    title: Annotated[str | None, typer.Option(help="The page's title.")] = None,
+) -> None:
+    """Write RUN_DIR/report.html: findings, the lecture's plots for your run, one HTML file."""
+    from .reporting import report as write_report
+
+    try:
+        path = write_report(run_dir, title=title)
+    except (FileNotFoundError, ValueError) as err:
+        _usage_error(str(err))
+    size = path.stat().st_size / 1024
+    typer.echo(f"wrote {path} ({size:.0f} KiB, self-contained: open it in any browser)")
+
+
+@app.command()
 def demo(
     out: Annotated[
         Path, typer.Option(help="Run directory (an existing one is kept, renamed).")
     ] = Path("runs/demo"),
-    quick: Annotated[bool, typer.Option(help="A smaller, faster demo.")] = False,
+    quick: Annotated[bool, typer.Option(help="A smaller, faster demo (about a minute).")] = False,
+    data: Annotated[
+        str,
+        typer.Option(
+            help="mnist1d, digits, or cifar10:PATH (the lecture's own set-up: a 2-layer net "
+            "of 50 hidden units on CIFAR-10 from the binary files in PATH)."
+        ),
+    ] = "mnist1d",
 ) -> None:
-    """Walk through the lecture on bundled data (grows with each feature)."""
-    from .demo import run_demo
+    """Walk through the lecture on bundled data and write RUN_DIR/report.html."""
+    from .demo import DemoDataError, run_demo
 
-    run_demo(out, quick=quick)
+    try:
+        run_demo(out, quick=quick, data=data)
+    except DemoDataError as err:
+        _usage_error(str(err))
+
+
+@app.command()
+def explain(
+    code: Annotated[
+        str | None,
+        typer.Argument(help="A finding code, e.g. DEAD_RELU (any case); none lists them all."),
+    ] = None,
+) -> None:
+    """What a finding code means, how babysit measures it, and what to do about it."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .explain import page
+    from .findings import CODES
+
+    console = Console()
+    if code is None:
+        table = Table(title="babysit finding codes")
+        table.add_column("code", no_wrap=True)
+        table.add_column("severity")
+        table.add_column("meaning")
+        for name, (severity, meaning) in CODES.items():
+            table.add_row(name, severity, escape(meaning))
+        console.print(table)
+        console.print("`babysit explain CODE` shows one code's page.")
+        return
+    try:
+        text = page(code)
+    except ValueError as err:
+        _usage_error(str(err))
+    console.print(Markdown(text))
 
 
 def _usage_error(message: str) -> None:

@@ -1,7 +1,10 @@
-"""``babysit demo``: the lecture, step by step, on bundled data.
+"""``babysit demo``: the lecture, step by step, on bundled data, ending in ``report.html``.
 
-Today: data and preprocessing, architecture, initialization, diagnose, the LR range test, the
-coarse -> fine search and training with monitors; the HTML report joins when it is built.
+1) look at the data and fit the preprocessing, 2) choose an architecture, 3) the init lab,
+4) ``diagnose`` (a broken set-up and a healthy one), 5) the LR range test, 6) a coarse -> fine
+random search, 7) training with monitors, 8) the HTML report of all of it. MNIST-1D by default,
+``digits`` too; ``cifar10:PATH`` runs the lecture's own set-up (a 2-layer net of 50 hidden units
+on CIFAR-10, mean image subtracted) on the binary files in PATH.
 """
 
 from __future__ import annotations
@@ -15,25 +18,55 @@ from rich.table import Table
 
 from . import runs
 
+LECTURE_HIDDEN = [50]  # CS231n's CIFAR-10 example: a 2-layer net with 50 hidden units
+DEMO_HIDDEN = [100, 100]
+
+
+class DemoDataError(ValueError):
+    """The ``--data`` argument names no data set the demo can load."""
+
 
 def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
-    """Run the demo into the run directory ``out`` (an existing one is renamed, never lost)."""
+    """Run the demo into the run directory ``out`` (an existing one is renamed, never lost) and
+    return it; ``out/report.html`` is the report. Raises :class:`DemoDataError` for a ``data``
+    that cannot be loaded, before anything is written."""
     from . import initlab
-    from .data import Standardize, load
+    from .data import Standardize, ZeroCenter, load
     from .nn import mlp
 
     console = Console()
     start = time.perf_counter()
+    try:
+        splits = load(data, seed=0)
+    except (ValueError, FileNotFoundError) as err:
+        raise DemoDataError(str(err)) from err
     torch.manual_seed(0)  # the demo's models are the same at every run
     run_dir = runs.fresh_run_dir(out)
+    lecture = data.startswith("cifar10")
+    runs.write_json(
+        run_dir, runs.CONFIG, {"kind": "demo", "name": f"babysit demo: {data}", "quick": quick}
+    )
     console.rule("[bold]babysit demo: CS231n Lecture 6 on your screen")
 
     console.print("[bold]1. Look at the data[/] (raw scale; preprocessing is fitted next)")
-    splits = load(data, seed=0)
-    x, _ = splits.train.tensors
+    x = splits.train.tensors[0].flatten(1)  # images become vectors for the MLP
     console.print(f"   {splits}")
-    scaler = Standardize().fit(x)
-    z = scaler.transform(x)
+    if lecture:  # images: subtract the mean image (AlexNet), one global scale for the init
+        centre = ZeroCenter().fit(x)
+        scale = float(centre.transform(x).std())
+
+        def prepare(t: torch.Tensor) -> torch.Tensor:
+            return centre.transform(t.flatten(1)) / scale
+
+        console.print("   images: subtract the mean image, divide by one global std")
+    else:  # features on their own scales: standardize each
+        scaler = Standardize().fit(x)
+
+        def prepare(t: torch.Tensor) -> torch.Tensor:
+            return scaler.transform(t)
+
+        console.print("   features: standardize each (zero mean, unit std), fitted on train")
+    z = prepare(x)
     _print_data_table(console, x, z)
     runs.write_json(
         run_dir,
@@ -46,8 +79,9 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     )
 
     console.print("\n[bold]2. Choose an architecture[/]")
-    in_features, classes = splits.example_shape[0], splits.num_classes
-    model = mlp(in_features, [100, 100], classes)
+    in_features, classes = x.shape[1], splits.num_classes
+    hidden = LECTURE_HIDDEN if lecture else DEMO_HIDDEN
+    model = mlp(in_features, hidden, classes)
     console.print(f"   {model}")
 
     console.print("\n[bold]3. Initialization: activation statistics per layer (init lab)[/]")
@@ -62,7 +96,7 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     from .findings import Diagnosis
     from .nn import init_model
 
-    broken = init_model(mlp(in_features, [100, 100], classes, activation="tanh"), "normal", std=1.0)
+    broken = init_model(mlp(in_features, hidden, classes, activation="tanh"), "normal", std=1.0)
     console.print("   a tanh net with N(0, 1) weights (the lecture's 'too big' init), SGD lr=1e-6:")
     print_diagnosis(diagnose(broken, data_z, optimizer="sgd", lr=1e-6), console=console)
     console.print("   the He-initialized ReLU net, Adam lr=1e-3:")
@@ -85,7 +119,7 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     from .tuning import search as run_search
 
     val = splits.val.tensors
-    data_val = (scaler.transform(val[0]), val[1])
+    data_val = (prepare(val[0]), val[1])
     low = found.suggestion / 30 if found.suggestion else 1e-4
     space = {"lr": loguniform(low, low * 1000), "weight_decay": loguniform(1e-6, 1e-1)}
     result = run_search(
@@ -132,7 +166,16 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
         "found:"
     )
     print_diagnosis(history.diagnosis, console=console)
-    console.print("\n[yellow]Step 8 (report.html) is not built yet.[/]")
+
+    console.print("\n[bold]8. The report: babysit.report[/]")
+    from .reporting import report
+
+    path = report(run_dir)
+    console.print(
+        f"   every step's figures and findings in one file ({path.stat().st_size / 1024:.0f} "
+        "KiB, no network needed):"
+    )
+    console.print(f"   [bold]{path}[/]")
     console.print(f"wrote {run_dir}/ in {time.perf_counter() - start:.1f} s")
     return run_dir
 

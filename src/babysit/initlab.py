@@ -194,7 +194,8 @@ def run(
 
 def _measure(net: nn.Module, inputs: torch.Tensor, generator: torch.Generator) -> list[LayerRow]:
     with torch.no_grad():
-        upstream = torch.randn(net(inputs).shape, generator=generator)
+        out = net(inputs)
+    upstream = torch.randn(out.shape, generator=generator).to(out.device)
     # One histogram range for every layer of a setting, as in the lecture's figure: a collapse
     # then shows as a spike narrowing on 0, not as the same bell curve on ever smaller axes.
     first = Probe(net, layers="activations", max_examples=None, max_units=1 << 20)

@@ -44,6 +44,10 @@ METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tb"
 METRIC_COLUMNS = ("step", "epoch", "split", "name", "value")
+# The process's umask, read once at import (os.umask can only be read by setting it, which is
+# not thread-safe): files written atomically get the permissions open() would have given.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def fresh_run_dir(path: str | os.PathLike) -> Path:
@@ -70,6 +74,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 -> what open() would have given
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

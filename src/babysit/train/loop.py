@@ -28,6 +28,7 @@ from .. import runs
 from ..findings import Finding
 from ..optim import make_optimizer, optimizer_name
 from .batches import Batches, TensorBatches, UserLoader, make_batches, to_device
+from .activation_snapshots import ActivationSnapshots
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_checkpoint
 from .checkpoint import save_checkpoint as _save
@@ -181,6 +182,7 @@ class Trainer(Session):
 
             if TensorBoard.available():
                 extra.append(TensorBoard(run_dir / runs.TENSORBOARD))
+            extra.append(ActivationSnapshots())
             if not checkpoints:
                 checkpoints = [Checkpoint()]
         others = [c for c in user if not isinstance(c, Checkpoint)]

@@ -64,6 +64,7 @@ class SearchResult:
     run_dir: Path | None = None
 
     metric: str = "metric"  # the name of what ``value`` measures (e.g. "val_acc")
+    direction: str = "maximize"  # whether a larger ``value`` is better ("maximize") or not
     _builtin: Any = field(default=None, repr=False)
     _study: str = field(default="", repr=False)
 
@@ -260,7 +261,13 @@ def search(
             previous = None  # the extra stage searches the extended ranges, not narrowed ones
     best = _best(all_trials, direction)
     result = SearchResult(
-        all_trials, best, findings, stage_info, run_path, metric if objective is None else "value"
+        all_trials,
+        best,
+        findings,
+        stage_info,
+        run_path,
+        metric if objective is None else "value",
+        direction,
     )
     result._builtin, result._study = builtin, name  # for ensemble()
     if run_path is not None:
@@ -810,7 +817,14 @@ def _write(run_dir: Path, result: SearchResult, storage: str | None) -> None:
     runs.write_json(
         run_dir,
         "search.json",
-        {"stages": result.stages, "best": result.best, "storage": storage},
+        {
+            "metric": result.metric,
+            "direction": result.direction,
+            "stages": result.stages,
+            "best": result.best,
+            "storage": storage,
+            "trials": result.trials,  # typed parameters, for the report
+        },
     )
 
 

@@ -1,0 +1,115 @@
+"""Read what a run directory holds, through :mod:`babysit.runs`, into plain data for the report.
+
+A run directory may hold the files of one run (``fit``: ``config.json``, ``metrics.csv``,
+``findings.json``, ``activations.json``; ``search``: ``search.json``; ``lr_find``: ``lr_find.json``;
+``diagnose``: ``findings.json``; ``initlab``: ``activations.json``; the demo: ``data_stats.json``)
+and runs of its own one level down (the demo writes ``search/`` and ``train/`` beside its own
+files). Each becomes a :class:`Run`; a file that cannot be read is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from ..findings import Finding
+
+__all__ = ["RUN_FILES", "Run", "collect"]
+
+SEARCH = "search.json"
+LR_FIND = "lr_find.json"
+DATA_STATS = "data_stats.json"
+RUN_FILES = (
+    runs.CONFIG,
+    runs.METRICS,
+    runs.FINDINGS,
+    runs.ACTIVATIONS,
+    SEARCH,
+    LR_FIND,
+    DATA_STATS,
+)
+
+
+@dataclass
+class Run:
+    """What one run directory holds; ``None`` for a file it does not have."""
+
+    path: Path
+    label: str  # "" for the top directory, else the sub-directory's name
+    config: dict[str, Any] | None = None
+    metrics: list[dict[str, Any]] | None = None
+    findings: list[Finding] = field(default_factory=list)
+    stop_reason: str | None = None
+    activations: dict[str, Any] | None = None
+    search: dict[str, Any] | None = None
+    lr_find: dict[str, Any] | None = None
+    data_stats: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)  # files that could not be read, and why
+
+    @property
+    def kind(self) -> str:
+        """``fit``, ``search``, ``lr_find``, ``initlab``, ``diagnose`` or ``run``."""
+        if self.config and self.config.get("kind"):
+            return str(self.config["kind"])
+        if self.search is not None:
+            return "search"
+        if self.metrics is not None:
+            return "fit"
+        if self.activations is not None and self.activations.get("experiment") == "initlab":
+            return "initlab"
+        if self.lr_find is not None:
+            return "lr_find"
+        return "diagnose" if self.findings else "run"
+
+
+def collect(run_dir: str | os.PathLike) -> list[Run]:
+    """The run in ``run_dir`` and those in its sub-directories (sorted by name), in that order.
+
+    Raises ``FileNotFoundError`` when ``run_dir`` is not a directory, ``ValueError`` when
+    neither it nor a sub-directory holds any file a run writes.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory: pass the run directory to report on")
+    found = [_read(root, "")] if _is_run(root) else []
+    found += [_read(sub, sub.name) for sub in sorted(root.iterdir()) if _is_run(sub)]
+    if not found:
+        raise ValueError(
+            f"{root} holds no run: expected files written by fit, diagnose, lr_find, search or "
+            f"initlab ({', '.join(RUN_FILES)}) in it or one level down"
+        )
+    return found
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def _read(path: Path, label: str) -> Run:
+    run = Run(path=path, label=label)
+    run.config = _safely(run, runs.CONFIG, lambda: runs.read_json(path, runs.CONFIG))
+    run.metrics = _safely(run, runs.METRICS, lambda: runs.read_metrics(path))
+    findings = _safely(run, runs.FINDINGS, lambda: runs.read_json(path, runs.FINDINGS)) or {}
+    for raw in findings.get("findings", []):
+        try:
+            run.findings.append(Finding.from_dict(raw))
+        except (TypeError, ValueError) as err:
+            run.problems.append(f"{runs.FINDINGS}: a finding could not be read ({err})")
+    run.stop_reason = findings.get("stop_reason")
+    run.activations = _safely(run, runs.ACTIVATIONS, lambda: runs.read_json(path, runs.ACTIVATIONS))
+    run.search = _safely(run, SEARCH, lambda: runs.read_json(path, SEARCH))
+    run.lr_find = _safely(run, LR_FIND, lambda: runs.read_json(path, LR_FIND))
+    run.data_stats = _safely(run, DATA_STATS, lambda: runs.read_json(path, DATA_STATS))
+    return run
+
+
+def _safely(run: Run, name: str, read: Any) -> Any:
+    try:
+        return read()
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        run.problems.append(f"{name}: {err}")
+        return None

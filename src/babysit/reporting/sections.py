@@ -1,0 +1,353 @@
+"""The report's sections, built from the collected runs: what to show, never how.
+
+Each :class:`Section` carries its figures, tables and findings; the template lays them out. A
+section exists only when its data does: a run directory with only ``lr_find.json`` gets a
+summary and the LR range test, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..findings import SEVERITIES, Finding
+from .collect import Run
+from .figures import Plot
+
+__all__ = ["Section", "Table", "build_sections"]
+
+BEST_TRIALS = 10  # rows of the search's best-trials table
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    plots: list[Plot] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    findings: list[tuple[str, Finding]] = field(default_factory=list)  # (run label, finding)
+    notes: list[str] = field(default_factory=list)
+    preformatted: list[tuple[str, str]] = field(default_factory=list)  # (caption, text)
+
+
+def build_sections(found: list[Run]) -> list[Section]:
+    """Summary first, then the lecture's order: data, activations, LR range test, search,
+    training."""
+    sections = [_summary(found)]
+    for run in found:
+        if run.data_stats:
+            sections.append(_data(run))
+    for run in found:
+        if run.activations:
+            section = _activations(run)
+            if section is not None:
+                sections.append(section)
+    for run in found:
+        if run.lr_find:
+            sections.append(_lr_find(run))
+    for run in found:
+        if run.search:
+            sections.append(_search(run))
+    for run in found:
+        if run.metrics:
+            sections.append(_training(run))
+    seen: dict[str, int] = {}
+    for section in sections:  # unique ids: a second training section is "training-2"
+        seen[section.id] = seen.get(section.id, 0) + 1
+        if seen[section.id] > 1:
+            section.id = f"{section.id}-{seen[section.id]}"
+    return sections
+
+
+def _where(run: Run) -> str:
+    return f" ({run.label}/)" if run.label else ""
+
+
+def _summary(found: list[Run]) -> Section:
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    findings = sorted(
+        ((run.label or run.kind, f) for run in found for f in run.findings),
+        key=lambda pair: order[pair[1].severity],
+    )
+    section = Section("summary", "Summary", findings=findings)
+    counts = {s: sum(f.severity == s for _, f in findings) for s in SEVERITIES}
+    if findings:
+        section.intro = ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (
+            ": most severe first. Each finding names what was measured and what to do; "
+            'open "What does this mean?" for the reasoning.'
+        )
+    else:
+        section.intro = "No findings: every check and monitor that ran stayed silent."
+    for run in found:
+        final = _final_metrics(run)
+        if final:
+            section.tables.append(
+                Table(
+                    f"Final metrics{_where(run)}",
+                    ["metric", "value"],
+                    [[k, v] for k, v in final.items()],
+                )
+            )
+        if run.stop_reason:
+            section.notes.append(f"Training{_where(run)} stopped early: {run.stop_reason}")
+        if run.config:
+            config = {k: v for k, v in run.config.items() if k not in ("schema", "model_repr")}
+            section.tables.append(
+                Table(
+                    f"Configuration of the {run.kind} run{_where(run)}",
+                    ["setting", "value"],
+                    [[k, v] for k, v in config.items()],
+                )
+            )
+            if run.config.get("model_repr"):
+                section.preformatted.append((f"Model{_where(run)}", str(run.config["model_repr"])))
+        section.notes += [f"Could not read {problem}{_where(run)}" for problem in run.problems]
+    return section
+
+
+def _final_metrics(run: Run) -> dict[str, float]:
+    if not run.metrics:
+        return {}
+    last_epoch = max(row["epoch"] for row in run.metrics)
+    names = {
+        ("train", "epoch_loss"): "train loss",
+        ("train", "acc"): "train accuracy",
+        ("train", "eval_acc"): "train accuracy (eval mode)",
+        ("val", "loss"): "validation loss",
+        ("val", "acc"): "validation accuracy",
+        ("train", "lr"): "learning rate",
+    }
+    final = {}
+    for row in run.metrics:
+        key = (row["split"], row["name"])
+        if row["epoch"] == last_epoch and key in names:
+            final[names[key]] = row["value"]
+    if final:
+        final = {"epochs": last_epoch + 1, **final}
+    return final
+
+
+def _data(run: Run) -> Section:
+    from .data_plots import data_plot, data_summary
+
+    stats = run.data_stats or {}
+    section = Section(
+        "data",
+        "Data and preprocessing",
+        "The lecture: zero-centre the data (and, for non-image data, normalize each feature), "
+        "with statistics fitted on the training set only.",
+    )
+    plot = data_plot(stats)
+    if plot:
+        section.plots.append(plot)
+    rows = data_summary(stats)
+    if rows:
+        columns = list(rows[0])
+        section.tables.append(
+            Table(
+                f"Per-feature statistics of {stats.get('dataset', 'the data')}",
+                columns,
+                [[r[c] for c in columns] for r in rows],
+            )
+        )
+    return section
+
+
+def _activations(run: Run) -> Section | None:
+    from .activation_plots import activation_plot
+
+    document = run.activations or {}
+    plot = activation_plot(document)
+    if plot is None:
+        return None
+    if document.get("experiment") == "initlab":
+        title = "Initialization: the lecture's activation experiment"
+        intro = (
+            f"A {document.get('depth')}-layer net of {document.get('width')} units fed "
+            f"{document.get('n_inputs')} unit-Gaussian inputs, once per (activation, init): "
+            "small weights make activations vanish, large ones saturate tanh, Xavier suits "
+            "tanh, He suits ReLU."
+        )
+    else:
+        title = f"Activations of your model{_where(run)}"
+        intro = "Every hidden nonlinearity's output on a fixed training sample, at init and "
+        intro += "after training."
+    section = Section("activations", title, intro, plots=[plot])
+    rows = []
+    for setting in document.get("settings", []):
+        for layer in setting.get("layers", []):
+            rows.append(
+                [
+                    setting.get("label"),
+                    layer.get("layer"),
+                    layer.get("name"),
+                    layer.get("mean"),
+                    layer.get("std"),
+                    layer.get("dead_fraction"),
+                    layer.get("saturated_fraction"),
+                ]
+            )
+    section.tables.append(
+        Table(
+            "Per-layer statistics",
+            ["setting", "layer", "module", "mean", "std", "dead", "saturated"],
+            rows,
+        )
+    )
+    return section
+
+
+def _lr_find(run: Run) -> Section:
+    from ..tuning.lr_find import LRFinderResult
+
+    doc = {k: v for k, v in (run.lr_find or {}).items() if k != "schema"}
+    result = LRFinderResult(**{k: v for k, v in doc.items() if k in _LR_FIELDS})
+    with _report_style():
+        fig = result.plot()
+    from .figures import render
+
+    section = Section(
+        "lr-find",
+        f"Learning-rate range test{_where(run)}",
+        "Smith (2017): train a few steps while the learning rate grows exponentially; the loss "
+        "falls fastest a little below where it turns up. The suggestion is marked.",
+        plots=[render(fig, "loss against learning rate in the range test, log x axis")],
+    )
+    confident = "confident" if result.confident else "not confident: " + "; ".join(result.reasons)
+    suggestion = "none" if result.suggestion is None else f"{result.suggestion:.3g}"
+    section.notes.append(f"Suggested learning rate {suggestion} ({result.rule} rule), {confident}.")
+    section.tables.append(
+        Table(
+            "Every rule's learning rate",
+            ["rule", "learning rate", "used"],
+            [[rule, lr, rule == result.rule] for rule, lr in result.suggestions.items()],
+        )
+    )
+    return section
+
+
+_LR_FIELDS = (
+    "suggestion",
+    "suggestions",
+    "confident",
+    "lrs",
+    "losses",
+    "raw_losses",
+    "rule",
+    "reasons",
+    "stopped",
+    "optimizer",
+    "start_lr",
+    "end_lr",
+    "steps",
+    "batch_size",
+)
+
+
+def _search(run: Run) -> Section:
+    from .figures import render
+
+    doc = run.search or {}
+    stages, trials = doc.get("stages") or [], doc.get("trials") or []
+    metric = doc.get("metric", "metric")
+    section = Section(
+        "search",
+        f"Hyperparameter search{_where(run)}",
+        "Bergstra & Bengio (2012): random search in log space; the lecture: coarse first (few "
+        "epochs, wide ranges), then fine (more epochs, narrowed ranges). Each stage's range is "
+        "shaded; the best trial is circled.",
+    )
+    if stages and trials:
+        from ..tuning.staged_search import SearchResult
+
+        result = SearchResult(trials=trials, best=doc.get("best"), stages=stages, metric=metric)
+        with _report_style():
+            fig = result.plot()
+        section.plots.append(render(fig, f"{metric} against each searched hyperparameter"))
+    section.findings = [
+        (run.label or "search", f) for f in run.findings if f.code == "BEST_AT_EDGE"
+    ]
+    names = sorted({n for s in stages for n in s.get("ranges", {})})
+    if stages:
+        section.tables.append(
+            Table(
+                "Stages and their ranges",
+                ["stage", "trials", "epochs", *names],
+                [
+                    [s.get("stage"), s.get("trials"), s.get("epochs")]
+                    + [_range_text(s.get("ranges", {}).get(n)) for n in names]
+                    for s in stages
+                ],
+            )
+        )
+    done = [t for t in trials if t.get("state") == "COMPLETE" and _finite(t.get("value"))]
+    if done:
+        last = max(t["stage"] for t in done)
+        pool = sorted(
+            (t for t in done if t["stage"] == last),
+            key=lambda t: t["value"],
+            reverse=doc.get("direction", "maximize") == "maximize",
+        )[:BEST_TRIALS]
+        params = sorted({n for t in pool for n in t.get("params", {})})
+        section.tables.append(
+            Table(
+                f"Best trials of the last stage (stage {last}), by {metric}",
+                ["trial", metric, "epochs", *params],
+                [
+                    [t["number"], t["value"], t.get("epochs_run")]
+                    + [t["params"].get(n) for n in params]
+                    for t in pool
+                ],
+            )
+        )
+    pruned = sum(t.get("state") == "PRUNED" for t in trials)
+    if trials:
+        section.notes.append(
+            f"{len(trials)} trials: {len(done)} completed, {pruned} pruned (broke out at 3× "
+            "their first loss, or NaN)."
+        )
+    return section
+
+
+def _range_text(spec: dict[str, Any] | None) -> str:
+    if not spec:
+        return ""
+    if "low" in spec:
+        scale = " (log)" if spec.get("kind") == "loguniform" else ""
+        return f"{spec['low']:.3g} … {spec['high']:.3g}{scale}"
+    return ", ".join(str(v) for v in spec.get("values", []))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _training(run: Run) -> Section:
+    from .training_plots import training_plots
+
+    section = Section(
+        "training",
+        f"Training{_where(run)}",
+        "The lecture's babysitting plots, from this run's metrics.csv: loss, accuracy, "
+        "update/weight ratio, dead and saturated units, gradient flow.",
+    )
+    with _report_style():
+        section.plots = training_plots(run.metrics or [], run.findings)
+    return section
+
+
+def _report_style():
+    import matplotlib as mpl
+
+    from .figures import STYLE
+
+    return mpl.rc_context(STYLE)

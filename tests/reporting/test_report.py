@@ -1,0 +1,209 @@
+"""babysit.report: one self-contained, escaped HTML page whose sections follow the data."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import babysit as bs
+from babysit import runs
+from babysit.cli import app
+from babysit.reporting.page import format_value
+
+from .conftest import XSS, digits_data
+
+pytestmark = pytest.mark.xdist_group("report")  # one process builds the shared run
+
+SECTIONS = {"summary", "data", "activations", "activations-2", "lr-find", "search", "training"}
+
+
+class Page(HTMLParser):
+    """The tags, attributes and text of a page, for structural assertions."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.section: str | None = None
+        self.images: dict[str, list[str]] = {}
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag == "section":
+            self.section = attrs.get("id")
+        if tag == "img":
+            self.images.setdefault(self.section or "", []).append(attrs.get("src") or "")
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_full_report_has_every_section_with_real_images(full_report):
+    page = Page(full_report.read_text())
+    ids = [a["id"] for t, a in page.tags if t == "section"]
+    assert set(ids) == SECTIONS and ids[0] == "summary"
+    for section in SECTIONS - {"summary"}:
+        assert page.images.get(section), f"section {section} has no figure"
+        for src in page.images[section]:
+            assert src.startswith("data:image/png;base64,")
+            png = base64.b64decode(src.split(",", 1)[1], validate=True)
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    alts = [a.get("alt") for t, a in page.tags if t == "img"]
+    assert all(alts), "every figure has an alt text"
+
+
+def test_report_is_self_contained(full_report):
+    html = full_report.read_text()
+    page = Page(html)
+    assert not [t for t, _ in page.tags if t in ("script", "link", "iframe", "object")]
+    for tag, attrs in page.tags:
+        if tag == "a":  # links are followed only on a click: in-page, or to the web
+            assert (attrs.get("href") or "#").startswith(("#", "https://")), attrs
+            continue
+        for name in ("src", "href", "srcset", "poster"):  # what a browser would load
+            value = attrs.get(name)
+            assert value is None or value.startswith("data:"), (tag, name, value[:60])
+    assert "url(" not in html  # no CSS resource either
+
+
+def test_user_strings_are_escaped(full_report):
+    html = full_report.read_text()
+    assert XSS not in html
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    title = re.search(r'<h1 id="title">(.*?)</h1>', html).group(1)
+    assert escaped in title  # the run's name
+    assert f"a message with {escaped}" in html  # a finding's message
+    assert html.count(escaped) >= 5  # advice, evidence, layer, search parameter, ...
+    assert XSS in "".join(Page(html).text)  # shown to the reader as text
+
+
+def test_summary_shows_findings_with_evidence_advice_and_their_page(full_report):
+    html = full_report.read_text()
+    summary = html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert summary.count('class="finding ') >= 3
+    assert "DEAD_RELU" in summary and "fraction = 0.9" in summary
+    assert "BEST_AT_EDGE" in summary
+    assert "Final metrics" in summary and "validation accuracy" in summary
+    search = html.split('id="search"', 1)[1].split("</section>", 1)[0]
+    assert "BEST_AT_EDGE" in search  # the callout sits with the search plot
+    from babysit.explain import page
+
+    page("DEAD_RELU")  # babysit has the page, so the report carries it
+    assert '<details class="explain">' in summary and "How babysit measures it" in summary
+
+
+def test_sections_appear_only_with_their_data(tmp_path):
+    x, y = digits_data(300)
+    bs.lr_find(bs.nn.mlp(64, [16], 10), (x, y), steps=30, run_dir=tmp_path)
+    page = Page(bs.report(tmp_path).read_text())
+    assert [a["id"] for t, a in page.tags if t == "section"] == ["summary", "lr-find"]
+
+
+def test_fit_run_dir_alone_reports_training_and_activations(tmp_path):
+    x, y = digits_data(300)
+    bs.fit(bs.nn.mlp(64, [16], 10), (x, y), epochs=2, run_dir=tmp_path / "r", progress=False)
+    page = Page(bs.report(tmp_path / "r", title="my run").read_text())
+    ids = [a["id"] for t, a in page.tags if t == "section"]
+    assert ids == ["summary", "activations", "training"]
+    assert "my run" in "".join(page.text)
+
+
+def test_fit_writes_activations_at_init_and_after_without_changing_the_run(tmp_path):
+    x, y = digits_data(300)
+    weights = []
+    for run_dir in (None, tmp_path / "r"):
+        torch.manual_seed(0)
+        model = bs.nn.mlp(64, [16, 16], 10, dropout=0.2)
+        bs.fit(model, (x, y), epochs=2, run_dir=run_dir, progress=False, seed=1)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*weights, strict=True):
+        assert torch.equal(a, b)  # measuring (eval mode, forked RNG, grads restored) is invisible
+    document = runs.read_json(tmp_path / "r", runs.ACTIVATIONS)
+    labels = [s["label"] for s in document["settings"]]
+    assert document["experiment"] == "fit" and labels[0] == "at init"
+    assert labels[1].startswith("after training")
+    assert [len(s["layers"]) for s in document["settings"]] == [2, 2]
+    assert all(row["std"] > 0 for s in document["settings"] for row in s["layers"])
+
+
+def test_a_broken_file_is_reported_not_fatal(tmp_path):
+    x, y = digits_data(300)
+    bs.fit(bs.nn.mlp(64, [16], 10), (x, y), epochs=1, run_dir=tmp_path, progress=False)
+    (tmp_path / runs.FINDINGS).write_text("{not json")
+    html = bs.report(tmp_path).read_text()
+    assert "Could not read findings.json" in html and 'id="training"' in html
+
+
+def test_a_newer_schema_is_named(tmp_path):
+    runs.write_json(tmp_path, "lr_find.json", {"schema": 99})
+    html = bs.report(tmp_path).read_text()
+    assert "schema 99" in html and "upgrade babysit" in html
+
+
+def test_bad_run_dirs_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        bs.report(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("not a run")
+    with pytest.raises(ValueError, match="holds no run: expected files written by fit"):
+        bs.report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_cli_report(tmp_path, full_run):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["report", str(tmp_path)])
+    assert bad.exit_code == 2 and "holds no run" in bad.output and "Traceback" not in bad.output
+    target = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(full_run / "train", target)
+    good = runner.invoke(app, ["report", str(target)])
+    assert good.exit_code == 0, good.output
+    assert "report.html" in good.output and (target / "report.html").stat().st_size > 10_000
+
+
+def test_report_overwrites_only_report_html(tmp_path):
+    x, y = digits_data(300)
+    bs.lr_find(bs.nn.mlp(64, [16], 10), (x, y), steps=30, run_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    bs.report(tmp_path)
+    bs.report(tmp_path)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "report.html"}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (float("nan"), "NaN"),
+        (float("inf"), "inf"),
+        (0.000123456, "0.0001235"),
+        (True, "yes"),
+        (None, ""),
+        (list(range(10)), "[0, 1, 2, 3, 4, 5, 6, 7, …]"),
+        ("<b>", "<b>"),
+    ],
+)
+def test_format_value(value, text):
+    assert format_value(value) == text  # escaping is the template's job, tested above
+
+
+def test_search_json_keeps_typed_trials(full_run):
+    document = json.loads((full_run / "search" / "search.json").read_text())
+    assert document["direction"] == "maximize" and document["trials"]
+    assert isinstance(document["trials"][0]["params"]["lr"], float)
+
+
+def test_report_path_is_returned_and_readable(full_report):
+    assert isinstance(full_report, Path) and full_report.name == "report.html"
+    assert full_report.stat().st_mode & 0o044  # group/others can read it like any file
