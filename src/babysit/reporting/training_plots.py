@@ -190,7 +190,9 @@ def _grad_norms(grads: dict[str, tuple[list[int], list[float]]]) -> Plot:
     with figure(6.4, 3.4) as fig:
         ax = fig.subplots()
         for name, (steps, values) in grads.items():
-            ax.plot(steps, [max(v, 1e-30) for v in values], "o-", ms=2, lw=1, label=f"module {name}")
+            ax.plot(
+                steps, [max(v, 1e-30) for v in values], "o-", ms=2, lw=1, label=f"module {name}"
+            )
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_ylabel("‖∂L/∂W‖")

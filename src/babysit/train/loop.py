@@ -27,8 +27,8 @@ from torch import nn
 from .. import runs
 from ..findings import Finding
 from ..optim import make_optimizer, optimizer_name
-from .batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from .activation_snapshots import ActivationSnapshots
+from .batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_checkpoint
 from .checkpoint import save_checkpoint as _save
