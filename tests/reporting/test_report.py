@@ -207,3 +207,22 @@ def test_search_json_keeps_typed_trials(full_run):
 def test_report_path_is_returned_and_readable(full_report):
     assert isinstance(full_report, Path) and full_report.name == "report.html"
     assert full_report.stat().st_mode & 0o044  # group/others can read it like any file
+
+
+def test_notebook_reprs_are_compact_and_escaped(tmp_path):
+    x, y = digits_data(300)
+    history = bs.fit(bs.nn.mlp(64, [16], 10), (x, y), val=(x, y), epochs=12, progress=False)
+    html = history._repr_html_()
+    assert html.startswith('<img src="data:image/png;base64,')
+    epochs_table = html.split("</table>", 1)[0]
+    assert "last 10 of 12 epochs" in epochs_table and epochs_table.count("<tr>") == 11
+
+    space = {XSS: bs.uniform(0.0, 1.0)}
+    result = bs.search(space, lambda p, t: -p[XSS], n_trials=12, stages=2, seed=0)
+    html = result._repr_html_()
+    assert XSS not in html and "&lt;script&gt;" in html
+    assert "best value" in html and "BEST_AT_EDGE" in html and "data:image/png" in html
+
+    found = bs.lr_find(bs.nn.mlp(64, [16], 10), (x, y), steps=30)
+    html = found._repr_html_()
+    assert "data:image/png" in html and "suggested lr" in html

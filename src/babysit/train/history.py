@@ -75,16 +75,49 @@ class History:
         return f"History({len(self)} epochs; {last}; {len(self.findings)} findings)"
 
     def _repr_html_(self) -> str:
+        """Jupyter: loss and accuracy per epoch (a small figure), the last epochs' metrics and
+        the findings; ``babysit.report(run_dir)`` has the full page."""
         names = [k for k in self.final if k != "epoch"]
         head = "".join(f"<th>{escape(n)}</th>" for n in ["epoch", *names])
+        shown = self.epochs[-HTML_EPOCHS:]
         rows = "".join(
             "<tr>"
             + "".join(f"<td>{escape(_fmt(row.get(n)))}</td>" for n in ["epoch", *names])
             + "</tr>"
-            for row in self.epochs
+            for row in shown
         )
-        table = f"<table><tr>{head}</tr>{rows}</table>"
-        return table + self.diagnosis._repr_html_()
+        more = len(self.epochs) - len(shown)
+        caption = f"<caption>last {len(shown)} of {len(self)} epochs</caption>" if more else ""
+        table = f"<table>{caption}<tr>{head}</tr>{rows}</table>"
+        return self._figure_html() + table + self.diagnosis._repr_html_()
+
+    def _figure_html(self) -> str:
+        curves = {
+            panel: {k: self[k] for k in keys if any(k in row for row in self.epochs)}
+            for panel, keys in (
+                ("loss", ("train_loss", "val_loss")),
+                ("accuracy", ("train_acc", "val_acc")),
+            )
+        }
+        curves = {panel: c for panel, c in curves.items() if c}
+        if len(self) < 2 or not curves:
+            return ""
+        from ..reporting.figures import data_uri, figure
+
+        with figure(3.2 * len(curves), 2.4) as fig:
+            axes = fig.subplots(1, len(curves), squeeze=False)[0]
+            for ax, (panel, series) in zip(axes, curves.items(), strict=True):
+                for name, values in series.items():
+                    points = [(i + 1, v) for i, v in enumerate(values) if v is not None]
+                    ax.plot(*zip(*points, strict=True), "o-", ms=2, label=name)
+                ax.set_xlabel("epoch")
+                ax.set_ylabel(panel)
+                ax.legend()
+            uri = data_uri(fig, dpi=80)
+        return f'<img src="{uri}" alt="loss and accuracy per epoch">'
+
+
+HTML_EPOCHS = 10  # epochs shown in the notebook table
 
 
 def _fmt(value: Any) -> str:

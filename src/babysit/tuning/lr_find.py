@@ -100,6 +100,17 @@ class LRFinderResult:
             f"{rules}, {len(self.lrs)} steps, stopped={self.stopped!r})"
         )
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the range-test plot and the suggestion."""
+        from html import escape
+
+        from ..reporting.figures import data_uri
+
+        confident = "confident" if self.confident else "not confident: " + "; ".join(self.reasons)
+        sugg = "none" if self.suggestion is None else f"{self.suggestion:.3g}"
+        img = f'<img src="{data_uri(self.plot(), dpi=80)}" alt="LR range test">' if self.lrs else ""
+        return img + escape(f"suggested lr {sugg} ({self.rule} rule), {confident}")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain types for ``lr_find.json`` (:func:`babysit.runs.write_json` adds the schema)."""
         return {

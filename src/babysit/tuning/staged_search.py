@@ -129,6 +129,34 @@ class SearchResult:
             fig.savefig(path, dpi=100)
         return fig
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the search scatter, the best trial, each stage's ranges and the findings;
+        ``babysit.report(run_dir)`` has the full page."""
+        from html import escape
+
+        from ..findings import Diagnosis
+        from ..reporting.figures import data_uri
+
+        parts = []
+        if self.stages and any(t["state"] == "COMPLETE" for t in self.trials):
+            parts.append(f'<img src="{data_uri(self.plot(), dpi=70)}" alt="search scatter">')
+        if self.best is not None:
+            params = ", ".join(f"{k}={_short(v)}" for k, v in self.best["params"].items())
+            parts.append(
+                f"<p><b>best {escape(self.metric)} {self.best['value']:.4g}</b> (trial "
+                f"{self.best['number']}, stage {self.best['stage']}): {escape(params)}</p>"
+            )
+        rows = "".join(
+            f"<tr><td>{s['stage']}</td><td>{s['trials']}</td><td>{s['epochs']}</td><td>"
+            + escape("; ".join(f"{n}: {_range(r)}" for n, r in s["ranges"].items()))
+            + "</td></tr>"
+            for s in self.stages
+        )
+        head = "<tr><th>stage</th><th>trials</th><th>epochs</th><th>ranges</th></tr>"
+        parts.append(f"<table>{head}{rows}</table>")
+        parts.append(Diagnosis(self.findings)._repr_html_())
+        return "".join(parts)
+
     def ensemble(self, k: int = 3) -> dict[str, Any]:
         """The lecture's model ensemble: average the predicted probabilities of the top-``k``
         completed trials of the last stage, on the test split; with each model's own test
@@ -783,6 +811,16 @@ def _table(study: optuna.Study, stage: int) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _range(spec: Mapping[str, Any]) -> str:
+    if "low" in spec:
+        return f"{spec['low']:.3g}…{spec['high']:.3g}"
+    return ", ".join(str(v) for v in spec.get("values", []))
 
 
 def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
