@@ -21,12 +21,14 @@ demo: $(STAMP)
 	$(BIN)/babysit demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 # pytest exits 5 when it collects no test at all: for the full suite that is a failure.
+# --dist loadgroup: tests marked xdist_group("report") share one process, which builds the
+# report's run directory once.
 test: $(STAMP) lint
-	@$(BIN)/python -m pytest -n 2 --durations=20 $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no test at all: failing"; exit 1; fi; \
 	exit $$rc
 
