@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,37 @@ def seeded():
     """Seed torch's global generator for a test."""
     torch.manual_seed(0)
     return torch.Generator().manual_seed(0)
+
+
+def write_cifar_batch(path, n, seed):
+    """One CIFAR-10 binary batch file of ``n`` random examples: (labels, pixels) as written."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=(n, 1), dtype=np.uint8)
+    pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    np.concatenate([labels, pixels], axis=1).tofile(path)
+    return labels[:, 0], pixels.reshape(n, 3, 32, 32)
+
+
+def make_cifar_dir(root: Path, n_train: int = 6, n_test: int = 4) -> dict:
+    """The layout of cifar-10-binary.tar.gz under ``root``, with ``n_train`` random examples per
+    training batch file; returns what each file holds."""
+    root.mkdir(parents=True)
+    written = {}
+    for i in range(1, 6):
+        name = f"data_batch_{i}.bin"
+        written[name] = write_cifar_batch(root / name, n_train, i)
+    written["test_batch.bin"] = write_cifar_batch(root / "test_batch.bin", n_test, 99)
+    return written
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    """A tiny CIFAR-10 binary folder (6 examples per training file): (path, contents)."""
+    root = tmp_path / "cifar-10-batches-bin"
+    return root, make_cifar_dir(root)
+
+
+@pytest.fixture
+def cifar_factory():
+    """:func:`make_cifar_dir`, for tests that need other sizes."""
+    return make_cifar_dir

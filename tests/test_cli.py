@@ -51,6 +51,34 @@ def test_demo_quick_writes_a_run_and_keeps_an_old_one(tmp_path):
     assert (out / "activations.json").exists() and (out / "data_stats.json").exists()
     renamed = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
     assert len(renamed) == 1 and (renamed[0] / "keep.txt").read_text() == "earlier run"
+    report = out / "report.html"
+    assert str(report) in result.output.replace("\n", "")
+    html = report.read_text()
+    for section in ("summary", "data", "activations", "lr-find", "search", "training"):
+        assert f'id="{section}"' in html
+
+
+def test_demo_runs_the_lecture_set_up_on_cifar10_files(tmp_path, cifar_factory):
+    root = tmp_path / "cifar-10-batches-bin"
+    cifar_factory(root, n_train=40, n_test=10)
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--quick", "--data", f"cifar10:{root}", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert "in_features=3072, out_features=50" in html  # the lecture's 2-layer net, 50 hidden
+    assert "mean image" in result.output
+
+
+def test_demo_with_data_it_cannot_load_is_a_usage_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "demo"
+    missing = runner.invoke(
+        app, ["demo", "--data", f"cifar10:{tmp_path / 'nope'}", "--out", str(out)]
+    )
+    assert missing.exit_code == 2 and "data_batch_1.bin" in missing.output
+    unknown = runner.invoke(app, ["demo", "--data", "imagenet", "--out", str(out)])
+    assert unknown.exit_code == 2 and "mnist1d" in unknown.output
+    assert "Traceback" not in missing.output + unknown.output
+    assert not out.exists()
 
 
 def test_train_writes_a_run_and_exits_0(tmp_path):

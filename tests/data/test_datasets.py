@@ -88,25 +88,6 @@ def test_cache_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither a partial file nor a temp file
 
 
-def write_cifar_batch(path, n, seed):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, size=(n, 1), dtype=np.uint8)
-    pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    np.concatenate([labels, pixels], axis=1).tofile(path)
-    return labels[:, 0], pixels.reshape(n, 3, 32, 32)
-
-
-@pytest.fixture
-def cifar_dir(tmp_path):
-    root = tmp_path / "cifar-10-batches-bin"
-    root.mkdir()
-    written = {}
-    for i in range(1, 6):
-        written[f"data_batch_{i}.bin"] = write_cifar_batch(root / f"data_batch_{i}.bin", 6, i)
-    written["test_batch.bin"] = write_cifar_batch(root / "test_batch.bin", 4, 99)
-    return root, written
-
-
 def test_cifar10_binary_format_is_read_exactly(cifar_dir):
     root, written = cifar_dir
     splits = load(f"cifar10:{root}", val_fraction=0.0)
