@@ -1,6 +1,6 @@
 """The lecture's weight-initialization figure from an ``activations.json``.
 
-Left: each setting's per-layer activation std (log axis, all settings on one scale) — a std
+Left: each setting's per-layer activation std (log axis, all settings on one scale) and mean — a std
 collapsing towards 0 with depth (too small an init) or pinned at 1 with saturated tanh units
 (too large) shows at a glance. Right: one histogram per layer and setting on a shared range: a
 healthy layer keeps its bell shape; a collapsed one is a spike at 0; a saturated tanh piles at
@@ -26,16 +26,19 @@ def activation_plot(document: dict[str, Any]) -> Plot | None:
         return None
     depth = max(len(s["layers"]) for s in settings)
     shown = _evenly(depth, MAX_HISTOGRAMS)
-    with figure(3.6 + 1.1 * len(shown), 0.6 + 1.6 * len(settings)) as fig:
+    with figure(3.6 + 1.1 * len(shown), max(4.4, 0.6 + 1.6 * len(settings))) as fig:
         grid = fig.add_gridspec(
             len(settings), len(shown) + 2, width_ratios=[3.2, 0.1] + [1] * len(shown)
         )
-        curve = fig.add_subplot(grid[:, 0])
+        left = grid[:, 0].subgridspec(2, 1, hspace=0.05)
+        curve = fig.add_subplot(left[0])
+        means = fig.add_subplot(left[1], sharex=curve)
         for i, setting in enumerate(settings):
             layers = setting["layers"]
             depths = [row["layer"] for row in layers]
             stds = [max(row["std"], 1e-12) for row in layers]
             curve.semilogy(depths, stds, "o-", ms=3, color=f"C{i}", label=setting["label"])
+            means.plot(depths, [row["mean"] for row in layers], "o-", ms=3, color=f"C{i}")
             for j, index in enumerate(shown):
                 if index >= len(layers):
                     continue
@@ -51,10 +54,12 @@ def activation_plot(document: dict[str, Any]) -> Plot | None:
                     ax.set_title(f"layer {row['layer']}", fontsize=7, loc="center")
                 if j == 0:
                     ax.set_ylabel(_short(setting["label"]), fontsize=7)
-        curve.set_xlabel("hidden layer")
-        curve.xaxis.get_major_locator().set_params(integer=True)
+        means.set_xlabel("hidden layer")
+        means.xaxis.get_major_locator().set_params(integer=True)
+        means.set_ylabel("activation mean")
+        curve.tick_params(labelbottom=False)
         curve.set_ylabel("activation std (log scale)")
-        curve.set_title("Std per layer: flat is healthy")
+        curve.set_title("Per layer: flat is healthy")
         curve.legend(loc="best")
         what = (
             "at init and after training"
