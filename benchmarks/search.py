@@ -81,13 +81,14 @@ WEIGHT_DECAY = (1e-7, 1.0)
 WIDTH = (32, 256)
 BATCH = 64
 BREAKOUT = 3.0
-METHODS = ("grid", "random", "tpe", "babysit", "babysit-tpe")
+METHODS = ("grid", "random", "tpe", "babysit", "babysit-tpe", "babysit-rtpe")
 LABELS = {
     "grid": "grid (random offset)",
     "random": "random search (log space)",
     "tpe": "Optuna TPE + MedianPruner",
     "babysit": "babysit.search (random, breakout)",
     "babysit-tpe": "babysit.search (tpe, breakout+median)",
+    "babysit-rtpe": "babysit.search (random+tpe, breakout+median)",
 }
 BASELINE = "tpe"
 
@@ -350,7 +351,9 @@ def babysit_size(budget: int, epochs: int) -> int:
     return best
 
 
-def run_babysit(data: Data, seed: int, args: argparse.Namespace, tpe: bool = False) -> Run:
+def run_babysit(
+    data: Data, seed: int, args: argparse.Namespace, tpe: bool = False, extra: dict | None = None
+) -> Run:
     n_trials = babysit_size(args.budget, args.epochs)
     storage = optuna.storages.InMemoryStorage()
     build = Counted(args.depth)
@@ -361,7 +364,8 @@ def run_babysit(data: Data, seed: int, args: argparse.Namespace, tpe: bool = Fal
         "optimizer": "momentum",
         "batch_size": BATCH,
     }
-    extra = {"sampler": "tpe", "pruner": "breakout+median"} if tpe else {}
+    if extra is None:
+        extra = {"sampler": "tpe", "pruner": "breakout+median"} if tpe else {}
     start = time.perf_counter()
     result = babysit.search(
         space,
@@ -408,7 +412,10 @@ def run_babysit(data: Data, seed: int, args: argparse.Namespace, tpe: bool = Fal
         )
         best = trials[i]
         best.test_acc = accuracy(build.models[i][1], data.test)
-    run = Run("babysit-tpe" if tpe else "babysit", seed, trials, seconds, best)
+    label = "babysit-tpe" if tpe else "babysit"
+    if extra.get("sampler") == "random+tpe":
+        label = "babysit-rtpe"
+    run = Run(label, seed, trials, seconds, best)
     planned = sum(k * e for k, e in _plan(n_trials, 2, args.epochs))
     run.notes.update(
         n_trials=n_trials,
@@ -438,6 +445,9 @@ RUNNERS: dict[str, Callable[[Data, int, argparse.Namespace], Run]] = {
     "tpe": run_tpe,
     "babysit": run_babysit,
     "babysit-tpe": lambda d, s, a: run_babysit(d, s, a, tpe=True),
+    "babysit-rtpe": lambda d, s, a: run_babysit(
+        d, s, a, extra={"sampler": "random+tpe", "pruner": "breakout+median"}
+    ),
 }
 
 
@@ -523,7 +533,7 @@ def report(runs: dict[str, list[Run]], seeds: list[int], args: argparse.Namespac
             [[LABELS[m], *(f"{r.best_value:.3f}" for r in rs)] for m, rs in runs.items()],
         )
     )
-    for method in ("babysit", "babysit-tpe"):
+    for method in ("babysit", "babysit-tpe", "babysit-rtpe"):
         if method not in runs:
             continue
         out.append(f"\n{LABELS[method]}, per seed: stage spend and stage-2 ranges:\n")

@@ -251,9 +251,11 @@ def search(
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the last stage.")] = 20,
     n_trials: Annotated[int, typer.Option(min=1, help="Trials over all stages.")] = 60,
     stages: Annotated[int, typer.Option(min=1, help="Coarse -> fine stages.")] = 2,
-    sampler: Annotated[str, typer.Option(help="random or tpe.")] = "random",
-    pruner: Annotated[str, typer.Option(help="breakout, breakout+median, median, none.")] = (
-        "breakout"
+    sampler: Annotated[
+        str, typer.Option(help="random+tpe (random coarse stage, TPE after), random or tpe.")
+    ] = "random+tpe",
+    pruner: Annotated[str, typer.Option(help="breakout+median, breakout, median, none.")] = (
+        "breakout+median"
     ),
     storage: Annotated[
         str | None, typer.Option(help="Optuna storage URL (default: OUT/search.db).")

@@ -99,6 +99,8 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     broken = init_model(mlp(in_features, hidden, classes, activation="tanh"), "normal", std=1.0)
     console.print("   a tanh net with N(0, 1) weights (the lecture's 'too big' init), SGD lr=1e-6:")
     print_diagnosis(diagnose(broken, data_z, optimizer="sgd", lr=1e-6), console=console)
+    console.print("   the He-initialized ReLU net with Adam lr=1 (the lecture's 'cost: NaN'):")
+    print_diagnosis(diagnose(model, data_z, lr=1.0, checks=["learning_rate"]), console=console)
     console.print("   the He-initialized ReLU net, Adam lr=1e-3:")
     diagnosis = diagnose(model, data_z, lr=1e-3, run_dir=run_dir)
     print_diagnosis(diagnosis, console=console)
@@ -114,7 +116,10 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
         + ", ".join(f"{k} {v:.2g}" for k, v in found.suggestions.items() if v)
     )
 
-    console.print("\n[bold]6. Coarse -> fine random search in log space: babysit.search[/]")
+    console.print(
+        "\n[bold]6. Coarse -> fine search: babysit.search[/] (random in log space, then TPE "
+        "inside the narrowed ranges)"
+    )
     from .tuning import loguniform
     from .tuning import search as run_search
 
@@ -125,8 +130,8 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     result = run_search(
         space,
         data=(data_z, data_val),
-        epochs=4 if quick else 12,
-        n_trials=9 if quick else 24,
+        epochs=4 if quick else 20,
+        n_trials=9 if quick else 60,
         seed=0,
         run_dir=run_dir / "search",
     )
@@ -154,7 +159,7 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
         val=data_val,
         lr=lr,
         weight_decay=best["params"]["weight_decay"],
-        epochs=5 if quick else 20,
+        epochs=5 if quick else 30,
         batch_size=100,
         run_dir=run_dir / "train",
         seed=0,

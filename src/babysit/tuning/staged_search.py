@@ -10,8 +10,15 @@ ranges and epoch budget live in the study's user attributes, computed from stage
 finished trials by a deterministic rule (:mod:`babysit.tuning.space`: the span of the top 20%
 of trials, at least 2, padded by 25% in log space for log parameters; choices keep the values
 the top trials used). Epochs grow geometrically from ``epochs // 10`` to ``epochs``; trials
-shrink (2:1 for two stages, 4:2:1 for three). ``n_trials`` is the total over the stages. A
-second call with the same storage and study name continues where the first stopped.
+shrink (2:1 for two stages, 4:2:1 for three). ``n_trials`` is the total over the stages when no
+trial is pruned: each stage may spend (its trials × its epochs) epochs, and the epochs a pruned
+trial did not use buy more trials (at most 3× the stage's share). A second call with the same
+storage and study name continues where the first stopped.
+
+Default sampler ``"random+tpe"``: random search in log space in the coarse stage (the
+lecture's), TPE inside the narrowed ranges after it; with break-out + median pruning it beats
+Optuna's TPE + MedianPruner at an equal epoch budget on the MNIST-1D benchmark
+(``benchmarks/search.py``, docs/benchmarks.md), where all-random stages trail it.
 
 Which series each pruner reads: the built-in objective reports the validation metric once per
 epoch (``trial.report``; what ``MedianPruner`` compares) and the training loss to
@@ -47,7 +54,9 @@ TOP_FRACTION = 0.2  # the top 20% of a stage's trials define the next stage's ra
 # check, 26 MNIST-1D MLP configs trained 20 epochs): the top 8 after 2 epochs held 7 of the top
 # 8 after 20 (Spearman 0.92), as after 5 (0.95): longer probes spend budget, not information.
 STAGE1_DIVISOR = 10
-SAMPLERS = ("random", "tpe")
+# A stage runs at most this many times its planned trials when pruning frees epochs.
+MAX_TRIALS_FACTOR = 3
+SAMPLERS = ("random", "tpe", "random+tpe")
 PRUNERS = ("breakout", "breakout+median", "median", "none")
 
 Objective = Callable[[dict[str, Any], optuna.Trial], float]
@@ -194,8 +203,8 @@ def search(
     stages: int = 2,
     metric: str = "val_acc",
     direction: str = "maximize",
-    sampler: str = "random",
-    pruner: str = "breakout",
+    sampler: str = "random+tpe",
+    pruner: str = "breakout+median",
     storage: str | None = None,
     study_name: str | None = None,
     n_jobs: int = 1,
@@ -217,8 +226,10 @@ def search(
             ``((X, y), (Xv, yv))``.
         epochs: the last stage's epochs (earlier stages train fewer).
         n_trials: trials over all stages.
-        sampler: ``"random"`` (the lecture's) or ``"tpe"``.
-        pruner: ``"breakout"``, ``"breakout+median"``, ``"median"`` or ``"none"``.
+        sampler: ``"random+tpe"`` (default: the lecture's random search in log space in the
+            coarse stage, Optuna's TPE inside the narrowed ranges of the later ones),
+            ``"random"`` (every stage) or ``"tpe"`` (every stage).
+        pruner: ``"breakout+median"`` (default), ``"breakout"``, ``"median"`` or ``"none"``.
         storage: an Optuna storage URL; default a SQLite file in ``run_dir`` (in memory
             without one). A PostgreSQL URL lets several machines share the search.
         auto_extend: when the best value of a range sits at its edge after the last stage,
@@ -337,7 +348,7 @@ def _stage_study(
     study = optuna.create_study(
         storage=storage,
         study_name=f"{name}-stage{k + 1}",
-        sampler=_sampler(sampler, seed + k, n_stage),
+        sampler=_sampler(_stage_sampler(sampler, k), seed + k, n_stage),
         pruner=_pruner(pruner),
         direction=direction,
         load_if_exists=True,
@@ -389,7 +400,7 @@ def _optimize(
     progress: bool,
 ) -> None:
     """Run the stage until it holds ``n`` finished trials (a resumed search tops it up)."""
-    quota = _StageQuota(n)
+    quota = _StageQuota(n, epochs)
     if quota.full(study):
         return
 
@@ -443,6 +454,7 @@ class _StageBar:
             transient=False,
         )
         self._progress.start()
+        self._n = n
         name = study.study_name.rsplit("-", 1)[-1]
         self._task = self._progress.add_task(
             f"{name} ({epochs} epochs)", total=n, completed=_done(study), best=""
@@ -454,7 +466,8 @@ class _StageBar:
             best = f"best {study.best_value:.4g}"
         except ValueError:  # no completed trial yet
             best = ""
-        self._progress.update(self._task, completed=done, best=best)
+        total = max(self._n, done)  # pruned trials' epochs buy extra trials
+        self._progress.update(self._task, completed=done, total=total, best=best)
 
     def close(self) -> None:
         self._progress.stop()
@@ -474,17 +487,37 @@ CONNECT_TIMEOUT_S = 10
 
 
 class _StageQuota:
-    """Stops a stage (in every worker) once it holds ``n`` completed or pruned trials; a
-    stage whose trials keep failing stops after ``2 n`` trials in all."""
+    """Stops a stage (in every worker) once its trials have spent the stage's epochs.
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    A stage of ``n`` trials of ``epochs`` epochs may spend ``n × epochs``. A completed trial
+    spends ``epochs``; a pruned one the epochs it reported (at least one), so the epochs that
+    pruning saves buy more trials — as Optuna's pruned studies do within a budget. The stage
+    stops when a further complete trial would overspend, or after ``MAX_TRIALS_FACTOR × n``
+    trials; a stage whose trials keep failing stops after ``2 n`` failed trials.
+    Without pruning this is exactly ``n`` trials.
+    """
+
+    def __init__(self, n: int, epochs: int) -> None:
+        self.n, self.epochs = n, epochs
+        self.cap = MAX_TRIALS_FACTOR * n
+
+    def spent(self, study: optuna.Study) -> tuple[int, float]:
+        """(finished trials, epochs they spent)."""
+        done = [t for t in study.get_trials(deepcopy=False) if t.state in _DONE]
+        complete = optuna.trial.TrialState.COMPLETE
+        epochs = sum(
+            self.epochs
+            if t.state == complete
+            else min(self.epochs, max(1, len(t.intermediate_values)))
+            for t in done
+        )
+        return len(done), epochs
 
     def full(self, study: optuna.Study) -> bool:
-        trials = study.get_trials(deepcopy=False)
-        done = sum(t.state in _DONE for t in trials)
-        ended = sum(t.state.is_finished() for t in trials)
-        return done >= self.n or ended >= 2 * self.n
+        done, spent = self.spent(study)
+        ended = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        overspend = spent + self.epochs > self.n * self.epochs
+        return overspend or done >= self.cap or ended - done >= 2 * self.n
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.full(study):
@@ -864,6 +897,13 @@ def _write(run_dir: Path, result: SearchResult, storage: str | None) -> None:
             "trials": result.trials,  # typed parameters, for the report
         },
     )
+
+
+def _stage_sampler(name: str, k: int) -> str:
+    """``"random+tpe"``: random search in the first (coarse) stage, TPE in the later ones."""
+    if name == "random+tpe":
+        return "random" if k == 0 else "tpe"
+    return name
 
 
 def _sampler(name: str, seed: int, n: int) -> optuna.samplers.BaseSampler:
