@@ -226,3 +226,19 @@ def test_notebook_reprs_are_compact_and_escaped(tmp_path):
     found = bs.lr_find(bs.nn.mlp(64, [16], 10), (x, y), steps=30)
     html = found._repr_html_()
     assert "data:image/png" in html and "suggested lr" in html
+
+
+def test_diagnose_and_initlab_run_dirs_each_get_their_sections(tmp_path):
+    from babysit import initlab
+
+    x, y = digits_data(300)
+    model = bs.nn.init_model(bs.nn.mlp(64, [16], 10, activation="tanh"), "normal", std=1.0)
+    bs.diagnose(model, (x, y), run_dir=tmp_path / "diag")
+    html = bs.report(tmp_path / "diag").read_text()
+    assert [a["id"] for t, a in Page(html).tags if t == "section"] == ["summary"]
+    assert "SATURATED_ACTIVATIONS" in html
+
+    initlab.run(depth=3, width=16, n_inputs=100, run_dir=tmp_path / "lab")
+    html = bs.report(tmp_path / "lab").read_text()
+    ids = [a["id"] for t, a in Page(html).tags if t == "section"]
+    assert ids == ["summary", "activations"] and "the lecture's activation experiment" in html
