@@ -241,4 +241,4 @@ def test_diagnose_and_initlab_run_dirs_each_get_their_sections(tmp_path):
     initlab.run(depth=3, width=16, n_inputs=100, run_dir=tmp_path / "lab")
     html = bs.report(tmp_path / "lab").read_text()
     ids = [a["id"] for t, a in Page(html).tags if t == "section"]
-    assert ids == ["summary", "activations"] and "the lecture's activation experiment" in html
+    assert ids == ["summary", "activations"] and "activation experiment" in html
