@@ -342,10 +342,11 @@ def report(
 ) -> None:
     """Write RUN_DIR/report.html: findings, the lecture's plots for your run, one HTML file."""
     from .reporting import report as write_report
+    from .reporting.collect import NoRunError
 
     try:
         path = write_report(run_dir, title=title)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, NoRunError) as err:
         _usage_error(str(err))
     size = path.stat().st_size / 1024
     typer.echo(f"wrote {path} ({size:.0f} KiB, self-contained: open it in any browser)")

@@ -9,6 +9,7 @@ never leaves a half-written file, and every JSON document carries ``"schema": 1`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -74,7 +75,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 -> what open() would have given
+        with contextlib.suppress(AttributeError, OSError):  # no fchmod: Windows, some mounts
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 -> what open() would have given
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -99,6 +101,8 @@ def read_json(run_dir: str | os.PathLike, name: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     document = json.loads(path.read_text())
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} holds a JSON {type(document).__name__}, not an object")
     if document.get("schema", SCHEMA) > SCHEMA:
         raise ValueError(
             f"{path} has schema {document['schema']}, newer than this babysit understands "
@@ -146,18 +150,27 @@ def truncate_metrics(run_dir: str | os.PathLike, n_rows: int) -> None:
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]] | None:
     """``metrics.csv`` as a list of ``{step, epoch, split, name, value}`` dicts; ``None`` when
-    the run has none."""
+    the run has none. A cut-off last line (a run killed while appending, or still writing) is
+    left out; a malformed line before it raises ``ValueError`` naming it."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return None
     with open(path, encoding="utf-8", newline="") as handle:
-        return [
-            {
-                "step": int(row["step"]),
-                "epoch": int(row["epoch"]),
-                "split": row["split"],
-                "name": row["name"],
-                "value": float(row["value"]),
-            }
-            for row in csv.DictReader(handle)
-        ]
+        raw = list(csv.DictReader(handle))
+    rows = []
+    for i, row in enumerate(raw):
+        try:
+            rows.append(
+                {
+                    "step": int(row["step"]),
+                    "epoch": int(row["epoch"]),
+                    "split": row["split"],
+                    "name": row["name"],
+                    "value": float(row["value"]),
+                }
+            )
+        except (TypeError, ValueError, KeyError) as err:
+            if i == len(raw) - 1:
+                break  # the partial last line of an interrupted append
+            raise ValueError(f"{path}, line {i + 2} is malformed: {err}") from err
+    return rows

@@ -242,3 +242,35 @@ def test_diagnose_and_initlab_run_dirs_each_get_their_sections(tmp_path):
     html = bs.report(tmp_path / "lab").read_text()
     ids = [a["id"] for t, a in Page(html).tags if t == "section"]
     assert ids == ["summary", "activations"] and "activation experiment" in html
+
+
+def test_odd_files_cost_their_section_never_the_page(tmp_path):
+    x, y = digits_data(300)
+    bs.fit(bs.nn.mlp(64, [16], 10), (x, y), epochs=2, run_dir=tmp_path, progress=False)
+    with open(tmp_path / runs.METRICS, "a") as handle:
+        handle.write("99,2,train,lo")  # a fit killed in the middle of an append
+    runs.write_json(tmp_path, "data_stats.json", {"before": {"mean": [1, 2]}, "after": {}})
+    (tmp_path / "lr_find.json").write_text("[1, 2]")
+    (tmp_path / runs.FINDINGS).write_text('{"findings": null}')
+    html = bs.report(tmp_path).read_text()
+    assert 'id="training"' in html and 'id="activations"' in html
+    assert "lr_find.json" in html and "holds a JSON list" in html
+    summary = html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert "epochs" in summary and "validation" not in summary  # no val split: not invented
+    rows = runs.read_metrics(tmp_path)
+    assert rows[-1]["step"] != 99  # the cut-off line is left out
+    (tmp_path / runs.METRICS).write_text(
+        "step,epoch,split,name,value\nx,0,train,loss,1\n1,0,a,b,2\n"
+    )
+    assert "Could not read metrics.csv" in bs.report(tmp_path).read_text()
+
+
+def test_a_section_that_cannot_be_drawn_is_named(tmp_path):
+    runs.write_json(
+        tmp_path,
+        "data_stats.json",
+        {"before": {"mean": [1.0, 2.0], "std": [1.0, 1.0]}, "after": {"mean": [0.0], "std": [1]}},
+    )
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # a drawing error is not a usage error
+    assert "Could not draw data_stats.json" in (tmp_path / "report.html").read_text()

@@ -212,3 +212,49 @@ def test_plot_survives_an_integer_range_narrowed_to_one_value(tmp_path):
         progress=False,
     )
     assert (tmp_path / "s" / "search.png").exists() and result.best is not None
+
+
+def _pruned_early(params, trial):
+    """Reports its first of 10 epochs, then is pruned when lr > 1e-2: a tenth of a trial."""
+    trial.set_user_attr("reports_expected", 10)
+    trial.report(params["lr"], 0)
+    if params["lr"] > 1e-2:
+        raise optuna.TrialPruned("bad lr")
+    return -abs(math.log10(params["lr"]) + 3)
+
+
+def test_pruned_trials_give_their_unused_epochs_to_more_trials():
+    space = {"lr": bs.loguniform(1e-5, 1e0)}
+    result = bs.search(space, _pruned_early, n_trials=12, stages=1, epochs=10, seed=0)
+    states = [t["state"] for t in result.trials]
+    complete, pruned = states.count("COMPLETE"), states.count("PRUNED")
+    assert pruned > 0 and len(states) > 12  # the refund bought trials
+    assert complete + 0.1 * pruned <= 12  # but never more than 12 trials' worth of training
+    assert len(states) <= 3 * 12
+
+
+def test_trials_pruned_without_reporting_cost_a_whole_trial():
+    def nan_for_high_lr(params, trial):  # never reports: its cost is unknown, so counted whole
+        return math.nan if params["lr"] > 1e-2 else 1.0
+
+    space = {"lr": bs.loguniform(1e-5, 1e0)}
+    result = bs.search(space, nan_for_high_lr, n_trials=10, stages=1, pruner="none", seed=0)
+    assert len(result.trials) == 10 and "PRUNED" in {t["state"] for t in result.trials}
+
+
+def test_the_median_pruner_never_prunes_a_trial_on_its_last_epoch():
+    from types import SimpleNamespace
+
+    from babysit.tuning.staged_search import _TrialReporter
+
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1)
+    )
+    study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
+    trial = study.ask()
+    reporter = _TrialReporter(trial, "val_acc")
+    with pytest.raises(optuna.TrialPruned):  # below the median after epoch 1 of 3: pruned
+        reporter.on_train_epoch_end(SimpleNamespace(epoch=1, epochs=3), {"val_acc": 0.1})
+    trial = study.ask()
+    reporter = _TrialReporter(trial, "val_acc")
+    reporter.on_train_epoch_end(SimpleNamespace(epoch=1, epochs=2), {"val_acc": 0.1})  # kept

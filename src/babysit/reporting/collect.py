@@ -9,7 +9,6 @@ files). Each becomes a :class:`Run`; a file that cannot be read is reported, not
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from .. import runs
 from ..findings import Finding
 
-__all__ = ["RUN_FILES", "Run", "collect"]
+__all__ = ["RUN_FILES", "NoRunError", "Run", "collect"]
 
 SEARCH = "search.json"
 LR_FIND = "lr_find.json"
@@ -32,6 +31,10 @@ RUN_FILES = (
     LR_FIND,
     DATA_STATS,
 )
+
+
+class NoRunError(ValueError):
+    """The directory holds no file a run writes."""
 
 
 @dataclass
@@ -78,7 +81,7 @@ def collect(run_dir: str | os.PathLike) -> list[Run]:
     found = [_read(root, "")] if _is_run(root) else []
     found += [_read(sub, sub.name) for sub in sorted(root.iterdir()) if _is_run(sub)]
     if not found:
-        raise ValueError(
+        raise NoRunError(
             f"{root} holds no run: expected files written by fit, diagnose, lr_find, search or "
             f"initlab ({', '.join(RUN_FILES)}) in it or one level down"
         )
@@ -94,7 +97,7 @@ def _read(path: Path, label: str) -> Run:
     run.config = _safely(run, runs.CONFIG, lambda: runs.read_json(path, runs.CONFIG))
     run.metrics = _safely(run, runs.METRICS, lambda: runs.read_metrics(path))
     findings = _safely(run, runs.FINDINGS, lambda: runs.read_json(path, runs.FINDINGS)) or {}
-    for raw in findings.get("findings", []):
+    for raw in findings.get("findings") or []:
         try:
             run.findings.append(Finding.from_dict(raw))
         except (TypeError, ValueError) as err:
@@ -110,6 +113,6 @@ def _read(path: Path, label: str) -> Run:
 def _safely(run: Run, name: str, read: Any) -> Any:
     try:
         return read()
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         run.problems.append(f"{name}: {err}")
         return None

@@ -52,7 +52,7 @@ def render_page(title: str, run_dir: Path, found: list[Run], sections: list[Sect
 
 def write_page(run_dir: Path, html: str) -> Path:
     """Write ``run_dir/report.html`` atomically."""
-    return runs.atomic_write_bytes(run_dir / REPORT, html.encode("utf-8"))
+    return runs.atomic_write_bytes(run_dir / REPORT, html.encode("utf-8", errors="replace"))
 
 
 def format_value(value: Any) -> str:

@@ -43,23 +43,26 @@ def build_sections(found: list[Run]) -> list[Section]:
     """Summary first, then the lecture's order: data, activations, LR range test, search,
     training."""
     sections = [_summary(found)]
-    for run in found:
-        if run.data_stats:
-            sections.append(_data(run))
-    for run in found:
-        if run.activations:
-            section = _activations(run)
+    builders = (
+        ("data_stats", _data, "data_stats.json"),
+        ("activations", _activations, "activations.json"),
+        ("lr_find", _lr_find, "lr_find.json"),
+        ("search", _search, "search.json"),
+        ("metrics", _training, "metrics.csv"),
+    )
+    for attribute, build, name in builders:
+        for run in found:
+            if not getattr(run, attribute):
+                continue
+            try:
+                section = build(run)
+            except Exception as err:  # one odd file costs its section, never the page
+                sections[0].notes.append(
+                    f"Could not draw {name}{_where(run)}: {type(err).__name__}: {err}"
+                )
+                continue
             if section is not None:
                 sections.append(section)
-    for run in found:
-        if run.lr_find:
-            sections.append(_lr_find(run))
-    for run in found:
-        if run.search:
-            sections.append(_search(run))
-    for run in found:
-        if run.metrics:
-            sections.append(_training(run))
     seen: dict[str, int] = {}
     for section in sections:  # unique ids: a second training section is "training-2"
         seen[section.id] = seen.get(section.id, 0) + 1
@@ -115,9 +118,8 @@ def _summary(found: list[Run]) -> Section:
 
 
 def _final_metrics(run: Run) -> dict[str, float]:
-    if not run.metrics:
-        return {}
-    last_epoch = max(row["epoch"] for row in run.metrics)
+    """Each epoch-level metric's last value, and the number of epochs that ended (a run
+    interrupted mid-epoch still shows what its last finished epoch measured)."""
     names = {
         ("train", "epoch_loss"): "train loss",
         ("train", "acc"): "train accuracy",
@@ -127,13 +129,12 @@ def _final_metrics(run: Run) -> dict[str, float]:
         ("train", "lr"): "learning rate",
     }
     final = {}
-    for row in run.metrics:
+    for row in run.metrics or []:
         key = (row["split"], row["name"])
-        if row["epoch"] == last_epoch and key in names:
+        if key in names:
             final[names[key]] = row["value"]
-    if final:
-        final = {"epochs": last_epoch + 1, **final}
-    return final
+    ended = {row["epoch"] for row in run.metrics or [] if row["name"] == "epoch_loss"}
+    return {"epochs": len(ended), **final} if final else {}
 
 
 def _data(run: Run) -> Section:
@@ -312,8 +313,8 @@ def _search(run: Run) -> Section:
     pruned = sum(t.get("state") == "PRUNED" for t in trials)
     if trials:
         section.notes.append(
-            f"{len(trials)} trials: {len(done)} completed, {pruned} pruned (broke out at 3× "
-            "their first loss, or NaN)."
+            f"{len(trials)} trials: {len(done)} completed, {pruned} pruned (the loss broke out "
+            "at 3× its start or turned NaN, or the metric fell below the median)."
         )
     return section
 

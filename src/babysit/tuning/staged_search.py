@@ -57,6 +57,8 @@ TOP_FRACTION = 0.2  # the top 20% of a stage's trials define the next stage's ra
 STAGE1_DIVISOR = 10
 # A stage runs at most this many times its planned trials when pruning frees epochs.
 MAX_TRIALS_FACTOR = 3
+# The trial user attribute holding how many times a complete trial reports (epochs or folds).
+REPORTS_ATTR = "reports_expected"
 SAMPLERS = ("random", "tpe", "random+tpe")
 PRUNERS = ("breakout", "breakout+median", "median", "none")
 
@@ -488,14 +490,16 @@ CONNECT_TIMEOUT_S = 10
 
 
 class _StageQuota:
-    """Stops a stage (in every worker) once its trials have spent the stage's epochs.
+    """Stops a stage (in every worker) once its trials have spent the stage's budget.
 
-    A stage of ``n`` trials of ``epochs`` epochs may spend ``n × epochs``. A completed trial
-    spends ``epochs``; a pruned one the epochs it reported (at least one), so the epochs that
-    pruning saves buy more trials — as Optuna's pruned studies do within a budget. The stage
-    stops when a further complete trial would overspend, or after ``MAX_TRIALS_FACTOR × n``
-    trials; a stage whose trials keep failing stops after ``2 n`` failed trials.
-    Without pruning this is exactly ``n`` trials.
+    A stage of ``n`` trials of ``epochs`` epochs may spend ``n`` complete trials' worth of
+    training. A completed trial costs one; a pruned one the share of its reports it made
+    (epochs, or folds under ``cv``: ``REPORTS_ATTR``), so the training that pruning saves buys
+    more trials — as Optuna's pruned studies do within a budget. A pruned trial that reported
+    nothing (a user objective that never calls ``trial.report``, or returned NaN) costs a whole
+    trial. The stage stops when a further complete trial would overspend, or after
+    ``MAX_TRIALS_FACTOR × n`` trials; a stage whose trials keep failing stops after ``2 n``
+    failed trials. Without pruning this is exactly ``n`` trials.
     """
 
     def __init__(self, n: int, epochs: int) -> None:
@@ -503,22 +507,23 @@ class _StageQuota:
         self.cap = MAX_TRIALS_FACTOR * n
 
     def spent(self, study: optuna.Study) -> tuple[int, float]:
-        """(finished trials, epochs they spent)."""
+        """(finished trials, complete trials' worth of training they spent)."""
         done = [t for t in study.get_trials(deepcopy=False) if t.state in _DONE]
-        complete = optuna.trial.TrialState.COMPLETE
-        epochs = sum(
-            self.epochs
-            if t.state == complete
-            else min(self.epochs, max(1, len(t.intermediate_values)))
-            for t in done
-        )
-        return len(done), epochs
+        return len(done), sum(self._cost(t) for t in done)
+
+    def _cost(self, trial: optuna.trial.FrozenTrial) -> float:
+        reported = len(trial.intermediate_values)
+        if trial.state == optuna.trial.TrialState.COMPLETE or reported == 0:
+            return 1.0
+        expected = max(1, int(trial.user_attrs.get(REPORTS_ATTR, self.epochs)))
+        return min(1.0, reported / expected)
 
     def full(self, study: optuna.Study) -> bool:
         done, spent = self.spent(study)
-        ended = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        overspend = spent + self.epochs > self.n * self.epochs
-        return overspend or done >= self.cap or ended - done >= 2 * self.n
+        failed = sum(
+            t.state == optuna.trial.TrialState.FAIL for t in study.get_trials(deepcopy=False)
+        )
+        return spent + 1 > self.n + 1e-9 or done >= self.cap or failed >= 2 * self.n
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.full(study):
@@ -629,7 +634,8 @@ class _TrialReporter(Callback):
             report_loss(self.trial, metrics["train_loss"])
         if self.report and self.metric in metrics and math.isfinite(metrics[self.metric]):
             self.trial.report(metrics[self.metric], trainer.epoch)
-        if self.trial.should_prune():
+        last = trainer.epoch + 1 >= trainer.epochs  # pruning a finished trial saves nothing
+        if not last and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {trainer.epoch}")
 
 
@@ -700,6 +706,7 @@ class _Builtin:
         return net, history.final[self.metric]
 
     def __call__(self, params: dict[str, Any], trial: optuna.Trial) -> float:
+        trial.set_user_attr(REPORTS_ATTR, self.cv or int(trial.user_attrs["epochs"]))
         if self.cv is None:
             net, score = self._fit(params, trial, self.train, self.val, report=True)
             self._keep(net, params, trial)
@@ -715,7 +722,7 @@ class _Builtin:
             _, score = self._fit(params, trial, (x[tr], y[tr]), (x[va], y[va]), report=False)
             scores.append(score)
             trial.report(sum(scores) / len(scores), i)
-            if trial.should_prune():
+            if i + 1 < self.cv and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {i + 1} of {self.cv}")
         trial.set_user_attr("cv_scores", scores)
         return sum(scores) / len(scores)
