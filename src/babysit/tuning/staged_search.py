@@ -16,10 +16,10 @@ trial did not use buy more trials (at most 3× the stage's share). A second call
 storage and study name continues where the first stopped.
 
 Default sampler ``"random+tpe"``: random search in log space in the coarse stage (the
-lecture's), TPE inside the narrowed ranges after it; with break-out + median pruning it ties
-with Optuna's TPE + MedianPruner at an equal epoch budget on the MNIST-1D benchmark (+0.005 ±
-0.010 best validation accuracy over 10 paired seeds; ``benchmarks/search.py``,
-docs/benchmarks.md), where all-random stages trail it by 2.4 points.
+lecture's), TPE inside the narrowed ranges after it; with break-out + median pruning it is
+at least as good as Optuna's TPE + MedianPruner at an equal epoch budget on the MNIST-1D
+benchmark (+0.013 ± 0.010 best validation accuracy over 10 paired seeds, ahead on 8;
+``benchmarks/search.py``, docs/benchmarks.md), where all-random stages trail it by 2.4 points.
 
 Which series each pruner reads: the built-in objective reports the validation metric once per
 epoch (``trial.report``; what ``MedianPruner`` compares) and the training loss to
