@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DPI", "STYLE", "Plot", "data_uri", "figure", "log_axis_if_wide", "render"]
+__all__ = ["DPI", "STYLE", "Plot", "data_uri", "figure", "log_axis_if_wide", "render", "style"]
 
 DPI = 100
 WIDE_INCHES = 8.0
@@ -37,14 +37,21 @@ STYLE: dict[str, Any] = {
 }
 
 
+def style() -> Any:
+    """A context in which matplotlib draws in the report's style (for figures made elsewhere,
+    e.g. ``LRFinderResult.plot``)."""
+    import matplotlib as mpl
+
+    return mpl.rc_context(STYLE)
+
+
 @contextmanager
 def figure(width: float, height: float) -> Iterator[Any]:
     """A new Agg ``Figure`` (inches) drawn in the report's style."""
-    import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    with mpl.rc_context(STYLE):
+    with style():
         fig = Figure(figsize=(width, height), layout="constrained")
         FigureCanvasAgg(fig)
         yield fig

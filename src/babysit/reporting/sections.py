@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..findings import SEVERITIES, Finding
+from ..tuning.space import describe
 from .collect import Run
-from .figures import Plot
+from .figures import Plot, render, style
 
 __all__ = ["Section", "Table", "build_sections"]
 
@@ -210,12 +211,9 @@ def _activations(run: Run) -> Section | None:
 def _lr_find(run: Run) -> Section:
     from ..tuning.lr_find import LRFinderResult
 
-    doc = {k: v for k, v in (run.lr_find or {}).items() if k != "schema"}
-    result = LRFinderResult(**{k: v for k, v in doc.items() if k in _LR_FIELDS})
-    with _report_style():
+    result = LRFinderResult.from_dict(run.lr_find or {})
+    with style():
         fig = result.plot()
-    from .figures import render
-
     section = Section(
         "lr-find",
         f"Learning-rate range test{_where(run)}",
@@ -236,27 +234,7 @@ def _lr_find(run: Run) -> Section:
     return section
 
 
-_LR_FIELDS = (
-    "suggestion",
-    "suggestions",
-    "confident",
-    "lrs",
-    "losses",
-    "raw_losses",
-    "rule",
-    "reasons",
-    "stopped",
-    "optimizer",
-    "start_lr",
-    "end_lr",
-    "steps",
-    "batch_size",
-)
-
-
 def _search(run: Run) -> Section:
-    from .figures import render
-
     doc = run.search or {}
     stages, trials = doc.get("stages") or [], doc.get("trials") or []
     metric = doc.get("metric", "metric")
@@ -271,7 +249,7 @@ def _search(run: Run) -> Section:
         from ..tuning.staged_search import SearchResult
 
         result = SearchResult(trials=trials, best=doc.get("best"), stages=stages, metric=metric)
-        with _report_style():
+        with style():
             fig = result.plot()
         section.plots.append(render(fig, f"{metric} against each searched hyperparameter"))
     section.findings = [
@@ -285,7 +263,7 @@ def _search(run: Run) -> Section:
                 ["stage", "trials", "epochs", *names],
                 [
                     [s.get("stage"), s.get("trials"), s.get("epochs")]
-                    + [_range_text(s.get("ranges", {}).get(n)) for n in names]
+                    + [describe(s.get("ranges", {}).get(n) or {}) for n in names]
                     for s in stages
                 ],
             )
@@ -319,15 +297,6 @@ def _search(run: Run) -> Section:
     return section
 
 
-def _range_text(spec: dict[str, Any] | None) -> str:
-    if not spec:
-        return ""
-    if "low" in spec:
-        scale = " (log)" if spec.get("kind") == "loguniform" else ""
-        return f"{spec['low']:.3g} … {spec['high']:.3g}{scale}"
-    return ", ".join(str(v) for v in spec.get("values", []))
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
@@ -341,14 +310,6 @@ def _training(run: Run) -> Section:
         "The lecture's babysitting plots, from this run's metrics.csv: loss, accuracy, "
         "update/weight ratio, dead and saturated units, gradient flow.",
     )
-    with _report_style():
+    with style():
         section.plots = training_plots(run.metrics or [], run.findings)
     return section
-
-
-def _report_style():
-    import matplotlib as mpl
-
-    from .figures import STYLE
-
-    return mpl.rc_context(STYLE)

@@ -105,11 +105,7 @@ class ActivationSnapshots(Callback):
             with torch.random.fork_rng(devices=devices):
                 model.eval()
                 rows = _measure(model, x, torch.Generator().manual_seed(0))
-        except Exception:  # a model the probe cannot measure: no figure, training unaffected
-            if os.environ.get("BABYSIT_STRICT_CHECKS") == "1":
-                raise  # the tests see it
-            rows = []
-        finally:
+        finally:  # errors go to _guarded: no figure, training unaffected
             model.train(was_training)
             for p, g in grads.items():
                 p.grad = g

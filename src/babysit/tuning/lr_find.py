@@ -31,7 +31,7 @@ import copy
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -129,6 +129,12 @@ class LRFinderResult:
             "losses": list(self.losses),
             "raw_losses": list(self.raw_losses),
         }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> LRFinderResult:
+        """The result :meth:`to_dict` wrote (keys it does not know, e.g. ``schema``, ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in document.items() if k in names})
 
     def plot(self, path: str | os.PathLike | None = None):
         """Loss against learning rate (log x), one marker per rule.

@@ -33,6 +33,7 @@ __all__ = [
     "Uniform",
     "check_space",
     "choice",
+    "describe",
     "intuniform",
     "loguniform",
     "parse_space",
@@ -224,6 +225,19 @@ class Choice(Param):
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "choice", "values": list(self.values)}
+
+
+def describe(spec: Mapping[str, Any]) -> str:
+    """A range as text from its ``to_dict()`` form (as stored with each stage): ``"1e-05 … 0.1
+    (log)"``, ``"0 … 0.5"``, or a choice's values.
+
+    >>> describe(loguniform(1e-5, 0.1).to_dict()), describe(choice([50, 100]).to_dict())
+    ('1e-05 … 0.1 (log)', '50, 100')
+    """
+    if "low" in spec:
+        log = " (log)" if spec.get("kind") == "loguniform" else ""
+        return f"{spec['low']:.3g} … {spec['high']:.3g}{log}"
+    return ", ".join(str(v) for v in spec.get("values", []))
 
 
 def loguniform(low: float, high: float) -> LogUniform:

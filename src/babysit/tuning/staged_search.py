@@ -46,7 +46,7 @@ from .. import runs
 from ..findings import Finding
 from ..train import Callback, fit
 from .pruners import BreakOutPruner, report_loss
-from .space import Param, check_space
+from .space import Param, check_space, describe
 
 __all__ = ["SearchResult", "mask_url", "open_storage", "search"]
 
@@ -160,7 +160,7 @@ class SearchResult:
             )
         rows = "".join(
             f"<tr><td>{s['stage']}</td><td>{s['trials']}</td><td>{s['epochs']}</td><td>"
-            + escape("; ".join(f"{n}: {_range(r)}" for n, r in s["ranges"].items()))
+            + escape("; ".join(f"{n}: {describe(r)}" for n, r in s["ranges"].items()))
             + "</td></tr>"
             for s in self.stages
         )
@@ -506,11 +506,6 @@ class _StageQuota:
         self.n, self.epochs = n, epochs
         self.cap = MAX_TRIALS_FACTOR * n
 
-    def spent(self, study: optuna.Study) -> tuple[int, float]:
-        """(finished trials, complete trials' worth of training they spent)."""
-        done = [t for t in study.get_trials(deepcopy=False) if t.state in _DONE]
-        return len(done), sum(self._cost(t) for t in done)
-
     def _cost(self, trial: optuna.trial.FrozenTrial) -> float:
         reported = len(trial.intermediate_values)
         if trial.state == optuna.trial.TrialState.COMPLETE or reported == 0:
@@ -519,11 +514,11 @@ class _StageQuota:
         return min(1.0, reported / expected)
 
     def full(self, study: optuna.Study) -> bool:
-        done, spent = self.spent(study)
-        failed = sum(
-            t.state == optuna.trial.TrialState.FAIL for t in study.get_trials(deepcopy=False)
-        )
-        return spent + 1 > self.n + 1e-9 or done >= self.cap or failed >= 2 * self.n
+        trials = study.get_trials(deepcopy=False)  # one storage read (a database query on RDB)
+        done = [t for t in trials if t.state in _DONE]
+        spent = sum(self._cost(t) for t in done)
+        failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+        return spent + 1 > self.n + 1e-9 or len(done) >= self.cap or failed >= 2 * self.n
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.full(study):
@@ -856,12 +851,6 @@ def _table(study: optuna.Study, stage: int) -> list[dict[str, Any]]:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _range(spec: Mapping[str, Any]) -> str:
-    if "low" in spec:
-        return f"{spec['low']:.3g}…{spec['high']:.3g}"
-    return ", ".join(str(v) for v in spec.get("values", []))
 
 
 def _best(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
