@@ -15,18 +15,21 @@ context.
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from html import escape
 from typing import Any, Literal
 
-__all__ = ["CODES", "SEVERITIES", "Diagnosis", "Finding"]
+import torch
+
+__all__ = ["CODES", "SEVERITIES", "Diagnosis", "Finding", "finding", "known_codes"]
 
 Severity = Literal["info", "warning", "error"]
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")  # most severe first
 
-# code -> (default severity, meaning). DESIGN.md's table; add codes, never rename.
+# code -> (default severity, meaning). docs/architecture.md (findings); add codes, never rename.
 CODES: dict[str, tuple[str, str]] = {
     "DATA_NAN": ("error", "inputs contain NaN/Inf"),
     "LABELS_OUT_OF_RANGE": ("error", "a label outside [0, C)"),
@@ -142,3 +145,61 @@ class Diagnosis:
         )
         head = "<tr><th>severity</th><th>code</th><th>finding</th><th>advice</th></tr>"
         return f"<table>{head}{rows}</table>" if rows else "<p>No findings: all checks passed.</p>"
+
+
+def finding(
+    code: str,
+    message: str,
+    advice: str,
+    evidence: Mapping[str, Any] | None = None,
+    *,
+    layer: str | None = None,
+    severity: str | None = None,
+) -> Finding:
+    """A :class:`Finding` with the code's default severity unless told otherwise.
+
+    Every check and monitor builds its findings here, so evidence is always JSON-ready: plain
+    types, tensors as lists, floats rounded to 6 significant digits.
+    """
+    return Finding(
+        code=code,
+        severity=severity or CODES[code][0],
+        message=message,
+        advice=advice,
+        evidence=_plain(dict(evidence or {})),
+        layer=layer,
+    )
+
+
+def known_codes(codes: str | Iterable[str], *, name: str = "ignore") -> frozenset[str]:
+    """``codes`` as a set, each checked against :data:`CODES`.
+
+    A ``ValueError`` names every unknown code with its closest known ones (a typo such as
+    ``DEAD_RELUS`` would otherwise silence nothing, silently). ``diagnose`` and ``fit`` both
+    check ``ignore=`` here.
+    """
+    found = frozenset([codes] if isinstance(codes, str) else codes)
+    unknown = sorted(c for c in found if c not in CODES)
+    if unknown:
+        hints = []
+        for code in unknown:
+            close = difflib.get_close_matches(str(code).upper(), CODES, n=3, cutoff=0.6)
+            hints.append(f"{code!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise ValueError(
+            f"{name} names unknown finding codes: {'; '.join(hints)}. Known codes: "
+            f"{', '.join(CODES)} (babysit explain CODE describes one)"
+        )
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """Evidence as JSON-ready plain types (floats rounded to 6 significant digits)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _plain(value.tolist())
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value

@@ -27,9 +27,8 @@ from torch import nn
 
 from . import runs
 from .nn.activations import activation as make_activation
-from .nn.activations import activation_name
 from .nn.init import init_model
-from .probes import Probe
+from .probes import LayerRow, measure_layers
 
 __all__ = [
     "LECTURE_SETTINGS",
@@ -71,22 +70,6 @@ LECTURE_SETTINGS = (
     Setting("relu", "xavier_normal"),
     Setting("relu", "he_normal"),
 )
-
-
-@dataclass
-class LayerRow:
-    """One hidden layer's activations at init: statistics and the back-propagated gradient."""
-
-    layer: int  # 1-based depth
-    name: str  # module path of the activation
-    mean: float
-    std: float
-    saturated_fraction: float | None  # tanh/sigmoid: |z| beyond the threshold (DESIGN.md)
-    dead_fraction: float | None  # ReLU: units zero on every example
-    act_grad_norm: float | None  # ‖∂L/∂a‖ at this layer's output
-    weight_grad_norm: float | None  # ‖∂L/∂W‖ of the layer's weights
-    hist_counts: list[int]
-    hist_edges: list[float]
 
 
 @dataclass
@@ -184,56 +167,12 @@ def run(
             else deep_net(setting.activation, depth, width)
         )
         init_model(net, setting.init, data=inputs, **setting.init_kwargs)
-        results.append(SettingResult(setting, _measure(net, inputs, generator)))
+        results.append(SettingResult(setting, measure_layers(net, inputs, generator, bins=HIST_BINS)))
     result = InitLabResult(depth, width, len(inputs), seed, results)
     if run_dir is not None:
         runs.write_json(run_dir, runs.ACTIVATIONS, result.to_dict())
         plot(result, Path(run_dir) / "initlab.png")
     return result
-
-
-def _measure(net: nn.Module, inputs: torch.Tensor, generator: torch.Generator) -> list[LayerRow]:
-    with torch.no_grad():
-        out = net(inputs)
-    upstream = torch.randn(out.shape, generator=generator).to(out.device)
-    # One histogram range for every layer of a setting, as in the lecture's figure: a collapse
-    # then shows as a spike narrowing on 0, not as the same bell curve on ever smaller axes.
-    first = Probe(net, layers="activations", max_examples=None, max_units=1 << 20)
-    spans = [(s.min, s.max) for s in first.snapshot(inputs).values()]
-    low = min((lo for lo, _ in spans), default=-1.0)
-    high = max((hi for _, hi in spans), default=1.0)
-    probe = Probe(
-        net,
-        layers="all",
-        max_examples=None,
-        max_units=1 << 20,
-        bins=HIST_BINS,
-        hist_range=(low, high) if low < high else None,
-    )
-    stats = probe.snapshot(inputs, loss_fn=lambda out: (out * upstream).sum())
-    rows, last_weight = [], None
-    for name, module in net.named_modules():
-        if name in stats and activation_name(module) is None and name:
-            last_weight = stats[name]
-        if name not in stats or activation_name(module) is None:
-            continue
-        s = stats[name]
-        weight_grad = last_weight.param_grad_norms.get("weight") if last_weight else None
-        rows.append(
-            LayerRow(
-                layer=len(rows) + 1,
-                name=name,
-                mean=s.mean,
-                std=s.std,
-                saturated_fraction=s.saturated_fraction,
-                dead_fraction=s.dead_fraction,
-                act_grad_norm=s.grad_norm,
-                weight_grad_norm=weight_grad,
-                hist_counts=s.hist_counts,
-                hist_edges=s.hist_edges,
-            )
-        )
-    return rows
 
 
 def settings_from_cli(

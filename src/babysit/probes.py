@@ -54,12 +54,15 @@ from .nn.activations import WEIGHT_LAYERS, Maxout, activation_name
 
 __all__ = [
     "DEAD_MIN_EXAMPLES",
+    "HIST_BINS",
     "MAX_CALLS_PER_STEP",
     "SATURATION_THRESHOLDS",
     "SIGMOID_SATURATION",
     "TANH_SATURATION",
+    "LayerRow",
     "LayerStats",
     "Probe",
+    "measure_layers",
 ]
 
 # Saturation thresholds on the pre-activation z (DESIGN.md, "Saturated"). tanh'(z) = 1 - tanh²(z)
@@ -745,3 +748,79 @@ def _kind(module: nn.Module) -> str:
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# -- per-layer measurement at one point in time (init lab, activation snapshots) ---------
+
+HIST_BINS = 40
+
+
+@dataclass
+class LayerRow:
+    """One hidden layer's activations at init: statistics and the back-propagated gradient."""
+
+    layer: int  # 1-based depth
+    name: str  # module path of the activation
+    mean: float
+    std: float
+    saturated_fraction: float | None  # tanh/sigmoid: |z| beyond SATURATION_THRESHOLDS
+    dead_fraction: float | None  # ReLU: units zero on every example
+    act_grad_norm: float | None  # ‖∂L/∂a‖ at this layer's output
+    weight_grad_norm: float | None  # ‖∂L/∂W‖ of the layer's weights
+    hist_counts: list[int]
+    hist_edges: list[float]
+
+
+def measure_layers(
+    net: nn.Module, inputs: torch.Tensor, generator: torch.Generator, *, bins: int = HIST_BINS
+) -> list[LayerRow]:
+    """Each hidden activation layer of ``net`` on ``inputs``: statistics, histogram, gradients.
+
+    The lecture's init experiment, as the init lab and the training's activation snapshots
+    both draw it. The backward pass uses a random upstream gradient ``∂L/∂out ~ N(0, 1)`` drawn
+    from ``generator`` (so norms compare across settings that share a seed); every layer's
+    histogram shares one range, the span of all activations, so a collapse shows as a spike
+    narrowing on 0. ``weight_grad_norm`` is the gradient norm of the weight layer feeding the
+    activation. ``net`` runs as it is (train/eval mode untouched).
+    """
+    with torch.no_grad():
+        out = net(inputs)
+    upstream = torch.randn(out.shape, generator=generator).to(out.device)
+    # One histogram range for every layer of a setting, as in the lecture's figure: a collapse
+    # then shows as a spike narrowing on 0, not as the same bell curve on ever smaller axes.
+    first = Probe(net, layers="activations", max_examples=None, max_units=1 << 20)
+    spans = [(s.min, s.max) for s in first.snapshot(inputs).values()]
+    low = min((lo for lo, _ in spans), default=-1.0)
+    high = max((hi for _, hi in spans), default=1.0)
+    probe = Probe(
+        net,
+        layers="all",
+        max_examples=None,
+        max_units=1 << 20,
+        bins=bins,
+        hist_range=(low, high) if low < high else None,
+    )
+    stats = probe.snapshot(inputs, loss_fn=lambda out: (out * upstream).sum())
+    rows, last_weight = [], None
+    for name, module in net.named_modules():
+        if name in stats and activation_name(module) is None and name:
+            last_weight = stats[name]
+        if name not in stats or activation_name(module) is None:
+            continue
+        s = stats[name]
+        weight_grad = last_weight.param_grad_norms.get("weight") if last_weight else None
+        rows.append(
+            LayerRow(
+                layer=len(rows) + 1,
+                name=name,
+                mean=s.mean,
+                std=s.std,
+                saturated_fraction=s.saturated_fraction,
+                dead_fraction=s.dead_fraction,
+                act_grad_norm=s.grad_norm,
+                weight_grad_norm=weight_grad,
+                hist_counts=s.hist_counts,
+                hist_edges=s.hist_edges,
+            )
+        )
+    return rows

@@ -1,4 +1,7 @@
-"""What every pre-flight check shares: the context it reads, the registry, a finding helper.
+"""What every pre-flight check shares: the context it reads and the registry.
+
+:func:`finding` (re-exported here for the checks) lives in :mod:`babysit.findings`, where the
+training monitors build their findings too.
 
 A check is a small function ``check(ctx) -> list[Finding]``, registered with :func:`check`
 under a name and the codes it can emit. It reads :class:`Context` and must not change the
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..findings import CODES, Finding
+from ..findings import CODES, Finding, finding
 
 __all__ = ["REGISTRY", "CheckSpec", "Context", "check", "finding"]
 
@@ -87,36 +90,3 @@ def check(
         return func
 
     return register
-
-
-def finding(
-    code: str,
-    message: str,
-    advice: str,
-    evidence: Mapping[str, Any] | None = None,
-    *,
-    layer: str | None = None,
-    severity: str | None = None,
-) -> Finding:
-    """A :class:`Finding` with the code's default severity unless told otherwise."""
-    return Finding(
-        code=code,
-        severity=severity or CODES[code][0],
-        message=message,
-        advice=advice,
-        evidence=_plain(dict(evidence or {})),
-        layer=layer,
-    )
-
-
-def _plain(value: Any) -> Any:
-    """Evidence as JSON-ready plain types (floats rounded to 6 significant digits)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _plain(value.tolist())
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    return value

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..findings import Finding
+from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS
 from ._base import Context, check, finding
 
@@ -194,55 +195,6 @@ def _nonfinite_gradients(
             layer=layers[0],
         )
     ]
-
-
-def vanishing_or_exploding(
-    norms: dict[str, float], thresholds: Mapping[str, float]
-) -> list[Finding]:
-    """AUTOTRAINER's rule on ``‖g_first‖ / ‖g_last‖`` (first and last weight layer, in forward
-    order); shared by ``diagnose`` and the training monitor."""
-    if len(norms) < 2:
-        return []
-    layers = list(norms)
-    first, last = layers[0], layers[-1]
-    g_first, g_last = norms[first], norms[last]
-    ratio = g_first / g_last if g_last > 0 else (math.inf if g_first > 0 else 1.0)
-    evidence = {
-        "first_layer": first,
-        "last_layer": last,
-        "ratio": ratio if math.isfinite(ratio) else None,
-        "first_grad_norm": g_first,
-        "last_grad_norm": g_last,
-        "grad_norms": norms,
-    }
-    t = thresholds
-    if ratio < t["gradient_vanishing_ratio"] and g_first < t["gradient_vanishing_abs"]:
-        return [
-            finding(
-                "VANISHING_GRADIENTS",
-                f"the weight gradient of the first layer '{first}' ({g_first:.2g}) is "
-                f"{ratio:.2g}× that of the last layer '{last}' ({g_last:.2g}): the early "
-                "layers will barely learn",
-                "use ReLU-family activations with He init (not sigmoid/tanh in a deep net), "
-                "add batch norm or residual connections, or make the net shallower",
-                evidence,
-                layer=first,
-            )
-        ]
-    if ratio > t["gradient_exploding_ratio"]:
-        return [
-            finding(
-                "EXPLODING_GRADIENTS",
-                f"the weight gradient of the first layer '{first}' ({g_first:.2g}) is "
-                f"{ratio:.3g}× that of the last layer '{last}' ({g_last:.2g}): gradients "
-                "grow layer by layer on the way back",
-                "lower the init scale (He/Xavier instead of a large std), add batch norm, or "
-                "clip gradients (torch.nn.utils.clip_grad_norm_)",
-                evidence,
-                layer=first,
-            )
-        ]
-    return []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ down; "loss not going down: learning rate too low; loss exploding (NaN): learnin
 high"; the ratio of weight updates to weight magnitudes should be around 1e-3.
 
 - ``find_lr`` (default set, only when ``lr=None``) and ``lr_range_test`` (slow set, or by
-  name) run the range test of Smith 2017 (:mod:`babysit.tuning.lr_find`) on the probe batch
+  name) run the range test of Smith 2017 (:mod:`babysit.range_test`) on the probe batch
   and report ``LR_SUGGESTION``. They run before ``learning_rate``, which then judges the
   suggestion when the user gave no learning rate.
 - ``learning_rate`` trains a fresh copy full-batch on the probe batch for ``LR_STEPS`` steps
@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..divergence import diverged
 from ..findings import Finding
-from ..tuning.lr_find import LRFinderResult, range_test
+from ..range_test import LRFinderResult, range_test
 from ._base import Context, check, finding
 from .overfit import downsample, loss_computable
 
@@ -246,23 +247,26 @@ def _ratios(weights: dict[str, torch.Tensor], before: dict[str, torch.Tensor]) -
 
 
 def _loss_findings(ctx: Context, run: _Run, where: str) -> list[Finding]:
-    """LR_TOO_HIGH: peak loss > ``loss_explosion`` × its start. LR_TOO_LOW: relative decrease
-    (start − mean of the last 5) / start < ``loss_min_decrease`` while the updates are small."""
+    """LR_TOO_HIGH: the peak loss diverged from its start (:func:`babysit.divergence.diverged`
+    with ``loss_explosion`` as the factor). LR_TOO_LOW: relative decrease
+    (start − mean of the last 5) / start < ``loss_min_decrease`` while the updates are small
+    (judged only for a positive start, where a relative decrease means something)."""
     losses = run.losses
     start, peak = losses[0], max(losses)
-    if start <= 0:
-        return []
     evidence = _loss_evidence(run)
-    if peak > ctx.thresholds["loss_explosion"] * start:
+    if diverged(peak, start, ctx.thresholds["loss_explosion"]):
+        rise = f"{peak / start:.3g}× its start" if start > 0 else "far above its start"
         return [
             finding(
                 "LR_TOO_HIGH",
-                f"the loss rose to {peak / start:.3g}× its start ({start:.3g} → {peak:.3g}) "
+                f"the loss rose to {rise} ({start:.3g} → {peak:.3g}) "
                 f"in {len(losses) - 1} full-batch steps at {where}",
                 f"lower the learning rate by 10×, e.g. lr={run.lr / 10:.2g}{_hint(ctx)}",
                 evidence,
             )
         ]
+    if start <= 0:
+        return []
     end = float(np.mean(losses[-5:]))
     decrease = (start - end) / start
     typical = _typical_ratio(run)

@@ -1,67 +1,20 @@
 """Figures for the report: one consistent style, drawn off-screen, embedded as base64 PNG.
 
-Every figure is a :class:`matplotlib.figure.Figure` on the Agg canvas (no display, no global
-pyplot state, safe in threads and on servers). :func:`data_uri` turns it into a ``data:`` URI, so
-the HTML page needs no other file and no network.
+The style, the Agg figure and the PNG encoding live in :mod:`babysit.plotting` (low in the
+layers, shared with the history, the range test and the search); this module adds what only the
+report needs: :class:`Plot` (a figure with its alt text and caption) and the axis helpers.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..plotting import DPI, STYLE, data_uri, figure, style
+
 __all__ = ["DPI", "STYLE", "Plot", "data_uri", "figure", "log_axis_if_wide", "render", "style"]
 
-DPI = 100
 WIDE_INCHES = 8.0
-# A clean, readable style: light grid, no top/right spines, labels large enough for a phone.
-STYLE: dict[str, Any] = {
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.titlesize": 10,
-    "axes.titleweight": "bold",
-    "axes.titlelocation": "left",
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 7.5,
-    "legend.frameon": False,
-    "lines.linewidth": 1.4,
-    "figure.facecolor": "white",
-}
-
-
-def style() -> Any:
-    """A context in which matplotlib draws in the report's style (for figures made elsewhere,
-    e.g. ``LRFinderResult.plot``)."""
-    import matplotlib as mpl
-
-    return mpl.rc_context(STYLE)
-
-
-@contextmanager
-def figure(width: float, height: float) -> Iterator[Any]:
-    """A new Agg ``Figure`` (inches) drawn in the report's style."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    with style():
-        fig = Figure(figsize=(width, height), layout="constrained")
-        FigureCanvasAgg(fig)
-        yield fig
-
-
-def data_uri(fig: Any, *, dpi: int = DPI) -> str:
-    """The figure as a ``data:image/png;base64,...`` URI."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def log_axis_if_wide(ax: Any, values: list[float], *, decades: float = 1.0) -> bool:

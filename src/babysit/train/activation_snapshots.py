@@ -3,7 +3,7 @@
 ``fit`` with a ``run_dir`` measures every nonlinearity's output (mean, std, dead and saturated
 fractions, a histogram) and the back-propagated gradient norms on a fixed sample of the training
 data, once before the first step and once at the end, with the same measurement as the init lab
-(:func:`babysit.initlab._measure`), and writes them to ``activations.json``: the report draws
+(:func:`babysit.probes.measure_layers`), and writes them to ``activations.json``: the report draws
 them side by side, so a std that collapsed or a layer that died during training shows.
 
 Measuring never changes the run: the model is measured in eval mode (no dropout, batch norm with
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import runs
+from ..probes import measure_layers
 from .callbacks import Callback
 
 if TYPE_CHECKING:
@@ -95,8 +96,6 @@ class ActivationSnapshots(Callback):
         return x[: self.sample] if isinstance(x, torch.Tensor) and x.is_floating_point() else None
 
     def _measure(self, trainer: Session) -> list[dict[str, Any]]:
-        from ..initlab import _measure
-
         model, x = trainer.model, self._inputs(trainer)
         grads = {p: p.grad for p in model.parameters()}
         was_training = model.training
@@ -104,7 +103,7 @@ class ActivationSnapshots(Callback):
         try:
             with torch.random.fork_rng(devices=devices):
                 model.eval()
-                rows = _measure(model, x, torch.Generator().manual_seed(0))
+                rows = measure_layers(model, x, torch.Generator().manual_seed(0))
         finally:  # errors go to _guarded: no figure, training unaffected
             model.train(was_training)
             for p, g in grads.items():

@@ -102,7 +102,7 @@ class History:
         curves = {panel: c for panel, c in curves.items() if c}
         if len(self) < 2 or not curves:
             return ""
-        from ..reporting.figures import data_uri, figure
+        from ..plotting import data_uri, figure
 
         with figure(3.2 * len(curves), 2.4) as fig:
             axes = fig.subplots(1, len(curves), squeeze=False)[0]

@@ -104,7 +104,7 @@ class LRFinderResult:
         """Jupyter: the range-test plot and the suggestion."""
         from html import escape
 
-        from ..reporting.figures import data_uri
+        from ..plotting import data_uri
 
         confident = "confident" if self.confident else "not confident: " + "; ".join(self.reasons)
         sugg = "none" if self.suggestion is None else f"{self.suggestion:.3g}"

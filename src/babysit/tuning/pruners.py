@@ -5,10 +5,13 @@ Optuna gives a trial one series of intermediate values, which median-style prune
 across trials: babysit's built-in objective reports the *validation metric* there, once per
 epoch. The break-out reads a different series, the *training loss*, kept in two trial user
 attributes that the objective updates (``breakout_initial``: the first step's loss,
-``breakout_loss``: the latest one, ``None`` for NaN/Inf): a trial whose loss is NaN/Inf or above
-``factor`` × its initial loss is pruned, whatever ``inner`` (e.g. ``MedianPruner``) says about
-its metric. NaN and Inf are handled explicitly (a NaN compares False with everything, which is
-how several of Optuna's own pruners let NaN trials run on).
+``breakout_loss``: the latest one, ``None`` for NaN/Inf): a trial whose loss is NaN/Inf or has
+diverged from its initial loss (:func:`babysit.divergence.diverged`; for a loss that starts at
+0.1 or above that is "above ``factor`` × the initial loss") is pruned, whatever ``inner`` (e.g.
+``MedianPruner``) says about its metric. :func:`broke_out` is the same test on one live loss,
+for an objective that decides within a step whether to report at once. NaN and Inf are handled
+explicitly (a NaN compares False with everything, which is how several of Optuna's own pruners
+let NaN trials run on).
 
 A user objective gets the same behaviour by calling :func:`report_loss` with its loss, then
 ``trial.should_prune()``.
@@ -21,11 +24,18 @@ from typing import Any
 
 import optuna
 
-__all__ = ["BREAKOUT_FACTOR", "BreakOutPruner", "report_loss"]
+from ..divergence import FACTOR, diverged
 
-BREAKOUT_FACTOR = 3.0  # lecture: cost > 3 x original cost -> break out
+__all__ = ["BREAKOUT_FACTOR", "BreakOutPruner", "broke_out", "report_loss"]
+
+BREAKOUT_FACTOR = FACTOR  # lecture: cost > 3 x original cost -> break out
 _INITIAL = "breakout_initial"
 _LATEST = "breakout_loss"
+
+
+def broke_out(loss: float, initial: float | None, factor: float = BREAKOUT_FACTOR) -> bool:
+    """Whether ``loss`` triggers the break-out against the trial's ``initial`` loss."""
+    return diverged(loss, initial, factor)
 
 
 def report_loss(trial: optuna.Trial, loss: float) -> None:
@@ -74,7 +84,7 @@ class BreakOutPruner(optuna.pruners.BasePruner):
         initial, latest = attrs.get(_INITIAL), attrs[_LATEST]
         if latest is None or initial is None:
             return True  # NaN/Inf loss (recorded as None)
-        return latest > self.factor * initial
+        return broke_out(latest, initial, self.factor)
 
 
 def _last_intermediate(trial: optuna.trial.FrozenTrial) -> float | None:

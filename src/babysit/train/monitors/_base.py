@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...checks._base import finding
+from ...findings import finding
 from ..callbacks import Callback
 
 __all__ = ["Monitor", "finding"]

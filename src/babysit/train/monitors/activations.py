@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ...checks.backward import vanishing_or_exploding
+from ...gradient_flow import vanishing_or_exploding
 from ...nn.activations import WEIGHT_LAYERS
 from ...probes import DEAD_MIN_EXAMPLES, Probe
 from ._base import Monitor, finding

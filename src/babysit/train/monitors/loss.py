@@ -2,7 +2,8 @@
 
 :class:`LossGuard` watches every step's loss. NaN/Inf is caught in the step where it appears
 (before backward, so no NaN gradient reaches the weights); a loss above 3x its first value is
-the lecture's "cost > 3 * original cost: break out early". Under ``fit`` both roll the model and
+the lecture's "cost > 3 * original cost: break out early" (:func:`babysit.divergence.diverged`,
+which also handles losses that start at or below zero). Under ``fit`` both roll the model and
 optimizer back to the last good state, lower the learning rate by ``lr_factor`` and continue,
 up to ``max_rollbacks`` times (then training stops); each time a ``NAN_LOSS`` or ``LR_TOO_HIGH``
 finding records it. Under ``watch`` (the user's loop) they are reported, and
@@ -21,6 +22,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING
 
+from ...divergence import MIN_SCALE, diverged, limit
 from ._base import Monitor, finding
 
 if TYPE_CHECKING:
@@ -74,8 +76,7 @@ class LossGuard(Monitor):
         bad = not math.isfinite(loss)
         if not bad and self.initial_loss is None:
             self.initial_loss = loss
-        exploded = not bad and loss > self._limit * self.initial_loss  # type: ignore[operator]
-        if not (bad or exploded):
+        if not diverged(loss, self.initial_loss, self._limit):
             if self._snapshot_due or trainer.step % self.snapshot_every == 0:
                 trainer.remember_good_state()
                 self._snapshot_due = False
@@ -97,8 +98,8 @@ class LossGuard(Monitor):
         what = (
             f"the loss became {loss} at step {trainer.step}"
             if nan
-            else f"the loss {loss:.3g} exceeds {trainer.thresholds['loss_explosion']:g}x its "
-            f"initial {self.initial_loss:.3g} at step {trainer.step} (lecture: break out)"
+            else f"the loss {loss:.3g} exceeds {_rise(self.initial_loss, self._limit)} at step "
+            f"{trainer.step} (lecture: break out)"
         )
         rolled = can_retry and trainer.request_rollback(
             finding(code, what, "", evidence), self.lr_factor
@@ -129,6 +130,14 @@ class LossGuard(Monitor):
             finding(code, message, advice, evidence, severity="error" if nan else "warning"),
             once=False,
         )
+
+
+def _rise(initial: float | None, factor: float) -> str:
+    """How the divergence limit reads for this start (see :mod:`babysit.divergence`)."""
+    if initial is not None and initial >= MIN_SCALE:
+        return f"{factor:g}x its initial {initial:.3g}"
+    start = initial or 0.0
+    return f"the divergence limit {limit(start, factor):.3g} (initial loss {start:.3g})"
 
 
 class LossCurve(Monitor):

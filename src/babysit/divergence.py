@@ -1,0 +1,67 @@
+"""The divergence rule: when has a loss blown up? One rule for every place that breaks out.
+
+The lecture's rule of thumb is "if the cost is ever > 3 × the original cost, break out early".
+Read literally it only works for losses that start well above zero: a loss that starts at
+``-0.1`` (a negative cosine similarity) is "above 3 × its start" (``-0.3``) at once, and a loss
+that starts at ``0.001`` (a fine-tuned model) is "diverged" by ordinary batch noise at ``0.004``.
+
+babysit reads it as "the loss rose above its start by more than ``factor - 1`` times the start's
+size", with the size never taken below ``MIN_SCALE``:
+
+    diverged  ⇔  loss is NaN/±Inf
+              or  loss − start > (factor − 1) · max(|start|, MIN_SCALE)
+
+For a loss that starts at or above ``MIN_SCALE`` (cross-entropy at init is ln C ≥ 0.69, an MSE on
+standardized targets ≈ 1) this is exactly ``loss > factor · start``, the lecture's rule. Below
+it, the start's size is replaced by ``MIN_SCALE``: the rule no longer fires on noise around a
+loss near zero, and a loss below zero is judged by how far it rose, not by its sign. A loss that
+really diverges grows without bound (or turns NaN), so it still crosses the line.
+
+Who uses it: ``fit``'s ``LossGuard`` (and so ``watch``), the search's break-out pruner and its
+trial reporter (:mod:`babysit.tuning.pruners`), the LR range test (with ``factor=4`` against the
+best running loss, as fastai and Lightning stop) and ``diagnose``'s short learning-rate run.
+The factor is the threshold ``loss_explosion`` (:mod:`babysit.thresholds`).
+
+>>> diverged(7.0, 2.3), diverged(6.8, 2.3)
+(True, False)
+>>> diverged(-0.1, -0.1), diverged(0.5, -0.1)
+(False, True)
+>>> diverged(float("nan"), 2.3)
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["FACTOR", "MIN_SCALE", "diverged", "limit"]
+
+FACTOR = 3.0  # lecture: "cost > 3 × original cost: break out early"
+# A loss whose start lies within 0.1 of zero is judged against a size of 0.1: below that, batch
+# noise of a nearly-fitted model is of the order of the start itself. 0.1 is well below the
+# starting loss of any model trained from scratch with cross-entropy (ln 2 = 0.69 for 2 classes).
+MIN_SCALE = 0.1
+
+
+def limit(start: float, factor: float = FACTOR, *, min_scale: float = MIN_SCALE) -> float:
+    """The loss above which :func:`diverged` says True, for a finite ``start``."""
+    return start + (factor - 1.0) * max(abs(start), min_scale)
+
+
+def diverged(
+    loss: float, start: float | None, factor: float = FACTOR, *, min_scale: float = MIN_SCALE
+) -> bool:
+    """Whether ``loss`` has diverged relative to ``start`` (see the module docstring).
+
+    Args:
+        loss: the latest loss (a NaN/Inf loss has always diverged).
+        start: the reference: the first finite loss (or the best running loss for the range
+            test); ``None`` or non-finite when none was seen yet (then only NaN/Inf counts).
+        factor: the lecture's 3; must be > 1.
+        min_scale: the smallest size the start is given (see :data:`MIN_SCALE`).
+    """
+    if not math.isfinite(loss):
+        return True
+    if start is None or not math.isfinite(start):
+        return False
+    return loss > limit(start, factor, min_scale=min_scale)
