@@ -167,7 +167,9 @@ def run(
             else deep_net(setting.activation, depth, width)
         )
         init_model(net, setting.init, data=inputs, **setting.init_kwargs)
-        results.append(SettingResult(setting, measure_layers(net, inputs, generator, bins=HIST_BINS)))
+        results.append(
+            SettingResult(setting, measure_layers(net, inputs, generator, bins=HIST_BINS))
+        )
     result = InitLabResult(depth, width, len(inputs), seed, results)
     if run_dir is not None:
         runs.write_json(run_dir, runs.ACTIVATIONS, result.to_dict())

@@ -19,16 +19,16 @@ import torch
 from torch import nn
 
 from .. import runs
-from ..findings import Diagnosis, Finding
+from ..batches import probe_batch
+from ..findings import Diagnosis, Finding, known_codes
 from ..optim import DEFAULT_LR, make_optimizer, optimizer_name
 from ..thresholds import resolve
 from . import _base
 from ._base import REGISTRY, Context, finding
-from ._data_input import probe_batch
 
 __all__ = ["CHECK_SETS", "FAMILIES", "build_context", "diagnose", "list_checks"]
 
-PROBE_BATCH = 512  # >= 256 examples so dead ReLUs can be judged (DESIGN.md)
+PROBE_BATCH = 512  # >= DEAD_MIN_EXAMPLES (256) so dead ReLUs can be judged (babysit.probes)
 DEFAULT_BATCH_SIZE = 64
 
 
@@ -84,11 +84,13 @@ def diagnose(
         num_classes: default: the model's output width.
         checks: ``"default"`` (fast), ``"all"`` (adds the slow ones) or a list of check names
             (see :func:`list_checks`).
-        ignore: finding codes to silence.
+        ignore: finding codes to silence (an unknown code is a ``ValueError`` naming the
+            closest known ones, as in ``fit``).
         thresholds: overrides by name (see :data:`babysit.thresholds.THRESHOLDS`).
         seed: seeds every random draw; the global RNG state is restored afterwards.
-        budget_s: checks that would not fit in the remaining time are skipped and listed in a
-            ``CHECKS_SKIPPED`` finding.
+        budget_s: seconds, >= 0; checks that would not fit in the remaining time are skipped
+            and listed in a ``CHECKS_SKIPPED`` finding (a warning when no check ran at all:
+            nothing was checked, so nothing may look fine).
         device: where the checks run.
         run_dir: if given, ``findings.json`` is written there.
 
@@ -96,6 +98,8 @@ def diagnose(
         A :class:`~babysit.findings.Diagnosis`, most severe findings first.
     """
     selected = _select(checks)
+    ignored = known_codes(ignore)
+    _check_budget(budget_s)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         ctx = build_context(
@@ -111,7 +115,6 @@ def diagnose(
             device=device,
         )
         findings = _run_checks(ctx, selected, budget_s, start)
-    ignored = set(ignore)
     diagnosis = Diagnosis(f for f in findings if f.code not in ignored)
     if run_dir is not None:
         runs.write_json(run_dir, runs.FINDINGS, diagnosis.to_dict())
@@ -142,7 +145,7 @@ def build_context(
         lr = trial.param_groups[0]["lr"]  # a factory's own lr is the one to judge
     device = torch.device(device)
     torch.manual_seed(seed)
-    x, y, n_examples = probe_batch(data, PROBE_BATCH, seed)
+    x, y, n_examples = probe_batch(data, PROBE_BATCH, seed, entry="diagnose")
     ctx = Context(
         model=copy.deepcopy(model).to(device),
         x=x.to(device),
@@ -164,6 +167,18 @@ def build_context(
     )
     ctx.cache["default_lr"] = DEFAULT_LR.get(ctx.optimizer_name, 1e-3)
     return ctx
+
+
+def _check_budget(budget_s: float | None) -> None:
+    if budget_s is None:
+        return
+    if isinstance(budget_s, bool) or not isinstance(budget_s, int | float):
+        raise TypeError(f"budget_s must be a number of seconds or None, got {budget_s!r}")
+    if not budget_s >= 0:  # also rejects NaN
+        raise ValueError(
+            f"budget_s must be >= 0 seconds (or None for no limit), got {budget_s!r}; a "
+            "negative budget would skip every check"
+        )
 
 
 def _select(checks: str | Sequence[str]) -> list[_base.CheckSpec]:
@@ -208,12 +223,15 @@ def _run_checks(
                 raise
             skipped[spec.name] = f"the check itself failed ({type(err).__name__}: {err})"
     if skipped:
+        nothing_ran = len(skipped) == len(selected)
         findings.append(
             finding(
                 "CHECKS_SKIPPED",
-                f"{len(skipped)} check(s) not run: {', '.join(skipped)}",
+                f"{len(skipped)} check(s) not run: {', '.join(skipped)}"
+                + ("; no check ran, so nothing was checked" if nothing_ran else ""),
                 "raise budget_s, or fix the errors above and run diagnose again",
                 {"skipped": skipped},
+                severity="warning" if nothing_ran else None,
             )
         )
     return findings

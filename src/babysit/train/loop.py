@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import runs
+from .. import inputs, runs
+from ..batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from ..findings import Finding
 from ..optim import make_optimizer, optimizer_name
 from .activation_snapshots import ActivationSnapshots
-from .batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_checkpoint
 from .checkpoint import save_checkpoint as _save
@@ -316,8 +316,9 @@ class Trainer(Session):
         if self.forward_fn is not None:
             return self.forward_fn(self.model, to_device(batch, self.device))
         x, y = _xy(batch)
-        if not on_device:  # in-memory tensors were moved to the device once, at the start
+        if not on_device:  # in-memory tensors were moved (and int labels widened) at the start
             x, y = to_device(x, self.device), to_device(y, self.device)
+            y = inputs.as_labels(y) if isinstance(y, torch.Tensor) else y
         if self.step == self._start_step:
             return _first_forward(self.model, x), y
         return self.model(x), y
@@ -472,58 +473,17 @@ class Trainer(Session):
     def _check_data(self, batches: Batches, name: str) -> None:
         """Non-finite inputs and bad labels in in-memory data, before the first step."""
         tensors = getattr(batches, "tensors", None)
-        if tensors is None:
-            return
-        x, y = tensors[0], tensors[1]
-        if x.is_floating_point():
-            bad = int((~torch.isfinite(x)).sum())
-            if bad:
-                row = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero()[0])
-                raise ValueError(
-                    f"{name}: X contains {bad} NaN/Inf values (first in example {row}); training "
-                    "on them makes the loss NaN. Impute or drop those examples first"
-                )
-        labels = self.classification and self.forward_fn is None and not y.is_floating_point()
-        if labels and len(y) and int(y.min()) < 0:
-            raise ValueError(
-                f"{name}: labels must be class indices >= 0 for cross-entropy, found {int(y.min())}"
-            )
+        if tensors is not None:
+            labels = self.classification and self.forward_fn is None
+            inputs.check_examples(tensors[0], tensors[1], name=name, labels=labels)
 
     def _check_targets(self, output: Any, target: Any) -> None:
         """Cross-entropy's shape rules, stated before torch fails obscurely (first step)."""
-        if not self.classification:
-            return
-        if not isinstance(output, torch.Tensor) or not isinstance(target, torch.Tensor):
-            return
-        hint = (
-            "cross-entropy wants logits of shape (batch, classes) and integer class indices of "
-            "shape (batch,); for regression pass loss_fn=torch.nn.MSELoss()"
-        )
-        if target.is_floating_point() and target.shape != output.shape:
-            raise ValueError(
-                f"targets are {target.dtype} of shape {tuple(target.shape)} but the model outputs "
-                f"{tuple(output.shape)}: class labels must be integers (y.long()); {hint}"
-            )
-        if target.is_floating_point():
-            return
-        if output.dim() != target.dim() + 1 or output.shape[0] != target.shape[0]:
-            raise ValueError(
-                f"the model outputs shape {tuple(output.shape)} but the targets have shape "
-                f"{tuple(target.shape)}: {hint}"
-            )
-        top = int(target.max()) if target.numel() else 0
-        if top >= output.shape[1]:
-            raise ValueError(
-                f"label {top} in the first batch, but the model outputs {output.shape[1]} "
-                "classes (labels must lie in [0, classes)): widen the output layer"
-            )
+        if self.classification:
+            inputs.check_targets(output, target)
 
     def _check_loss(self, loss: Any) -> None:
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(
-                f"loss_fn must return a scalar tensor, got {shape}; use reduction='mean'"
-            )
+        inputs.check_loss(loss)
 
     def _log_epoch(self, metrics: dict[str, Any]) -> None:
         for key, value in metrics.items():
@@ -648,14 +608,7 @@ def _xy(batch: Any) -> tuple[Any, Any]:
 
 
 def _first_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The first forward, with the input shape in the message when the model rejects it."""
-    try:
-        return model(x)
-    except RuntimeError as err:
-        raise RuntimeError(
-            f"the model raised on the first batch (x of shape {tuple(x.shape)}, "
-            f"{x.dtype}): {err}. Check that the data's feature shape matches the model's input"
-        ) from err
+    return inputs.first_forward(model, x, entry="fit")
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import runs
-from ..findings import CODES, Finding
+from ..findings import Finding, known_codes
 from ..thresholds import resolve
 from .callbacks import Callback
 
@@ -173,8 +173,4 @@ def finite(value: float) -> bool:
 
 
 def _codes(ignore: Iterable[str]) -> frozenset[str]:
-    codes = frozenset([ignore] if isinstance(ignore, str) else ignore)
-    unknown = sorted(codes - set(CODES))
-    if unknown:
-        raise ValueError(f"ignore names unknown finding codes {unknown}; known: {', '.join(CODES)}")
-    return codes
+    return known_codes(ignore)  # the same check (and message) as diagnose's

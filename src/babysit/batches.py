@@ -1,4 +1,10 @@
-"""Batches for ``fit``: what users pass as ``data``, cut into minibatches in a reproducible order.
+"""Reading what users pass as ``data``: minibatches for ``fit``, one probe batch for the others.
+
+``data`` is ``(X, y)`` tensors or arrays, a ``Dataset``, a ``DataLoader`` or (for ``fit``) any
+re-iterable of batches. :func:`make_batches` cuts it into minibatches in a reproducible order
+(``fit``); :func:`probe_batch` draws up to ``n`` examples as one ``(x, y)`` pair (``diagnose``,
+``lr_find``). Both convert arrays with :func:`as_tensor` and name the entry point in their
+errors. What the examples and targets must look like is checked in :mod:`babysit.inputs`.
 
 In-memory tensors (``(X, y)``, arrays, a ``TensorDataset``) are batched by indexing with a
 shuffled permutation: no ``DataLoader``, whose per-batch Python cost is 1.3-1.6x a small MLP's
@@ -19,9 +25,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
-__all__ = ["Batches", "make_batches", "to_device"]
+from .inputs import as_labels
+
+__all__ = [
+    "Batches",
+    "DatasetBatches",
+    "TensorBatches",
+    "UserLoader",
+    "as_tensor",
+    "make_batches",
+    "probe_batch",
+    "to_device",
+]
 
 _SEED_STRIDE = 1_000_003
 
@@ -115,17 +132,24 @@ class UserLoader(Batches):
 def make_batches(
     data: Any, batch_size: int, *, shuffle: bool, seed: int, device: torch.device, name: str
 ) -> Batches:
-    """The :class:`Batches` for ``data`` (``name`` is ``"data"`` or ``"val"``, for messages)."""
+    """The :class:`Batches` for ``data`` (``name`` is ``"data"`` or ``"val"``, for messages).
+
+    Integer targets of in-memory data are widened to int64 (:func:`babysit.inputs.as_labels`):
+    cross-entropy takes class indices only as int64, and int32/uint8 labels are common.
+    """
     if isinstance(data, DataLoader):
         return UserLoader(data)
     if isinstance(data, TensorDataset):
-        return TensorBatches(_on(data.tensors, device), batch_size, shuffle=shuffle, seed=seed)
+        tensors = data.tensors
+        if len(tensors) == 2:
+            tensors = (tensors[0], as_labels(tensors[1]))
+        return TensorBatches(_on(tensors, device), batch_size, shuffle=shuffle, seed=seed)
     if isinstance(data, Dataset):
         if not hasattr(data, "__len__"):
             raise TypeError(f"{name}: an IterableDataset needs a DataLoader; pass one instead")
         return DatasetBatches(data, batch_size, shuffle=shuffle, seed=seed)
     if isinstance(data, tuple | list) and len(data) == 2 and _array_like(data[0]):
-        x, y = _tensor(data[0], f"{name} X"), _tensor(data[1], f"{name} y")
+        x, y = as_tensor(data[0], f"{name} X"), as_labels(as_tensor(data[1], f"{name} y"))
         if len(x) != len(y):
             raise ValueError(
                 f"{name}: X and y differ in length ({len(x)} inputs, {len(y)} targets); pass one "
@@ -147,6 +171,95 @@ def make_batches(
     )
 
 
+def probe_batch(
+    data: Any, n: int, seed: int, *, entry: str
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Up to ``n`` examples of ``data`` as ``(x, y, n_examples_in_data)``.
+
+    ``data``: ``(X, y)`` tensors or arrays (or ``X`` alone), a ``Dataset`` or a ``DataLoader``
+    yielding ``(x, y)``. From tensors and datasets the examples are drawn at random (seeded);
+    from a loader, its first batches are taken in its own order. ``entry`` (``"diagnose"``,
+    ``"lr_find"``) names the caller in error messages. Integer targets come back as int64.
+    """
+    if isinstance(data, DataLoader):
+        return _probe(*_from_loader(data, n, entry))
+    if isinstance(data, Dataset):
+        return _probe(*_from_dataset(data, n, seed, entry))
+    if isinstance(data, torch.Tensor | np.ndarray):
+        data = (data,)
+    if isinstance(data, tuple | list) and 1 <= len(data) <= 2:
+        x = as_tensor(data[0], "X")
+        y = as_tensor(data[1], "y") if len(data) == 2 else None
+        if y is not None and len(y) != len(x):
+            raise ValueError(
+                f"X and y differ in length: {len(x)} inputs but {len(y)} targets; "
+                "pass one target per example"
+            )
+        _non_empty(len(x), entry)
+        index = _sample(len(x), n, seed)
+        return _probe(x[index], None if y is None else y[index], len(x))
+    raise TypeError(
+        f"data must be (X, y) tensors or arrays, a Dataset or a DataLoader, got "
+        f"{type(data).__name__}"
+    )
+
+
+def _probe(
+    x: torch.Tensor, y: torch.Tensor | None, size: int
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    return x, None if y is None else as_labels(y), size
+
+
+def _from_dataset(data: Dataset, n: int, seed: int, entry: str):
+    try:
+        size = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a Dataset passed to {entry} needs __len__; pass a DataLoader") from None
+    _non_empty(size, entry)
+    return (*_split(default_collate([data[int(i)] for i in _sample(size, n, seed)])), size)
+
+
+def _from_loader(loader: DataLoader, n: int, entry: str):
+    batches, count = [], 0
+    for batch in loader:
+        x, y = _split(batch)
+        batches.append((x, y))
+        count += len(x)
+        if count >= n:
+            break
+    _non_empty(count, entry)
+    x = torch.cat([b[0] for b in batches])[:n]
+    y = None if batches[0][1] is None else torch.cat([b[1] for b in batches])[:n]
+    try:
+        size = len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:
+        size = count
+    return x, y, size
+
+
+def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, tuple | list) and len(batch) >= 1:
+        x = as_tensor(batch[0], "x")
+        return x, as_tensor(batch[1], "y") if len(batch) > 1 else None
+    raise TypeError(
+        f"batches must be tensors or (x, y) pairs, got {type(batch).__name__}; for other "
+        "batches, train with babysit.fit(..., forward=lambda model, batch: (output, target))"
+    )
+
+
+def _sample(size: int, n: int, seed: int) -> torch.Tensor:
+    if size <= n:
+        return torch.arange(size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def _non_empty(size: int, entry: str) -> None:
+    if size == 0:
+        raise ValueError(f"data is empty: {entry} needs at least one example (ideally >= 256)")
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor of a batch (tuples, lists, dicts nested) to ``device``."""
     if isinstance(batch, torch.Tensor):
@@ -162,12 +275,14 @@ def _array_like(value: Any) -> bool:
     return isinstance(value, torch.Tensor | np.ndarray)
 
 
-def _tensor(value: Any, name: str) -> torch.Tensor:
+def as_tensor(value: Any, name: str) -> torch.Tensor:
+    """``value`` as a tensor: float64 arrays become float32 (torch's default dtype); a
+    non-numeric array is a ``TypeError`` naming ``name``."""
     if isinstance(value, torch.Tensor):
         return value
     array = np.asarray(value)
     if array.dtype == np.float64:
-        array = array.astype(np.float32)
+        array = array.astype(np.float32)  # torch's default dtype; float64 models are rare
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got an array of dtype {array.dtype}")
     return torch.from_numpy(np.ascontiguousarray(array))
