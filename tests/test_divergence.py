@@ -1,0 +1,109 @@
+"""The one divergence rule (babysit.divergence) and every place that uses it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import babysit
+from babysit.divergence import FACTOR, MIN_SCALE, diverged, limit
+from babysit.tuning.pruners import BreakOutPruner, broke_out
+
+
+@pytest.mark.parametrize("start", [0.1, 0.69, 2.302585, 10.0, 1e4])
+def test_positive_losses_keep_the_lecture_rule(start):
+    """For starts >= MIN_SCALE the rule is exactly the first wave's ``loss > 3 × start``."""
+    for ratio in (0.0, 1.0, 2.9, 2.999, 3.001, 3.5, 100.0):
+        loss = ratio * start
+        assert diverged(loss, start) == (loss > 3 * start), (start, ratio)
+
+
+def test_non_finite_losses_always_diverged():
+    for bad in (math.nan, math.inf, -math.inf):
+        assert diverged(bad, 2.3) and diverged(bad, None) and diverged(bad, -0.5)
+
+
+def test_no_start_yet_only_non_finite_counts():
+    assert not diverged(1e9, None) and not diverged(1e9, math.nan)
+
+
+def test_a_negative_cosine_loss_is_not_diverged_at_its_start():
+    """-0.1 is "> 3 × -0.1 = -0.3": the literal rule fires at step 0; this one does not."""
+    assert -0.1 > 3 * -0.1  # what the first wave's rule concluded
+    assert not diverged(-0.1, -0.1)
+    assert not diverged(-0.05, -0.1) and not diverged(-0.9, -0.1)  # noise, then learning
+    assert diverged(0.5, -0.1)  # from aligned to clearly anti-aligned: blown up
+
+
+def test_a_loss_starting_near_zero_is_not_diverged_by_noise():
+    """A fine-tuned model at 0.001: 0.004 was "4× the start"; the size is at least MIN_SCALE."""
+    assert 0.004 > 3 * 0.001
+    assert not diverged(0.004, 0.001) and not diverged(0.0, 0.0) and not diverged(0.1, 0.0)
+    assert diverged(0.001 + 2 * MIN_SCALE + 1e-6, 0.001)
+
+
+def test_limit_is_the_boundary():
+    for start in (-3.0, -0.1, 0.0, 0.05, 2.3):
+        edge = limit(start)
+        assert not diverged(edge, start) and diverged(math.nextafter(edge, math.inf), start)
+    assert limit(2.0, 4.0) == 8.0 and FACTOR == 3.0
+
+
+def test_the_pruner_uses_the_rule():
+    pruner = BreakOutPruner()
+    attrs = {"breakout_initial": -0.1, "breakout_loss": -0.1}
+    assert not pruner.broke_out(attrs)  # first wave: -0.1 > -0.3, pruned at once
+    assert pruner.broke_out({"breakout_initial": 2.3, "breakout_loss": 7.0})
+    assert not pruner.broke_out({"breakout_initial": 2.3, "breakout_loss": 6.8})
+    assert broke_out(-0.1, -0.1) is False and broke_out(7.0, 2.3) is True
+
+
+def _cosine_data(n=256, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    return x, x @ torch.randn(d, 4, generator=g)
+
+
+def _negative_cosine(out, y):
+    """1 - cos - 2, in [-2, 0]: below zero from the start (the literal 3× rule fires at once)."""
+    return -nn.functional.cosine_similarity(out, y).mean() - 1.0
+
+
+def test_fit_does_not_roll_back_a_healthy_negative_loss():
+    """A negative-cosine loss starts below zero and falls: healthy means silent."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+    history = babysit.fit(
+        model, _cosine_data(), loss_fn=_negative_cosine, epochs=3, lr=1e-3, progress=False
+    )
+    assert "LR_TOO_HIGH" not in history.codes and history.rollbacks == 0
+    assert history["train_loss"][-1] < history["train_loss"][0] < 0  # it learned
+
+
+def test_watch_flags_nothing_on_a_negative_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x, y = _cosine_data()
+    watcher = babysit.watch(model, opt)
+    for i in range(0, 256, 32):
+        loss = _negative_cosine(model(x[i : i + 32]), y[i : i + 32])
+        watcher.observe(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not watcher.diverged
+    assert "LR_TOO_HIGH" not in {f.code for f in watcher.findings}
+
+
+def test_lr_find_does_not_stop_at_once_on_a_negative_loss():
+    """The range test stops when the running loss exceeds 4× its best: -0.2 > 4 × -0.3."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+    result = babysit.lr_find(
+        model, _cosine_data(1024), loss_fn=_negative_cosine, end_lr=1e-2, steps=60
+    )
+    assert result.stopped == "end_lr" and len(result.lrs) == 60
