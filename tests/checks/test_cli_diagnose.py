@@ -79,3 +79,18 @@ def test_bad_usage_is_one_line_and_exit_2(models_file, target, extra, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [(["--budget", "-1"], "budget_s must be >= 0"), (["--ignore", "DEAD_RELUS"], "DEAD_RELU?")],
+)
+def test_negative_budget_and_unknown_ignore_exit_2_with_one_line(
+    models_file, tmp_path, option, match
+):
+    """Both used to run (or skip) everything and exit 0 with ok=True; nothing is written."""
+    out = tmp_path / "run"
+    result = invoke(f"{models_file}:with_data", "--out", str(out), *option)
+    assert result.exit_code == 2, result.output
+    assert match in result.output and "Traceback" not in result.output
+    assert not out.exists()

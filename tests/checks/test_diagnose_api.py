@@ -132,3 +132,58 @@ def test_optimizer_factory_is_used(data):
 def test_optimizer_factory_must_return_an_optimizer(data):
     with pytest.raises(TypeError, match=r"not a torch\.optim\.Optimizer"):
         bs.diagnose(model(), data, optimizer=lambda params: "sgd", checks=["learning_rate"])
+
+
+# -- issue 13, item 9: ignore= and budget_s are checked like fit's options ---------------------
+
+
+def test_unknown_ignore_code_is_rejected_with_close_matches(data, tmp_path):
+    """fit rejects unknown codes; diagnose silenced nothing, silently. Nothing is written."""
+    with pytest.raises(ValueError, match=r"'DEAD_RELUS' \(did you mean DEAD_RELU\?\)"):
+        bs.diagnose(model(), data, ignore=["DEAD_RELUS"], run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_and_diagnose_reject_an_unknown_code_with_the_same_message(data):
+    with pytest.raises(ValueError) as from_diagnose:
+        bs.diagnose(model(), data, lr=1e-3, ignore="NAN_LOSSES")
+    with pytest.raises(ValueError) as from_fit:
+        bs.fit(model(), data, epochs=1, ignore=["NAN_LOSSES"], progress=False)
+    assert str(from_diagnose.value) == str(from_fit.value)
+    assert "did you mean NAN_LOSS" in str(from_fit.value)
+
+
+@pytest.mark.parametrize("budget", [-1, -1e-9, float("nan")])
+def test_negative_budget_is_an_error_not_an_ok(data, budget, tmp_path):
+    """--budget -1 skipped every check and reported ok=True."""
+    net = model()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="budget_s must be >= 0"):
+        bs.diagnose(net, data, budget_s=budget, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_budget_too_small_to_run_anything_is_a_warning(data):
+    """Nothing checked must not read as a quiet info line next to ok=True."""
+    diagnosis = bs.diagnose(model(), data, budget_s=0)
+    assert [f.code for f in diagnosis] == ["CHECKS_SKIPPED"]
+    skipped = diagnosis.findings[0]
+    assert skipped.severity == "warning" and "nothing was checked" in skipped.message
+
+
+def test_a_budget_that_runs_some_checks_keeps_the_skip_at_info(data, monkeypatch):
+    from babysit import checks
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(checks.time, "perf_counter", lambda: float(next(clock)))
+    diagnosis = bs.diagnose(model(), data, lr=1e-3, budget_s=3)  # each check "takes" 1 s
+    skipped = next(f for f in diagnosis if f.code == "CHECKS_SKIPPED")
+    assert skipped.severity == "info" and len(skipped.evidence["skipped"]) > 0
+
+
+def test_int32_labels_are_read_as_class_indices(data):
+    x, y = data
+    as_int64 = bs.diagnose(model(), (x, y), lr=1e-3, checks=["initial_loss"])
+    as_int32 = bs.diagnose(model(), (x, y.int()), lr=1e-3, checks=["initial_loss"])
+    assert as_int32.to_dict() == as_int64.to_dict()
