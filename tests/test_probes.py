@@ -94,8 +94,8 @@ def test_saturated_fraction_counts_preactivations_beyond_the_threshold(act, thre
 
 
 def test_saturation_thresholds_match_their_definition():
-    # DESIGN.md: the derivative is under 1% of its maximum for tanh beyond 3.0; both thresholds
-    # put the output within 0.5% of its asymptote.
+    # docs/architecture.md (Definitions): the derivative is under 1% of its maximum for tanh
+    # beyond 3.0; both thresholds put the output within 0.5% of its asymptote.
     assert 1 - math.tanh(TANH_SATURATION) ** 2 < 0.01
     assert math.tanh(TANH_SATURATION) > 0.995
     assert 1 / (1 + math.exp(-SIGMOID_SATURATION)) > 0.995

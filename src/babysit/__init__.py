@@ -4,8 +4,6 @@ Importing babysit is light: torch and numpy only. matplotlib, optuna, tensorboar
 scikit-learn are imported by the functions that need them.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import data, nn
 from .checks import diagnose
 from .findings import Diagnosis, Finding
@@ -13,11 +11,7 @@ from .probes import LayerStats, Probe
 from .reporting import report
 from .train import Callback, Checkpoint, History, Watcher, fit, watch
 from .tuning import LRFinderResult, choice, intuniform, loguniform, lr_find, search, uniform
-
-try:
-    __version__ = version("babysit")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0"
+from .version import __version__
 
 __all__ = [
     "Callback",

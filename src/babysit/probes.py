@@ -65,18 +65,19 @@ __all__ = [
     "measure_layers",
 ]
 
-# Saturation thresholds on the pre-activation z (DESIGN.md, "Saturated"). tanh'(z) = 1 - tanh²(z)
-# is 0.0099 at |z| = 3.0, under 1% of its maximum 1. At |z| = 5.3 sigmoid'(z) = 0.0049, 2% of its
-# maximum 1/4; what the two thresholds share is that the output is within 0.5% of its asymptote
-# (|tanh(3.0)| = 0.99505, sigmoid(5.3) = 0.99503). DeepDiagnosis (Wardat et al., ICSE'22) used
-# |z| > 5 for both.
+# Saturation thresholds on the pre-activation z (docs/architecture.md, "Definitions").
+# tanh'(z) = 1 - tanh²(z) is 0.0099 at |z| = 3.0, under 1% of its maximum 1. At |z| = 5.3
+# sigmoid'(z) = 0.0049, 2% of its maximum 1/4; what the two thresholds share is that the output
+# is within 0.5% of its asymptote (|tanh(3.0)| = 0.99505, sigmoid(5.3) = 0.99503).
+# DeepDiagnosis (Wardat et al., ICSE'22) used |z| > 5 for both.
 TANH_SATURATION = 3.0
 SIGMOID_SATURATION = 5.3
 SATURATION_THRESHOLDS = {"tanh": TANH_SATURATION, "sigmoid": SIGMOID_SATURATION}
 
-# DESIGN.md, "Dead ReLU unit": zero on every example of a probe batch of >= 256. On fewer examples
-# a unit may be silent by chance; LayerStats.dead_judgeable tells callers. (AUTOTRAINER, Zhang et
-# al., ICSE'21, flags dying ReLU from >= 70% zero gradients instead.)
+# docs/architecture.md, "Definitions", dead ReLU unit: zero on every example of a probe batch
+# of >= 256. On fewer examples a unit may be silent by chance; LayerStats.dead_judgeable tells
+# callers. (AUTOTRAINER, Zhang et al., ICSE'21, flags dying ReLU from >= 70% zero gradients
+# instead.)
 DEAD_MIN_EXAMPLES = 256
 
 # A module called many times per step (an RNN cell, a shared activation) is recorded for its
@@ -135,7 +136,8 @@ class LayerStats:
 
     @property
     def dead_judgeable(self) -> bool:
-        """Whether ``dead_fraction`` rests on enough examples (``DEAD_MIN_EXAMPLES``, DESIGN.md)."""
+        """Whether ``dead_fraction`` rests on enough examples (``DEAD_MIN_EXAMPLES``,
+        docs/architecture.md, "Definitions")."""
         return self.dead_fraction is not None and self.n_examples >= DEAD_MIN_EXAMPLES
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,9 +32,15 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
     "reg_min_increase": (1e-4, "relative loss increase that weight decay must cause"),
     "reg_dominance": (1.0, "reg term over data loss above which regularization dominates"),
     # forward statistics
-    "dead_relu_warning": (0.7, "DESIGN.md; AUTOTRAINER (ICSE'21) and DeepDiagnosis use 70%"),
-    "dead_relu_info": (0.1, "DESIGN.md: info from 10% dead units"),
-    "saturated_fraction": (0.5, "DESIGN.md; DeepDiagnosis (ICSE'22): > 50% saturated"),
+    "dead_relu_warning": (
+        0.7,
+        "docs/architecture.md, Definitions; AUTOTRAINER (ICSE'21) and DeepDiagnosis use 70%",
+    ),
+    "dead_relu_info": (0.1, "docs/architecture.md, Definitions: info from 10% dead units"),
+    "saturated_fraction": (
+        0.5,
+        "docs/architecture.md, Definitions; DeepDiagnosis (ICSE'22): > 50% saturated",
+    ),
     "activation_collapse": (1e-2, "last over first hidden activation std (vanishing)"),
     "activation_growth": (1e2, "last over first hidden activation std (exploding)"),
     "activation_std_min": (1e-3, "absolute hidden activation std on standardized inputs"),

@@ -1,7 +1,7 @@
 """Backward checks: gradient flow, the float64 gradient check, batch independence.
 
-Each broken set-up fires its code; the healthy set-ups of DESIGN.md ("Healthy means silent")
-get nothing; the model handed to a check is left as it was.
+Each broken set-up fires its code; the healthy set-ups of docs/architecture.md ("Healthy means
+silent") get nothing; the model handed to a check is left as it was.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Overfit a small sample: models that cannot memorize 20 examples fire CANNOT_OVERFIT, the
-healthy set-ups of DESIGN.md stay silent, and the user's model is left as it was."""
+healthy set-ups of docs/architecture.md stay silent, and the user's model is left as it was."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Structure checks: does the model run, and what its layer order makes explicit.
 
 Static checks judge only what ``nn.Sequential`` order states. A model written with functional
-calls in ``forward`` is never flagged for what cannot be seen (DESIGN.md).
+calls in ``forward`` is never flagged for what cannot be seen (docs/architecture.md, "Healthy
+means silent").
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, runs
+from .. import runs
 from ..findings import SEVERITIES
+from ..version import __version__
 from .collect import Run
 from .sections import Section
 

@@ -24,7 +24,9 @@ HEALTHY_RATIO = 1e-3  # CS231n: update/weight ratio "somewhere around 1e-3"
 RATIO_BAND = (1e-4, 1e-2)  # a decade either side: the band drawn as healthy
 BREAKOUT = 3.0  # CS231n: break out when the loss exceeds 3x its start
 DEAD_WARNING = 0.7  # AUTOTRAINER's dying-ReLU share, as in the ActivationStats monitor
-SATURATED_WARNING = 0.5  # DESIGN.md: SATURATED_ACTIVATIONS above half a layer
+SATURATED_WARNING = (
+    0.5  # SATURATED_ACTIVATIONS above half a layer (docs/architecture.md, Definitions)
+)
 
 
 Series = dict[tuple[str, str], tuple[list[int], list[int], list[float]]]

@@ -6,7 +6,7 @@ in ``.grad`` give each weight layer's gradient norm (one ``_foreach_norm``). Bet
 steps no hook is registered. A sampled step costs ~0.4 ms more than a plain one on the MNIST-1D
 MLP (a probe of every layer with backward hooks: ~1.3 ms), so every 100 steps is ~0.6%.
 
-Rules (DESIGN.md definitions):
+Rules (definitions in docs/architecture.md):
 
 - ``DEAD_RELU``: a unit is dead when it outputs 0 on every example of >= 256 examples. A
   training batch is usually smaller, so at every sample the dead sets of the latest sampled
