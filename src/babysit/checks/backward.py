@@ -32,7 +32,7 @@ from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS
 from ._base import Context, check, finding
 
-__all__ = ["batch_independence", "gradient_check", "gradient_flow", "vanishing_or_exploding"]
+__all__ = ["batch_independence", "gradient_check", "gradient_flow"]
 
 # Gradient check (CS231n notes): a few examples keep it cheap; float64 central differences have
 # truncation error O(eps^2) and round-off O(1e-16 |L| / eps), both far below the 1e-4 relative

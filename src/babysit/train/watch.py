@@ -16,7 +16,8 @@ The watcher registers an optimizer step pre-hook and post-hook (the update ratio
 from the real step; the post-hook also ends the step for the probes) and, on sampled steps
 only, module hooks. It never changes what the loop computes: no gradient is touched, no
 parameter moves, no random number is drawn. It cannot roll back a loop it does not own: a NaN
-or exploded loss is reported and ``watcher.diverged`` becomes True for the loop to act on.
+or diverged loss (:func:`babysit.divergence.diverged`, the rule ``fit`` uses) is reported and
+``watcher.diverged`` becomes True for the loop to act on.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ class Watcher(Session):
 
     @property
     def diverged(self) -> bool:
-        """True once the loss went NaN/Inf or above 3x its start: the loop should stop."""
+        """True once the loss went NaN/Inf or diverged from its start (above 3x it for a loss
+        that starts at 0.1 or more; :mod:`babysit.divergence`): the loop should stop."""
         return self.stop_reason is not None
 
     def close(self) -> None:
