@@ -212,3 +212,26 @@ def test_labels_the_loss_cannot_take_are_left_to_the_labels_check(mnist1d):
 
 def test_frozen_model_is_left_to_other_checks(mnist1d):
     assert judged(mlp().requires_grad_(False), mnist1d, lr=1e-3) == []
+
+
+# -- the divergence rule (babysit.divergence) in the short run ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("losses", "too_high"),
+    [
+        ([2.3, 2.0, 6.8, 2.1], False),  # first wave: 6.8 < 3 × 2.3
+        ([2.3, 2.0, 7.0, 2.1], True),  # 7.0 > 3 × 2.3
+        ([-10.3, -10.0, 20.9, 20.9], True),  # a loss that starts below zero: was never judged
+        ([-0.1, -0.2, -0.05, -0.3], False),  # ... and is silent while it learns
+        ([0.001, 0.004, 0.002, 0.001], False),  # near zero: noise is not a blow-up
+    ],
+)
+def test_short_run_judges_divergence_with_the_shared_rule(mnist1d, losses, too_high):
+    """The first wave returned no finding at all for a start <= 0 (cannot check, silently)."""
+    ctx = make_ctx(mlp(), *mnist1d, lr=1e-3)
+    run = lr_checks._Run(lr=1e-3, losses=losses)
+    found = lr_checks._loss_findings(ctx, run, "lr=0.001")
+    assert ("LR_TOO_HIGH" in codes(found)) == too_high
+    if too_high and losses[0] < 0:
+        assert "far above its start" in found[0].message

@@ -255,11 +255,11 @@ def _loss_findings(ctx: Context, run: _Run, where: str) -> list[Finding]:
     start, peak = losses[0], max(losses)
     evidence = _loss_evidence(run)
     if diverged(peak, start, ctx.thresholds["loss_explosion"]):
-        rise = f"{peak / start:.3g}× its start" if start > 0 else "far above its start"
+        rise = f"to {peak / start:.3g}× its start" if start > 0 else "far above its start"
         return [
             finding(
                 "LR_TOO_HIGH",
-                f"the loss rose to {rise} ({start:.3g} → {peak:.3g}) "
+                f"the loss rose {rise} ({start:.3g} → {peak:.3g}) "
                 f"in {len(losses) - 1} full-batch steps at {where}",
                 f"lower the learning rate by 10×, e.g. lr={run.lr / 10:.2g}{_hint(ctx)}",
                 evidence,
