@@ -51,7 +51,11 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
     "gradient_check_rel_error": (1e-4, "float64 central differences; cs231n notes: < 1e-4 OK"),
     "batch_dependence": (1e-6, "gradient reaching other examples, relative to the own one"),
     # training dynamics
-    "loss_explosion": (3.0, "lecture: cost > 3× the original cost -> break out"),
+    "loss_explosion": (
+        3.0,
+        "lecture: cost > 3× the original cost -> break out (babysit.divergence applies it, also "
+        "to losses that start at or below zero)",
+    ),
     "loss_min_decrease": (0.01, "relative decrease of the loss over diagnose's short run"),
     "train_loss_min_decrease": (
         0.05,
