@@ -24,7 +24,7 @@ def _one_line_error(result, *fragments: str) -> None:
 def test_unwritable_out_for_train_and_demo():
     _one_line_error(
         runner.invoke(app, ["train", "--data", "digits", "--epochs", "1", "--out", "/proc/x"]),
-        "cannot write the run directory /proc/x",
+        "the run directory /proc/x is not writable",
     )
     _one_line_error(
         runner.invoke(app, ["demo", "--quick", "--out", "/proc/demo"]),

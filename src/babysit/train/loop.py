@@ -774,7 +774,7 @@ def _writable(run_dir: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise CheckpointError(
-            f"cannot write the run directory {run_dir} ({err.strerror or err}); choose one you "
+            f"the run directory {run_dir} is not writable ({err.strerror or err}); choose one you "
             "can write to (run_dir= in fit, --out on the command line), or run_dir=None to keep "
             "nothing on disk"
         ) from err
