@@ -1,7 +1,10 @@
 """The ``babysit`` command line (typer): demo, initlab, diagnose, train, search, explain; more
 arrive with their issues.
 
-Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage.
+Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage. A user
+error (a bad flag, a --out that cannot be written, a model builder that raises) is one line
+``babysit: ...`` on stderr and exit 2; ``babysit --debug COMMAND`` raises it instead, with its
+traceback. Anything else is a bug in babysit and surfaces as one, traceback and all.
 """
 
 from __future__ import annotations

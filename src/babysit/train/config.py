@@ -39,6 +39,7 @@ RESUME_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "batch_size", "see
 class FitConfig:
     """The settings of one ``fit`` run (see :func:`babysit.fit` for each one's meaning).
 
+    Values are normalised once (names lower-cased, ``device`` a string, lists tuples).
     Objects that are code, not settings (the model, the data, ``loss_fn``, ``metrics``,
     ``forward``, ``callbacks``) travel beside it. Construction validates every field.
     """
@@ -50,10 +51,10 @@ class FitConfig:
     epochs: int = 10
     batch_size: int = 64
     seed: int = 0
-    device: str = "cpu"
-    monitors: str | tuple[Any, ...] | None = "default"
+    device: str | torch.device = "cpu"  # kept as a str
+    monitors: str | Iterable[Any] | None = "default"  # a list is kept as a tuple
     thresholds: Mapping[str, float] | None = None
-    ignore: tuple[str, ...] = ()
+    ignore: str | Iterable[str] = ()  # kept as a tuple of codes
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -105,8 +106,7 @@ class FitConfig:
             set_(self, "thresholds", dict(self.thresholds))
         ignore = self.ignore
         set_(self, "ignore", (ignore,) if isinstance(ignore, str) else tuple(ignore))
-        if not isinstance(self.progress, bool):
-            raise TypeError(f"progress must be True or False, got {self.progress!r}")
+        set_(self, "progress", bool(self.progress))
 
     @property
     def optimizer_name(self) -> str:

@@ -113,10 +113,10 @@ def fit(
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
-        device=str(device) if isinstance(device, torch.device) else device,
-        monitors=monitors if monitors is None or isinstance(monitors, str) else tuple(monitors),
+        device=device,
+        monitors=monitors,
         thresholds=thresholds,
-        ignore=tuple([ignore] if isinstance(ignore, str) else ignore),
+        ignore=ignore,
         progress=progress,
     )
     trainer = Trainer(
