@@ -96,7 +96,11 @@ def fit(
             and ``tb/`` go. An existing one is renamed with a timestamp unless ``resume``.
         resume: continue from ``run_dir/checkpoints/last.pt`` (model, optimizer, scheduler,
             RNG states, callbacks, position): on CPU the metrics equal an uninterrupted run's.
-        progress: a rich progress bar with loss/acc/lr and live alerts; ``False`` is quiet.
+            The call must repeat the run's ``optimizer``, ``lr``, ``weight_decay``,
+            ``schedule``, ``batch_size``, ``seed`` and data size (``ValueError`` otherwise,
+            before any file is touched); ``epochs`` may grow (recorded in ``config.json``).
+        progress: a rich progress bar with loss/acc/lr and live alerts; off a terminal, plain
+            epoch lines (at most one a second) and alerts; ``False`` is quiet.
         seed: seeds torch's global generator (dropout) and the shuffling.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         thresholds: overrides of :data:`babysit.thresholds.THRESHOLDS` for the monitors.
