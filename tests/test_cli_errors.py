@@ -104,3 +104,13 @@ def test_initlab_without_out_writes_runs_initlab_and_keeps_an_old_one(tmp_path, 
     assert "wrote runs/initlab/activations.json" in second.stderr
     kept = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("initlab-")]
     assert len(kept) == 1 and (kept[0] / "initlab.png").exists()
+
+
+def test_diagnose_into_an_unwritable_out_names_the_path(tmp_path, monkeypatch):
+    (tmp_path / "good.py").write_text(
+        "import babysit as bs\n\ndef make():\n    return bs.nn.mlp(64, [16], 10)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["diagnose", "good:make", "--data", "digits", "--out", "/proc/x"])
+    _one_line_error(result, "/proc/x", "No such file or directory")
+    assert "Errno" not in result.stderr

@@ -101,3 +101,16 @@ def test_a_run_from_an_older_babysit_takes_the_build_from_the_flags_and_says_so(
     result = runner.invoke(app, ["train", "--out", str(run), "--resume", "--epochs", "2", *same])
     assert result.exit_code == 0, result.output
     assert "does not record how the model and data were built" in result.stderr
+
+
+def test_epochs_cannot_stretch_a_recorded_schedule(tmp_path):
+    out = tmp_path / "sched"
+    base = ["train", "--data", "digits", "--hidden", "16", "--quiet", "--out", str(out)]
+    assert runner.invoke(app, [*base, "--schedule", "cosine", "--epochs", "1"]).exit_code == 0
+    before = _hashes(out)
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--epochs", "3"])
+    assert result.exit_code == 2
+    assert "--epochs 3 cannot stretch the run's cosine schedule, planned for 1 epochs" in (
+        result.stderr
+    )
+    assert _hashes(out) == before

@@ -152,10 +152,10 @@ def diagnose(
             seed=seed,
             run_dir=out,
         )
-    except (ValueError, TypeError, ImportError, FileNotFoundError, AttributeError) as err:
+    except (ValueError, TypeError, ImportError, OSError, AttributeError) as err:
         if debug:
             raise
-        _usage_error(str(err))
+        _usage_error(_describe(err))
     if as_json:
         typer.echo(result.to_json())
     else:
@@ -331,8 +331,15 @@ def _resumed_settings(out: Path, values: dict[str, Any], given: set[str]) -> dic
             "or start a new run with another --out"
         )
     resumed = {**values, **record}
-    if "epochs" not in given and "epochs" in recorded:
-        resumed["epochs"] = recorded["epochs"]  # continue to the planned count
+    planned = recorded.get("epochs")
+    if "epochs" not in given and planned is not None:
+        resumed["epochs"] = planned  # continue to the planned count
+    elif recorded.get("schedule") is not None and planned not in (None, values["epochs"]):
+        raise ValueError(
+            f"--resume: --epochs {values['epochs']} cannot stretch the run's "
+            f"{recorded['schedule']} schedule, planned for {planned} epochs; drop --epochs, or "
+            "start a new run with another --out"
+        )
     return resumed
 
 
@@ -557,6 +564,13 @@ def _usage_error(message: str) -> None:
         raise  # the error the caller is handling
     typer.echo(f"babysit: {' '.join(message.split())}", err=True)
     raise typer.Exit(2)
+
+
+def _describe(err: BaseException) -> str:
+    """An error's message; an OS error about a file says which and what (no ``[Errno 2]``)."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"cannot write or read {err.filename} ({err.strerror})"
+    return str(err)
 
 
 def _fresh_out(out: Path) -> Path:
