@@ -494,9 +494,10 @@ class Trainer(Session):
                 raise ValueError(
                     f"{where}: it holds a {recorded.get('kind')!r} run, not a fit; {keep}"
                 )
-            keys = [*RESUME_KEYS, "n_train"]
-            if self.config["n_val"] is not None and recorded.get("n_val") is not None:
-                keys.append("n_val")  # validation added or dropped at a resume is allowed
+            keys = list(RESUME_KEYS)
+            for key in ("n_train", "n_val"):  # a size unknown (an iterable) or validation
+                if self.config[key] is not None and recorded.get(key) is not None:
+                    keys.append(key)  # added or dropped at a resume: nothing to compare
             bad = conflicts(self.config, recorded, keys)
             if bad:
                 said = "; ".join(f"{k}={g!r} but the run has {k}={r!r}" for k, g, r in bad)
