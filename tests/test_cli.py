@@ -17,11 +17,12 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def test_initlab_json_is_machine_readable():
+def test_initlab_json_is_machine_readable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run goes to runs/initlab
     args = ["initlab", "--json", "--depth", "3", "--width", "40", "--n-inputs", "300"]
     result = runner.invoke(app, [*args, "--activation", "relu", "--init", "he"])
     assert result.exit_code == 0, result.output
-    document = json.loads(result.output)
+    document = json.loads(result.stdout)
     assert document["schema"] == 1
     assert [s["label"] for s in document["settings"]] == ["relu + he"]
     assert len(document["settings"][0]["layers"]) == 3

@@ -1,14 +1,19 @@
 """The ``babysit`` command line (typer): demo, initlab, diagnose, train, search, explain; more
 arrive with their issues.
 
-Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage.
+Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage. A user
+error (a bad flag, a --out that cannot be written, a model builder that raises) is one line
+``babysit: ...`` on stderr and exit 2; ``babysit --debug COMMAND`` raises it instead, with its
+traceback. Anything else is a bug in babysit and surfaces as one, traceback and all.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,13 +34,20 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_STATE = {"debug": False}
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a usage error (any command).")
+    ] = False,
 ) -> None:
     """babysit: pre-flight checks, monitors, search and reports for PyTorch training."""
+    _STATE["debug"] = debug
 
 
 @app.command()
@@ -53,8 +65,12 @@ def initlab(
     n_inputs: Annotated[int, typer.Option(min=2, help="Unit-Gaussian input examples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[
-        Path | None, typer.Option(help="Run directory for activations.json and initlab.png.")
-    ] = None,
+        Path,
+        typer.Option(
+            help="Run directory for activations.json and initlab.png (an existing one is kept, "
+            "renamed)."
+        ),
+    ] = Path("runs/initlab"),
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -64,26 +80,30 @@ def initlab(
     tanh + N(0, 1), tanh + Xavier, ReLU + Xavier, ReLU + He.
     """
     from . import initlab as lab
+    from . import runs
 
-    try:
+    try:  # measure first: a setting it refuses (e.g. --std -1) leaves --out untouched
         settings = lab.settings_from_cli(activation or [], init or [], std=std)
+        result = lab.run(
+            settings,
+            depth=depth,
+            width=width,
+            n_inputs=n_inputs,
+            seed=seed,
+            progress=progress and not as_json,
+        )
+        run_dir = _fresh_out(out)
     except ValueError as err:
         _usage_error(str(err))
-    result = lab.run(
-        settings,
-        depth=depth,
-        width=width,
-        n_inputs=n_inputs,
-        seed=seed,
-        progress=progress and not as_json,
-        run_dir=out,
-    )
+    runs.write_json(run_dir, runs.ACTIVATIONS, result.to_dict())
+    lab.plot(result, run_dir / "initlab.png")
+    wrote = f"wrote {run_dir / runs.ACTIVATIONS} and {run_dir / 'initlab.png'}"
     if as_json:
         typer.echo(json.dumps({"schema": 1, **result.to_dict()}, indent=2))
+        typer.echo(wrote, err=True)
         return
     lab.print_table(result)
-    if out is not None:
-        typer.echo(f"wrote {out / 'activations.json'} and {out / 'initlab.png'}")
+    typer.echo(wrote)
 
 
 @app.command()
@@ -132,10 +152,10 @@ def diagnose(
             seed=seed,
             run_dir=out,
         )
-    except (ValueError, TypeError, ImportError, FileNotFoundError, AttributeError) as err:
+    except (ValueError, TypeError, ImportError, OSError, AttributeError) as err:
         if debug:
             raise
-        _usage_error(str(err))
+        _usage_error(_describe(err))
     if as_json:
         typer.echo(result.to_json())
     else:
@@ -147,6 +167,7 @@ def diagnose(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="Bundled data set: mnist1d, digits, cifar10:PATH.")] = (
         "mnist1d"
     ),
@@ -159,12 +180,20 @@ def train(
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
     schedule: Annotated[str | None, typer.Option(help="cosine, step or onecycle.")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 10,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs (with --resume: continue to this many).")
+    ] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     standardize: Annotated[bool, typer.Option(help="Standardize the features.")] = True,
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/train"),
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.pt.")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed (model, shuffling, dropout).")] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run in OUT (checkpoints/last.pt) with the settings its "
+            "config.json records; a flag that contradicts them is an error."
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Random seed (data split, model, shuffling).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -174,47 +203,31 @@ def train(
 
     Exit 0 when training ends with no error finding, 1 with one (e.g. NaN loss), 2 on bad usage.
     """
-    import torch
+    from .train import CheckpointError
 
-    from .data import Standardize, load
-    from .nn import mlp
-    from .train import fit
-
+    values = {
+        "data": data,
+        "hidden": hidden,
+        "activation": activation,
+        "init": init,
+        "batchnorm": batchnorm,
+        "dropout": dropout,
+        "standardize": standardize,
+        "optimizer": optimizer,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "schedule": schedule,
+        "batch_size": batch_size,
+        "seed": seed,
+        "epochs": epochs,
+    }
+    given = {name for name in values if _given(ctx, name)}
     try:
-        widths = [int(w) for w in hidden.split(",") if w.strip()]
-        splits = load(data, seed=seed)
-        (x, y), (xv, yv) = splits.train.tensors, splits.val.tensors
-        if standardize:
-            scaler = Standardize().fit(x)
-            x, xv = scaler.transform(x), scaler.transform(xv)
-        x, xv = x.flatten(1), xv.flatten(1)
-        torch.manual_seed(seed)
-        model = mlp(
-            x.shape[1],
-            widths,
-            splits.num_classes,
-            activation=activation,
-            init=init,
-            batchnorm=batchnorm,
-            dropout=dropout,
-        )
-        history = fit(
-            model,
-            (x, y),
-            val=(xv, yv),
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            epochs=epochs,
-            batch_size=batch_size,
-            run_dir=out,
-            resume=resume,
-            progress=not (quiet or as_json),
-            seed=seed,
-            device=device,
-        )
-    except (ValueError, TypeError, FileNotFoundError) as err:
+        values["hidden"] = _widths(hidden)
+        if resume:
+            values = _resumed_settings(out, values, given)
+        history = _train(values, out=out, resume=resume, device=device, quiet=quiet or as_json)
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
         if debug:
             raise
         _usage_error(str(err))
@@ -228,6 +241,141 @@ def train(
         print_diagnosis(history.diagnosis)
         typer.echo(f"wrote {out}/ (metrics.csv, findings.json, checkpoints/)")
     raise typer.Exit(1 if not history.diagnosis.ok else 0)
+
+
+# How `babysit train` built its model and data: recorded in config.json under "cli".
+_BUILD_KEYS = ("data", "hidden", "activation", "init", "batchnorm", "dropout", "standardize")
+# fit's settings the command passes on, as config.json records them (train/config.py).
+_FIT_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "batch_size", "seed")
+
+
+def _train(values: Mapping[str, Any], *, out: Path, resume: bool, device: str, quiet: bool):
+    """Build the model and the data as ``values`` say, and train (fit's loop, with the build
+    recorded in ``config.json`` so that ``--resume`` can rebuild them)."""
+    import torch
+
+    from .data import Standardize, load
+    from .nn import mlp
+    from .train.config import FitConfig
+    from .train.loop import Trainer
+
+    config = FitConfig(  # validated before the data is loaded
+        **{k: values[k] for k in _FIT_KEYS},
+        epochs=values["epochs"],
+        device=device,
+        progress=not quiet,
+    )
+    splits = load(values["data"], seed=config.seed)
+    (x, y), (xv, yv) = splits.train.tensors, splits.val.tensors
+    if values["standardize"]:
+        scaler = Standardize().fit(x)
+        x, xv = scaler.transform(x), scaler.transform(xv)
+    x, xv = x.flatten(1), xv.flatten(1)
+    torch.manual_seed(config.seed)
+    model = mlp(
+        x.shape[1],
+        list(values["hidden"]),
+        splits.num_classes,
+        activation=values["activation"],
+        init=values["init"],
+        batchnorm=values["batchnorm"],
+        dropout=values["dropout"],
+    )
+    build = {k: values[k] for k in _BUILD_KEYS}
+    trainer = Trainer(
+        model, (x, y), config, val=(xv, yv), run_dir=out, resume=resume, record={"cli": build}
+    )
+    return trainer.run()
+
+
+def _resumed_settings(out: Path, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """The settings of the run in ``out`` (its ``config.json``), with the flags given on the
+    command line checked against them: one that contradicts the record is a usage error naming
+    the flag and the recorded value; ``--epochs`` is an override (continue to that count)."""
+    from . import runs
+    from .train.config import same_value
+
+    last = out / runs.CHECKPOINTS / "last.pt"
+    if not last.exists():
+        raise ValueError(
+            f"--resume: no run to continue in {out} ({last} does not exist); check --out, or "
+            "drop --resume to start a new run"
+        )
+    try:
+        recorded = runs.read_json(out, runs.CONFIG)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--resume: cannot read {out / runs.CONFIG} ({err})") from err
+    if recorded is None or recorded.get("kind") != "fit":
+        found = "no config.json" if recorded is None else f"a {recorded.get('kind')!r} run"
+        raise ValueError(f"--resume: {out} holds {found}, not a run of babysit train; check --out")
+    build = recorded.get("cli")
+    if not isinstance(build, dict):
+        typer.echo(
+            f"babysit: note: {out / runs.CONFIG} does not record how the model and data were "
+            "built (an older babysit): --data, --hidden, ... are taken from the flags; the "
+            "checkpoint still checks the model's shapes",
+            err=True,
+        )
+        build = {}
+    record = {**{k: recorded[k] for k in _FIT_KEYS if k in recorded}, **build}
+    record = {k: v for k, v in record.items() if k in values}
+    bad = [
+        _flag(name, values[name], record[name])
+        for name in values
+        if name in given and name in record and not same_value(values[name], record[name])
+    ]
+    if bad:
+        which = "the flag" if len(bad) == 1 else "those flags"
+        raise ValueError(
+            f"--resume: {'; '.join(bad)}. Drop {which} to continue with the recorded values, "
+            "or start a new run with another --out"
+        )
+    resumed = {**values, **record}
+    planned = recorded.get("epochs")
+    if "epochs" not in given and planned is not None:
+        resumed["epochs"] = planned  # continue to the planned count
+    elif recorded.get("schedule") is not None and planned not in (None, values["epochs"]):
+        raise ValueError(
+            f"--resume: --epochs {values['epochs']} cannot stretch the run's "
+            f"{recorded['schedule']} schedule, planned for {planned} epochs; drop --epochs, or "
+            "start a new run with another --out"
+        )
+    return resumed
+
+
+def _flag(name: str, value: Any, recorded: Any) -> str:
+    """``--lr 0.1 contradicts the run's recorded lr 0.01``."""
+    if isinstance(value, bool):
+
+        def spell(on: Any) -> str:
+            return f"--{name}" if on else f"--no-{name}"
+
+        return f"{spell(value)} contradicts the run, which was trained with {spell(recorded)}"
+
+    def show(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+
+    return (
+        f"--{name.replace('_', '-')} {show(value)} contradicts the run's recorded "
+        f"{name} {show(recorded)}"
+    )
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether ``name`` was set on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _widths(hidden: str) -> list[int]:
+    """``--hidden 100,50`` -> ``[100, 50]``; anything else is a usage error saying so."""
+    parts = [w.strip() for w in hidden.split(",") if w.strip()]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(
+            f"--hidden takes positive layer widths separated by commas, e.g. 100,100; got "
+            f"{hidden!r}"
+        )
+    return [int(p) for p in parts]
 
 
 DEFAULT_SPACE = (
@@ -367,11 +515,11 @@ def demo(
     ] = "mnist1d",
 ) -> None:
     """Walk through the lecture on bundled data and write RUN_DIR/report.html."""
-    from .demo import DemoDataError, run_demo
+    from .demo import DemoError, run_demo
 
     try:
         run_demo(out, quick=quick, data=data)
-    except DemoDataError as err:
+    except DemoError as err:
         _usage_error(str(err))
 
 
@@ -410,8 +558,35 @@ def explain(
 
 
 def _usage_error(message: str) -> None:
-    typer.echo(f"babysit: {message}", err=True)
+    """Exit 2 with one line ``babysit: message`` on stderr. Called while handling an error,
+    with the global ``--debug``, the error is raised instead (its traceback shown)."""
+    if _STATE["debug"] and sys.exc_info()[1] is not None:
+        raise  # the error the caller is handling
+    typer.echo(f"babysit: {' '.join(message.split())}", err=True)
     raise typer.Exit(2)
+
+
+def _describe(err: BaseException) -> str:
+    """An error's message; an OS error about a file says which and what (no ``[Errno 2]``)."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"cannot write or read {err.filename} ({err.strerror})"
+    return str(err)
+
+
+def _fresh_out(out: Path) -> Path:
+    """The run directory ``out``, created; an existing non-empty one is kept, renamed with a
+    timestamp (as ``demo`` and ``fit`` do). Not writable: a ``ValueError`` that says so."""
+    from . import runs
+
+    try:
+        if out.exists() and out.is_dir() and not any(out.iterdir()):
+            return out
+        return runs.fresh_run_dir(out)
+    except OSError as err:
+        raise ValueError(
+            f"cannot create the run directory {out} ({err.strerror or err}); pass --out a "
+            "directory you can write to"
+        ) from err
 
 
 def main() -> None:

@@ -22,14 +22,19 @@ LECTURE_HIDDEN = [50]  # CS231n's CIFAR-10 example: a 2-layer net with 50 hidden
 DEMO_HIDDEN = [100, 100]
 
 
-class DemoDataError(ValueError):
+class DemoError(ValueError):
+    """A demo that cannot start (its data or its run directory): nothing was written."""
+
+
+class DemoDataError(DemoError):
     """The ``--data`` argument names no data set the demo can load."""
 
 
 def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     """Run the demo into the run directory ``out`` (an existing one is renamed, never lost) and
     return it; ``out/report.html`` is the report. Raises :class:`DemoDataError` for a ``data``
-    that cannot be loaded, before anything is written."""
+    that cannot be loaded and :class:`DemoError` for an ``out`` that cannot be created, before
+    anything is written."""
     from . import initlab
     from .data import Standardize, ZeroCenter, load
     from .nn import mlp
@@ -41,7 +46,13 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
     except (ValueError, FileNotFoundError) as err:
         raise DemoDataError(str(err)) from err
     torch.manual_seed(0)  # the demo's models are the same at every run
-    run_dir = runs.fresh_run_dir(out)
+    try:
+        run_dir = runs.fresh_run_dir(out)
+    except OSError as err:
+        raise DemoError(
+            f"cannot create the run directory {out} ({err.strerror or err}); pass --out a "
+            "directory you can write to"
+        ) from err
     lecture = data.startswith("cifar10")
     runs.write_json(
         run_dir, runs.CONFIG, {"kind": "demo", "name": f"babysit demo: {data}", "quick": quick}

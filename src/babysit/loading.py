@@ -10,7 +10,11 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["load_target"]
+__all__ = ["TargetError", "load_target"]
+
+
+class TargetError(ValueError):
+    """The user's ``MODULE:FUNCTION`` raised, or returned something unusable."""
 
 
 def load_target(
@@ -28,7 +32,10 @@ def load_target(
     function = getattr(module, function_name, None)
     if not callable(function):
         raise AttributeError(f"{module_name} has no function {function_name!r}")
-    made = function()
+    try:
+        made = function()
+    except Exception as err:  # the user's builder: name it, keep its message
+        raise TargetError(f"{target} raised {type(err).__name__}: {err}") from err
     model, made_data = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
     if not isinstance(model, nn.Module):
         raise TypeError(

@@ -257,3 +257,26 @@ def test_without_tensorboard_there_is_no_tb_dir(digits, tmp_path, monkeypatch):
     bs.fit(small_mlp(), (x, y), epochs=1, progress=False, run_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "tb").exists()
     assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_progress_off_a_terminal_is_plain_throttled_text_without_rich(digits, capsys, monkeypatch):
+    """Rich's bar cost 1-2 ms per epoch where nobody sees it (a log, CI): off a terminal the
+    progress is plain lines, at most one epoch line per ``min_interval`` (the clock is frozen
+    here, so only the first and the last epoch print) and every finding's line."""
+    import rich.progress
+
+    from babysit.train import progress
+
+    def no_rich(*args, **kwargs):
+        raise AssertionError("rich.progress.Progress used off a terminal")
+
+    monkeypatch.setattr(rich.progress, "Progress", no_rich)
+    monkeypatch.setattr(progress.time, "monotonic", lambda: 100.0)
+    x, y, _, _ = digits
+    bs.fit(small_mlp(), (x, y), epochs=4, lr=0.01, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["epoch 1/4", "epoch 4/4"], lines
+    assert "[" not in "".join(lines)  # no rich markup in a log
+    bs.fit(small_mlp(), (x, y), epochs=3, progress=True, lr=1e4, optimizer="sgd")
+    err = capsys.readouterr().err
+    assert "epoch 1/3" in err and ("ERROR NAN_LOSS" in err or "LR_TOO_HIGH" in err)

@@ -3,6 +3,7 @@ bad checkpoints give clear errors and overwrite nothing; a failed write keeps th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -233,3 +234,93 @@ def test_resume_without_a_checkpoint_warns_and_starts(digits, tmp_path):
     assert len(history) == 1
     with pytest.raises(ValueError, match="needs the run_dir"):
         bs.fit(small_mlp(), (x, y), resume=True, progress=False)
+
+
+def _hashes(run: Path) -> dict[str, str]:
+    """Every file and folder of a run directory, by relative path, with its content's hash."""
+    import hashlib
+
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
+        for p in sorted(run.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optimizer": "momentum"}, r"optimizer='momentum' but the run has optimizer='adam'"),
+        ({"lr": 0.1}, r"lr=0\.1 but the run has lr=0\.01"),
+        ({"batch_size": 32}, r"batch_size=32 but the run has batch_size=64"),
+        ({"seed": 1}, r"seed=1 but the run has seed=0"),
+        ({"weight_decay": 1e-4}, r"weight_decay=0\.0001 but the run has weight_decay=0\.0"),
+        ({"schedule": "cosine"}, r"schedule='cosine' but the run has schedule=None"),
+    ],
+)
+def test_resume_with_other_settings_is_refused_and_changes_no_file(
+    digits, tmp_path, change, message
+):
+    """Another optimizer used to die with a bare KeyError after config.json was rewritten and a
+    metrics row added; another lr trained silently at the checkpoint's lr."""
+    x, y, xv, yv = digits
+    run = tmp_path / "run"
+    _train(run, (x, y), (xv, yv), epochs=1)
+    before = _hashes(run)
+    kw = {"lr": 0.01, **change}
+    model = small_mlp(0, dropout=0.2)
+    with pytest.raises(ValueError, match=message) as err:
+        bs.fit(
+            model, (x, y), val=(xv, yv), epochs=3, progress=False, run_dir=run, resume=True, **kw
+        )
+    assert "nothing was changed" in str(err.value)
+    assert _hashes(run) == before
+
+
+def test_resume_with_other_data_is_refused(digits, tmp_path):
+    x, y, _, _ = digits
+    run = tmp_path / "run"
+    _train(run, (x, y), None, epochs=1)
+    before = _hashes(run)
+    with pytest.raises(ValueError, match="n_train=1000 but the run has n_train=1150"):
+        _train(run, (x[:1000], y[:1000]), None, epochs=2, resume=True)
+    assert _hashes(run) == before
+
+
+def test_resume_refusals_for_the_optimizer_state_and_the_epoch_count(digits, tmp_path):
+    """Without a record (an older run), the optimizer state's own keys still refuse another
+    optimizer; fewer epochs than done, or a planned schedule stretched, are refused too."""
+    x, y, _, _ = digits
+    run = tmp_path / "run"
+    _train(run, (x, y), None, epochs=2)
+    (run / "config.json").unlink()
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["config"]
+    torch.save(state, last)
+    before = _hashes(run)
+    with (
+        pytest.warns(UserWarning, match="cannot be checked"),
+        pytest.raises(CheckpointError, match="written by another optimizer"),
+    ):
+        _train(run, (x, y), None, epochs=3, resume=True, optimizer="momentum")
+    assert _hashes(run) == before
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="already trained 2 epochs"):
+        _train(run, (x, y), None, epochs=1, resume=True)
+    assert _hashes(run) == before
+    sched = tmp_path / "sched"
+    _train(sched, (x, y), None, epochs=2, schedule="cosine")
+    before = _hashes(sched)
+    with pytest.raises(ValueError, match="cosine schedule was planned for 2 epochs"):
+        _train(sched, (x, y), None, epochs=4, resume=True, schedule="cosine")
+    assert _hashes(sched) == before
+
+
+def test_resume_to_more_epochs_is_recorded(digits, tmp_path):
+    x, y, _, _ = digits
+    run = tmp_path / "run"
+    _train(run, (x, y), None, epochs=1)
+    _, history = _train(run, (x, y), None, epochs=3, resume=True)
+    assert len(history) == 3
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 3 and config["lr"] == 0.01
+    assert config["resumes"] == [{"at_epoch": 1, "at_step": 18, "epochs": 3, "epochs_before": 1}]

@@ -27,11 +27,12 @@ from torch import nn
 from .. import inputs, runs
 from ..batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from ..findings import Finding
-from ..optim import make_optimizer, optimizer_name
+from ..optim import make_optimizer
 from .activation_snapshots import ActivationSnapshots
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_checkpoint
 from .checkpoint import save_checkpoint as _save
+from .config import RESUME_KEYS, FitConfig, conflicts
 from .history import History
 from .schedules import Schedule, make_schedule
 from .session import Session
@@ -95,7 +96,11 @@ def fit(
             and ``tb/`` go. An existing one is renamed with a timestamp unless ``resume``.
         resume: continue from ``run_dir/checkpoints/last.pt`` (model, optimizer, scheduler,
             RNG states, callbacks, position): on CPU the metrics equal an uninterrupted run's.
-        progress: a rich progress bar with loss/acc/lr and live alerts; ``False`` is quiet.
+            The call must repeat the run's ``optimizer``, ``lr``, ``weight_decay``,
+            ``schedule``, ``batch_size``, ``seed`` and data size (``ValueError`` otherwise,
+            before any file is touched); ``epochs`` may grow (recorded in ``config.json``).
+        progress: a rich progress bar with loss/acc/lr and live alerts; off a terminal, plain
+            epoch lines (at most one a second) and alerts; ``False`` is quiet.
         seed: seeds torch's global generator (dropout) and the shuffling.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         thresholds: overrides of :data:`babysit.thresholds.THRESHOLDS` for the monitors.
@@ -104,60 +109,81 @@ def fit(
     Returns:
         A :class:`History`: per-epoch metrics, ``.findings``, ``.stop_reason``, ``.rollbacks``.
     """
-    trainer = Trainer(
-        model,
-        data,
-        val=val,
+    config = FitConfig(
         optimizer=optimizer,
         lr=lr,
         weight_decay=weight_decay,
         schedule=schedule,
         epochs=epochs,
         batch_size=batch_size,
+        seed=seed,
+        device=device,
+        monitors=monitors,
+        thresholds=thresholds,
+        ignore=ignore,
+        progress=progress,
+    )
+    trainer = Trainer(
+        model,
+        data,
+        config,
+        val=val,
         loss_fn=loss_fn,
         metrics=metrics,
         forward=forward,
         callbacks=callbacks,
-        monitors=monitors,
         run_dir=run_dir,
         resume=resume,
-        progress=progress,
-        seed=seed,
-        device=device,
-        thresholds=thresholds,
-        ignore=ignore,
     )
     return trainer.run()
 
 
 class Trainer(Session):
-    """The loop behind :func:`fit` (a :class:`Session` that owns the training)."""
+    """The loop behind :func:`fit` (a :class:`Session` that owns the training).
 
-    def __init__(self, model: nn.Module, data: Any, **kw: Any) -> None:
+    ``config`` holds the run's settings (validated); the rest is code and data. ``record``
+    adds keys to ``config.json`` (the CLI records how it built the model and the data there).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        config: FitConfig,
+        *,
+        val: Any = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        metrics: Mapping[str, Metric] | None = None,
+        forward: Forward | None = None,
+        callbacks: Iterable[Callback] | None = None,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        record: Mapping[str, Any] | None = None,
+    ) -> None:
         from .monitors import resolve_monitors  # monitors import the session, not the reverse
 
-        epochs, batch_size = kw["epochs"], kw["batch_size"]
-        _positive_int("epochs", epochs)
-        _positive_int("batch_size", batch_size)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        self.device = _device(kw["device"])
-        self.seed = int(kw["seed"])
-        self.epochs = epochs
-        self.forward_fn: Forward | None = kw["forward"]
-        self.loss_fn = kw["loss_fn"] if kw["loss_fn"] is not None else nn.CrossEntropyLoss()
+        self.settings = config
+        self.device = _device(config.device)
+        self.seed = config.seed
+        self.epochs = config.epochs
+        batch_size = config.batch_size
+        self.forward_fn: Forward | None = forward
+        self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         self.classification = isinstance(self.loss_fn, _CLASSIFICATION_LOSSES)
-        self.metric_fns: dict[str, Metric] = dict(kw["metrics"] or {})
+        self.metric_fns: dict[str, Metric] = dict(metrics or {})
         model.to(self.device)
-        opt = make_optimizer(kw["optimizer"], model.parameters(), kw["lr"], kw["weight_decay"])
+        opt = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
+        built_lr = float(opt.param_groups[0]["lr"])  # before a schedule moves it (onecycle)
         self.batches = make_batches(
             data, batch_size, shuffle=True, seed=self.seed, device=self.device, name="data"
         )
         self.val_batches = (
             None
-            if kw["val"] is None
+            if val is None
             else make_batches(
-                kw["val"], batch_size, shuffle=False, seed=0, device=self.device, name="val"
+                val, batch_size, shuffle=False, seed=0, device=self.device, name="val"
             )
         )
         self._on_device = _in_memory(self.batches)
@@ -166,37 +192,37 @@ class Trainer(Session):
         if self.val_batches is not None:
             self._check_data(self.val_batches, "val")
         self.schedule: Schedule | None = make_schedule(
-            kw["schedule"], opt, epochs=epochs, steps_per_epoch=len(self.batches)
+            config.schedule, opt, epochs=self.epochs, steps_per_epoch=len(self.batches)
         )
-        monitors = resolve_monitors(kw["monitors"])
-        user = list(kw["callbacks"] or [])
+        monitors = resolve_monitors(config.monitors)
+        user = list(callbacks or [])
         checkpoints = [c for c in user if isinstance(c, Checkpoint)]
-        run_dir = Path(kw["run_dir"]) if kw["run_dir"] is not None else None
+        run_path = Path(run_dir) if run_dir is not None else None
         extra: list[Callback] = []
-        if kw["progress"]:
+        if config.progress:
             from .progress import ProgressBar
 
             extra.append(ProgressBar())
-        if run_dir is not None:
+        if run_path is not None:
             from .tensorboard import TensorBoard
 
             if TensorBoard.available():
-                extra.append(TensorBoard(run_dir / runs.TENSORBOARD))
+                extra.append(TensorBoard(run_path / runs.TENSORBOARD))
             extra.append(ActivationSnapshots())
             if not checkpoints:
                 checkpoints = [Checkpoint()]
         others = [c for c in user if not isinstance(c, Checkpoint)]
-        callbacks = [*monitors, *others, *extra, *checkpoints]  # checkpoints see everything
+        every = [*monitors, *others, *extra, *checkpoints]  # checkpoints see everything
         super().__init__(
             model,
             opt,
-            callbacks=callbacks,
-            thresholds=kw["thresholds"],
-            ignore=kw["ignore"],
-            run_dir=run_dir,
+            callbacks=every,
+            thresholds=config.thresholds,
+            ignore=config.ignore,
+            run_dir=run_path,
         )
-        self.config = self._config(kw)
-        self.resume = bool(kw["resume"])
+        self.config = {**self._config(built_lr), **dict(record or {})}
+        self.resume = bool(resume)
         self.history: list[dict[str, Any]] = []
         self.rollbacks = 0
         self._start = (0, 0)  # (epoch, batch) to start from
@@ -405,17 +431,25 @@ class Trainer(Session):
             "rollbacks": self.rollbacks,
             "metric_rows": self._rows_on_disk,
             "initial_lr": self.initial_lr,
+            "config": {k: v for k, v in self.config.items() if k != "model_repr"},
         }
         _save(self.run_dir / runs.CHECKPOINTS / f"{name}.pt", state)
 
     def _prepare_run_dir(self) -> None:
+        """Check everything first, then write: a refused run or resume changes no file."""
         if self.run_dir is None:
             if self.resume:
                 raise ValueError("resume=True needs the run_dir of the run to continue")
             return
         last = self.run_dir / runs.CHECKPOINTS / "last.pt"
         if self.resume and last.exists():
-            self._restore(load_checkpoint(last), last)
+            state = load_checkpoint(last)
+            recorded = self._recorded(state)
+            self._check_resume(state, recorded, last)
+            self._restore(state, last)  # the model, optimizer, RNG... in memory only
+            self.config = self._resumed_config(recorded)
+            runs.truncate_metrics(self.run_dir, state["metric_rows"])
+            self._rows_on_disk = state["metric_rows"]
         else:
             if self.resume:
                 warnings.warn(
@@ -427,8 +461,87 @@ class Trainer(Session):
             self.run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_json(self.run_dir, runs.CONFIG, self.config)
 
-    def _restore(self, state: dict[str, Any], path: Path) -> None:
+    def _recorded(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The settings the run was trained with: ``config.json`` merged over the copy the
+        checkpoint carries (the checkpoint wins: it is the state being continued)."""
+        try:
+            document = runs.read_json(self.run_dir, runs.CONFIG)  # type: ignore[arg-type]
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"cannot read {self.run_dir / runs.CONFIG} ({err}), so this resume cannot be "
+                "checked against the run's settings; restore the file, or start a new run"
+            ) from err
+        merged = {**(document or {}), **(state.get("config") or {})}
+        if not merged:
+            warnings.warn(
+                f"{self.run_dir} has no config.json and its checkpoint records no settings: "
+                "this resume's optimizer, lr, batch size and seed cannot be checked against "
+                "the run's",
+                stacklevel=5,
+            )
+            return None
+        return merged
+
+    def _check_resume(
+        self, state: dict[str, Any], recorded: dict[str, Any] | None, path: Path
+    ) -> None:
+        """Refuse a resume whose settings contradict the run's (``ValueError``) or whose model
+        or optimizer does not fit the checkpoint (:class:`CheckpointError`)."""
+        where = f"cannot resume {self.run_dir}"
+        keep = "nothing was changed"
         check_same_model(state, self.model, path)
+        if recorded is not None:
+            if recorded.get("kind", "fit") != "fit":
+                raise ValueError(
+                    f"{where}: it holds a {recorded.get('kind')!r} run, not a fit; {keep}"
+                )
+            keys = list(RESUME_KEYS)
+            for key in ("n_train", "n_val"):  # a size unknown (an iterable) or validation
+                if self.config[key] is not None and recorded.get(key) is not None:
+                    keys.append(key)  # added or dropped at a resume: nothing to compare
+            bad = conflicts(self.config, recorded, keys)
+            if bad:
+                said = "; ".join(f"{k}={g!r} but the run has {k}={r!r}" for k, g, r in bad)
+                raise ValueError(
+                    f"{where}: this call passes {said} (config.json). Pass the run's values to "
+                    f"continue it, or start a new run in another run_dir; {keep}"
+                )
+            planned = recorded.get("epochs")
+            if self.schedule is not None and planned is not None and planned != self.epochs:
+                raise ValueError(
+                    f"{where}: its {recorded.get('schedule')} schedule was planned for {planned} "
+                    f"epochs, so epochs={self.epochs} cannot continue it; resume with "
+                    f"epochs={planned}, or start a new run; {keep}"
+                )
+        done = state["position"]["epoch"]
+        if self.epochs < done:
+            raise ValueError(
+                f"{where}: it has already trained {done} epochs, more than epochs={self.epochs}; "
+                f"pass epochs >= {done}; {keep}"
+            )
+        saved = state["optimizer"]["param_groups"]
+        mine = self.optimizer.param_groups
+        if len(saved) != len(mine) or any(
+            set(s) - {"params"} != set(m) - {"params"} for s, m in zip(saved, mine, strict=False)
+        ):
+            raise CheckpointError(
+                f"{path} was written by another optimizer (its settings "
+                f"{sorted(set(saved[0]) - {'params'})} do not fit "
+                f"{type(self.optimizer).__name__}); resume with the optimizer that wrote it; "
+                f"{keep}"
+            )
+
+    def _resumed_config(self, recorded: dict[str, Any] | None) -> dict[str, Any]:
+        """``config.json`` after a resume: the run's record, this call's settings over it (they
+        agree, but for ``epochs`` and ``device``), and the resume itself appended to
+        ``resumes``."""
+        before = recorded or {}
+        entry = {"at_epoch": self._start[0], "at_step": self.step, "epochs": self.epochs}
+        if before.get("epochs") not in (None, self.epochs):
+            entry["epochs_before"] = before["epochs"]
+        return {**before, **self.config, "resumes": [*before.get("resumes", []), entry]}
+
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as err:
@@ -458,8 +571,6 @@ class Trainer(Session):
         self._emitted = {tuple(k) for k in state["emitted"]}  # type: ignore[misc]
         self.rollbacks = state["rollbacks"]
         self.initial_lr = state["initial_lr"]
-        runs.truncate_metrics(self.run_dir, state["metric_rows"])  # type: ignore[arg-type]
-        self._rows_on_disk = state["metric_rows"]
 
     def _save_on_interrupt(self, err: BaseException) -> None:
         """Ctrl-C keeps the progress: a mid-epoch ``last.pt`` after the last completed step."""
@@ -496,22 +607,16 @@ class Trainer(Session):
                 f"epoch_{name}" if split == "train" and name == "loss" else name, value, split=split
             )
 
-    def _config(self, kw: dict[str, Any]) -> dict[str, Any]:
+    def _config(self, lr: float) -> dict[str, Any]:
+        """``config.json``: the settings (:meth:`FitConfig.record`) and what the run is made of."""
         n_params = sum(p.numel() for p in self.model.parameters())
         return {
             "kind": "fit",
             "model": type(self.model).__name__,
             "model_repr": repr(self.model),
             "n_parameters": n_params,
-            "optimizer": optimizer_name(kw["optimizer"]),
-            "lr": self.lr(),
-            "weight_decay": kw["weight_decay"],
-            "schedule": kw["schedule"] if isinstance(kw["schedule"], str | None) else "custom",
-            "epochs": kw["epochs"],
-            "batch_size": kw["batch_size"],
+            **self.settings.record(lr=lr),
             "loss_fn": repr(self.loss_fn),
-            "seed": self.seed,
-            "device": str(self.device),
             "monitors": [type(c).__name__ for c in self.callbacks],
             "n_train": self.batches.n_examples,
             "n_val": None if self.val_batches is None else self.val_batches.n_examples,
@@ -618,11 +723,6 @@ def _device(device: str | torch.device) -> torch.device:
     return device
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _writable(run_dir: Path) -> None:
     """Fail before training when the run directory cannot be created or written."""
     try:
@@ -632,6 +732,7 @@ def _writable(run_dir: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise CheckpointError(
-            f"run_dir {run_dir} is not writable ({err.strerror or err}); pass a run_dir you can "
-            "write to, or run_dir=None to keep nothing on disk"
+            f"the run directory {run_dir} is not writable ({err.strerror or err}); choose one you "
+            "can write to (run_dir= in fit, --out on the command line), or run_dir=None to keep "
+            "nothing on disk"
         ) from err
