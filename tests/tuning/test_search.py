@@ -71,12 +71,21 @@ def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on():
     assert failed[0]["error"] == "RuntimeError: out of memory (simulated)"
 
 
-def test_an_objective_that_always_fails_stops_after_twice_the_quota():
-    def broken(params, trial):
-        raise ValueError("bad objective")
+def test_an_objective_that_always_fails_raises_with_the_first_error(tmp_path):
+    """Every trial failing is an error, not a search that ended with best=None: it stops after
+    twice the first stage's quota, never starts stage 2, and keeps what it ran."""
+    from babysit.tuning import SearchFailed
 
-    result = bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, broken, n_trials=4, stages=1)
-    assert [t["state"] for t in result.trials] == ["FAIL"] * 8 and result.best is None
+    def broken(params, trial):
+        raise ValueError(f"bad objective {trial.number}")
+
+    with pytest.raises(SearchFailed, match=r"every trial of stage 1 failed.*bad objective 0$") as e:
+        bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, broken, n_trials=4, stages=2, run_dir=tmp_path)
+    result = e.value.result
+    assert [t["state"] for t in result.trials] == ["FAIL"] * 6 and result.best is None
+    assert len(result.stages) == 1  # stage 2 never started
+    rows = (tmp_path / "trials.csv").read_text().splitlines()
+    assert len(rows) == 7 and all(",FAIL," in r for r in rows[1:])  # kept for the post-mortem
 
 
 def test_a_second_call_continues_the_same_search(tmp_path):
@@ -141,7 +150,7 @@ def test_unreachable_storage_is_a_clear_error_without_hanging():
 
 
 def test_storage_passwords_are_masked_in_the_run_directory(tmp_path):
-    from babysit.tuning.staged_search import mask_url
+    from babysit.tuning import mask_url
 
     assert mask_url("postgresql://u:p4ss@h:5432/db") == "postgresql://u:***@h:5432/db"
     db = tmp_path / "x.db"
@@ -245,7 +254,7 @@ def test_trials_pruned_without_reporting_cost_a_whole_trial():
 def test_the_median_pruner_never_prunes_a_trial_on_its_last_epoch():
     from types import SimpleNamespace
 
-    from babysit.tuning.staged_search import _TrialReporter
+    from babysit.tuning.objective import TrialReporter as _TrialReporter
 
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1)

@@ -65,7 +65,7 @@ def _run_workers(tmp_path, url: str) -> str:
 
 
 def _check(url: str, name: str) -> None:
-    from babysit.tuning.staged_search import open_storage
+    from babysit.tuning import open_storage
 
     states = optuna.trial.TrialState
     storage = open_storage(url)
