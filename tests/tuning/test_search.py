@@ -55,7 +55,7 @@ def test_best_at_the_edge_is_reported_and_auto_extend_searches_beyond():
     assert any(t["params"]["lr"] < 1e-2 for t in extended.trials if t["stage"] == 3)
 
 
-def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on():
+def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on(capfd):
     def flaky(params, trial):
         if trial.number in (0, 3):
             raise RuntimeError("out of memory (simulated)")
@@ -69,6 +69,9 @@ def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on():
     assert states.count("COMPLETE") == 8  # failed trials do not count: new ones replace them
     failed = [t for t in result.trials if t["state"] == "FAIL"]
     assert failed[0]["error"] == "RuntimeError: out of memory (simulated)"
+    err = capfd.readouterr().err  # one line says so; no traceback per failed trial
+    assert "2 of 11 trials failed" in err and "out of memory (simulated)" in err
+    assert "Traceback" not in err and err.count("out of memory") == 1
 
 
 def test_an_objective_that_always_fails_raises_with_the_first_error(tmp_path):
@@ -267,3 +270,19 @@ def test_the_median_pruner_never_prunes_a_trial_on_its_last_epoch():
     trial = study.ask()
     reporter = _TrialReporter(trial, "val_acc")
     reporter.on_train_epoch_end(SimpleNamespace(epoch=1, epochs=2), {"val_acc": 0.1})  # kept
+
+
+def test_cli_search_whose_every_trial_fails_exits_1_with_the_first_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from babysit.cli import app
+
+    out = tmp_path / "s"
+    space = '{"lr": ["loguniform", 1e-3, 0.1], "optimizer": "adamm"}'
+    args = ["search", "--data", "digits", "--space", space, "--epochs", "1", "--n-trials", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--json"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("babysit: every trial of stage 1 failed")
+    assert "unknown optimizer 'adamm'" in lines[0]
+    assert "FAIL" in (out / "trials.csv").read_text()

@@ -205,7 +205,7 @@ def write_run(run_dir: Path, result: SearchResult, storage: str | None) -> None:
     names = sorted({n for t in result.trials for n in t["params"]})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["stage", "number", "state", "value", "epochs", "epochs_run", *names])
+    writer.writerow(["stage", "number", "state", "value", "epochs", "epochs_run", *names, "error"])
     for t in result.trials:
         writer.writerow(
             [
@@ -216,6 +216,7 @@ def write_run(run_dir: Path, result: SearchResult, storage: str | None) -> None:
                 t["epochs"],
                 t["epochs_run"],
                 *(t["params"].get(n) for n in names),
+                t.get("error") or "",
             ]
         )
     runs.atomic_write_bytes(run_dir / "trials.csv", buffer.getvalue().encode())

@@ -116,7 +116,6 @@ def search(
         )
     if objective is None:
         check_names(params, custom_model=model is not None)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is noise here
     name = study_name or "babysit-search"
     run_path = Path(run_dir) if run_dir is not None else None
     given = mask_url(storage) if isinstance(storage, str) else None
@@ -145,28 +144,35 @@ def search(
         run_path.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{run_path / 'search.db'}"
     url = storage if isinstance(storage, str) else None
-    with scrubbed_errors(url):
-        store = open_storage(storage)
-        if store is not None:
-            check_study(store, name, wanted)
-        if run_path is not None:
-            run_path.mkdir(parents=True, exist_ok=True)
-            write_config(run_path, wanted, name, given)
-        result, failed = _run_stages(
-            store,
-            name,
-            params,
-            run,
-            wanted,
-            stages=plan_stages(n_trials, stages, epochs),
-            direction=direction,
-            sampler=sampler,
-            pruner=pruner,
-            seed=seed,
-            n_jobs=n_jobs,
-            auto_extend=auto_extend,
-            progress=progress,
-        )
+    # Optuna logs every trial, and a failed one with its traceback: babysit keeps each trial's
+    # error with the trial and says once what failed (_say_failures), so only errors pass.
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with scrubbed_errors(url):
+            store = open_storage(storage)
+            if store is not None:
+                check_study(store, name, wanted)
+            if run_path is not None:
+                run_path.mkdir(parents=True, exist_ok=True)
+                write_config(run_path, wanted, name, given)
+            result, failed = _run_stages(
+                store,
+                name,
+                params,
+                run,
+                wanted,
+                stages=plan_stages(n_trials, stages, epochs),
+                direction=direction,
+                sampler=sampler,
+                pruner=pruner,
+                seed=seed,
+                n_jobs=n_jobs,
+                auto_extend=auto_extend,
+                progress=progress,
+            )
+    finally:
+        optuna.logging.set_verbosity(level)
     result.run_dir = run_path
     result.metric = metric if objective is None else "value"
     result._builtin, result._study = builtin, name  # for ensemble()
@@ -175,6 +181,7 @@ def search(
         result.plot(run_path / "search.png")
     if failed is not None:
         raise SearchFailed(failed, result)
+    _say_failures(result.trials)
     return result
 
 
@@ -261,6 +268,19 @@ def _all_failed(rows: list[dict[str, Any]], stage: int) -> str | None:
     return (
         f"every trial of stage {stage} failed ({len(errors)} trials); the first, trial "
         f"{first['number']}: {why}"
+    )
+
+
+def _say_failures(trials: list[dict[str, Any]]) -> None:
+    """One line when some trials failed (the search went on without them)."""
+    failed = [t for t in trials if t["state"] == "FAIL"]
+    if not failed:
+        return
+    first = min(failed, key=lambda t: (t["stage"], t["number"]))
+    why = first.get("error") or "its worker stopped (no heartbeat)"
+    _say(
+        f"{len(failed)} of {len(trials)} trials failed and were replaced; the first, trial "
+        f"{first['number']} of stage {first['stage']}: {why} (trials.csv, column error)"
     )
 
 
