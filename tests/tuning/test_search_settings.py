@@ -176,3 +176,24 @@ def test_cli_unknown_parameter_exits_2(tmp_path):
     assert result.exit_code == 2
     assert "learning_rate" in result.output and "lr" in result.output
     assert not out.exists()
+
+
+@pytest.mark.services
+def test_a_shared_postgresql_study_with_other_settings_is_refused(postgres_url):
+    import uuid
+
+    import optuna
+
+    name = f"wp-A-settings-{uuid.uuid4().hex[:8]}"
+    first = bs.search(SPACE, _quadratic, storage=postgres_url, study_name=name, **KW)
+    with pytest.raises(ValueError, match=rf"the study '{name}' holds .*epochs: 4 there, 8 now"):
+        bs.search(SPACE, _quadratic, storage=postgres_url, study_name=name, **{**KW, "epochs": 8})
+    from babysit.tuning import open_storage
+
+    storage = open_storage(postgres_url)
+    stored = optuna.load_study(study_name=f"{name}-stage1", storage=storage)
+    assert len(stored.trials) == 4 and stored.user_attrs["settings"]["epochs"] == 4
+    stage2 = optuna.load_study(study_name=f"{name}-stage2", storage=storage)
+    assert len(stage2.trials) == 2 and stage2.user_attrs["epochs"] == 4  # untouched
+    again = bs.search(SPACE, _quadratic, storage=postgres_url, study_name=name, **KW)
+    assert again.trials == first.trials  # the same settings continue it
