@@ -198,6 +198,9 @@ def wait_for_running(
 
     The running trials are other workers' (they finish) or dead workers' (failed once their
     heartbeat is older than the grace period). ``say`` is told once what is waited for and why.
+    On a storage with heartbeats every wait ends (a live worker finishes its trial, a dead
+    one's is failed), so ``timeout=None`` waits as long as that takes; without heartbeats a
+    dead worker's trial would run forever, so give a ``timeout`` (seconds).
     """
     import optuna
 
@@ -214,12 +217,13 @@ def wait_for_running(
             f"going on: another worker is finishing them, or a worker died mid-trial and its "
             f"trial is failed once its heartbeat is {grace} s old"
         )
-    deadline = time.monotonic() + (timeout if timeout is not None else 4 * grace + 60)
+    deadline = None if timeout is None else time.monotonic() + timeout
     while study.get_trials(deepcopy=False, states=running):
-        if time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(
-                f"study {study.study_name!r} still has running trials after waiting: are other "
-                "workers alive? (their heartbeats fail dead workers' trials)"
+                f"study {study.study_name!r} still has running trials after {timeout:g} s, and "
+                "its storage has no heartbeats to tell a dead worker's trial from a live one: "
+                "open it with babysit.tuning.open_storage(url), or finish those trials"
             )
         time.sleep(0.5)
         fail_stale(study)

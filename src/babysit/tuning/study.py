@@ -48,6 +48,9 @@ from .storage import mask_url, open_storage, scrubbed_errors, wait_for_running
 __all__ = ["PRUNERS", "SAMPLERS", "search"]
 
 SAMPLERS = ("random", "tpe", "random+tpe")
+# A storage object passed in may lack heartbeats: then a running trial of another process is
+# waited for this long after a stage (it may be a dead worker's, which nothing would fail).
+NO_HEARTBEAT_WAIT_S = 120
 PRUNERS = ("breakout", "breakout+median", "median", "none")
 
 Objective = Callable[[dict[str, Any], optuna.Trial], float]
@@ -170,6 +173,7 @@ def search(
                 n_jobs=n_jobs,
                 auto_extend=auto_extend,
                 progress=progress,
+                heartbeats=url is not None,  # open_storage gave it heartbeats
             )
     finally:
         optuna.logging.set_verbosity(level)
@@ -200,6 +204,7 @@ def _run_stages(
     n_jobs: int,
     auto_extend: bool,
     progress: bool,
+    heartbeats: bool,
 ) -> tuple[SearchResult, str | None]:
     """Run (or continue) every stage; the result, and why it stopped early (every trial of a
     stage failed) or ``None``."""
@@ -229,7 +234,7 @@ def _run_stages(
         _optimize(study, run, ranges, stage_trials, stage_epochs, seed, n_jobs, progress)
         # Every trial of the stage has ended (other workers' finished, dead workers' failed by
         # their stale heartbeat): the next stage's ranges are final, and none stays RUNNING.
-        wait_for_running(study, _say)
+        wait_for_running(study, _say, timeout=None if heartbeats else NO_HEARTBEAT_WAIT_S)
         rows = trial_rows(study, k + 1)
         all_trials += rows
         stage_info.append(
