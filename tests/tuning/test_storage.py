@@ -62,6 +62,12 @@ def test_driver_errors_are_reraised_scrubbed_without_their_chain():
         raise OperationalError(f"connect to {url}", {"pw": SECRET}, Exception(SECRET))
     assert _no_secret(str(caught.value)) and "password=***" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    with pytest.raises(ConnectionError) as wrapped, scrubbed_errors(url):  # Optuna's re-raise
+        try:
+            raise OperationalError(f"connect to {url}", None, Exception(SECRET))
+        except OperationalError as inner:
+            raise RuntimeError("An exception is raised during the commit.") from inner
+    assert _no_secret(str(wrapped.value)) and "password=***" in str(wrapped.value)
     with pytest.raises(KeyError) as other, scrubbed_errors(url):  # unrelated: passes as it is
         raise KeyError("lr")
     assert other.value.args == ("lr",)

@@ -109,24 +109,42 @@ def scrub(text: str, url: str | None) -> str:
 @contextlib.contextmanager
 def scrubbed_errors(url: str | None) -> Iterator[None]:
     """Re-raise storage errors as ``ConnectionError`` with ``url``'s secrets scrubbed, and any
-    other error that quotes a secret with it scrubbed, without the chained original."""
+    other error that quotes a secret with it scrubbed, without the chained original.
+
+    A storage error is one from SQLAlchemy, a database driver or Optuna's storage layer,
+    anywhere in the exception's chain (Optuna re-raises driver errors from its own).
+    """
     try:
         yield
     except Exception as err:
         if not url or not isinstance(url, str):
             raise
-        text = f"{err}"
-        if _is_storage_error(err):
-            first = scrub(text, url).strip().splitlines()[0] if text.strip() else type(err).__name__
+        chain = _chain(err)
+        cause = next((e for e in _chain(err, implicit=False) if _is_storage_error(e)), None)
+        if cause is not None:
+            text = scrub(f"{cause}", url).strip()
+            first = text.splitlines()[0] if text else type(cause).__name__
             raise ConnectionError(f"the search storage {mask_url(url)} failed: {first}") from None
-        if any(s in text for s in secrets(url)):
+        if any(secret in f"{e}" for e in chain for secret in secrets(url)):
             cls = type(err) if _rebuildable(err) else RuntimeError
-            raise cls(scrub(text, url)) from None
+            raise cls(scrub(f"{err}", url)) from None
         raise
+
+
+def _chain(err: BaseException | None, implicit: bool = True) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from (and, with ``implicit``, during),
+    outermost first."""
+    out: list[BaseException] = []
+    while err is not None and err not in out:
+        out.append(err)
+        err = err.__cause__ or (err.__context__ if implicit else None)
+    return out
 
 
 def _is_storage_error(err: BaseException) -> bool:
     module = type(err).__module__ or ""
+    if type(err).__name__ == "StorageInternalError":  # optuna.exceptions
+        return True
     return module.split(".")[0] in ("sqlalchemy", "psycopg2", "psycopg", "sqlite3")
 
 
