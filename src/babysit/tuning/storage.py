@@ -111,8 +111,8 @@ def scrubbed_errors(url: str | None) -> Iterator[None]:
     """Re-raise storage errors as ``ConnectionError`` with ``url``'s secrets scrubbed, and any
     other error that quotes a secret with it scrubbed, without the chained original.
 
-    A storage error is one from SQLAlchemy, a database driver or Optuna's storage layer,
-    anywhere in the exception's chain (Optuna re-raises driver errors from its own).
+    A storage error is one from SQLAlchemy, a database driver or Optuna's storage layer, or
+    one raised ``from`` such an error (Optuna re-raises driver errors as its own).
     """
     try:
         yield
