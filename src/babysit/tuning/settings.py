@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from .space import Param
+from .space import Param, describe
 
 __all__ = [
     "SETTINGS_ATTR",
@@ -98,12 +98,23 @@ def data_identity(data: Any) -> Any:
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``"epochs: 20 there, 10 now"`` for each setting that differs; the space per parameter."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if _canon(a) != _canon(b):
+        if key == "space" and isinstance(a, Mapping) and isinstance(b, Mapping):
+            for name in sorted(set(a) | set(b)):
+                if _canon(a.get(name)) != _canon(b.get(name)):
+                    out.append(
+                        f"space {name}: {_range(a.get(name))} there, {_range(b.get(name))} now"
+                    )
+        elif _canon(a) != _canon(b):
             out.append(f"{key}: {_short(a)} there, {_short(b)} now")
     return out
+
+
+def _range(spec: Mapping[str, Any] | None) -> str:
+    return "not searched" if spec is None else f"[{describe(spec)}]"
 
 
 def _canon(value: Any) -> str:
