@@ -33,7 +33,7 @@ trial is counted by a forward hook on the model (also inside ``babysit.search``,
 4. babysit: ``babysit.search(space, model=..., data=..., epochs=E, n_trials=n)`` with its
    defaults (random sampler, break-out pruner, 2 stages: 2/3 of the trials at ``E // 4``
    epochs, 1/3 at ``E``), ``E = --epochs`` (20) and ``n`` the largest trial count whose plan
-   (``babysit.tuning.staged_search._plan``) fits in B: 60 trials for B = 600
+   (``babysit.tuning.plan_stages``) fits in B: 60 trials for B = 600
    (40 × 5 + 20 × 20 = 600). Break-out pruning only ever spends less than the plan.
 5. babysit tpe: the same with ``sampler="tpe", pruner="breakout+median"``.
 
@@ -71,7 +71,7 @@ from torch import nn
 import babysit
 from babysit.data import Standardize, load
 from babysit.tuning.pruners import BreakOutPruner
-from babysit.tuning.staged_search import _plan
+from babysit.tuning.stages import plan_stages as _plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import header, md_table

@@ -423,8 +423,11 @@ def search(
     """Coarse -> fine random search in log space with break-out pruning (babysit.search).
 
     Several machines share one search through --storage postgresql://...: start the same
-    command with --worker on each. Exit 0 when a best trial exists, 1 when none completed.
+    command with --worker on each. Exit 0 when a best trial exists; 1 when none completed (every
+    trial of a stage failed: the first one's error is printed); 2 for bad usage, including an
+    --out or --study-name that holds a search with other settings.
     """
+    from .tuning import SearchFailed
     from .tuning import search as run_search
     from .tuning.space import parse_space
 
@@ -446,10 +449,15 @@ def search(
             run_dir=out,
             progress=not as_json,
         )
+    except SearchFailed as err:
+        if debug:
+            raise
+        typer.echo(f"babysit: {err} (trials.csv in {out}/)", err=True)
+        raise typer.Exit(1) from None
     except (ValueError, TypeError, FileNotFoundError, ConnectionError) as err:
         if debug:
             raise
-        _usage_error(str(err))
+        _usage_error(" ".join(str(err).split()))
     if as_json:
         typer.echo(
             json.dumps(

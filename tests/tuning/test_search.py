@@ -55,7 +55,7 @@ def test_best_at_the_edge_is_reported_and_auto_extend_searches_beyond():
     assert any(t["params"]["lr"] < 1e-2 for t in extended.trials if t["stage"] == 3)
 
 
-def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on():
+def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on(capfd):
     def flaky(params, trial):
         if trial.number in (0, 3):
             raise RuntimeError("out of memory (simulated)")
@@ -69,14 +69,26 @@ def test_a_failing_objective_is_kept_and_replaced_and_the_search_goes_on():
     assert states.count("COMPLETE") == 8  # failed trials do not count: new ones replace them
     failed = [t for t in result.trials if t["state"] == "FAIL"]
     assert failed[0]["error"] == "RuntimeError: out of memory (simulated)"
+    err = capfd.readouterr().err  # one line says so; no traceback per failed trial
+    assert "2 of 11 trials failed" in err and "out of memory (simulated)" in err
+    assert "Traceback" not in err and err.count("out of memory") == 1
 
 
-def test_an_objective_that_always_fails_stops_after_twice_the_quota():
+def test_an_objective_that_always_fails_raises_with_the_first_error(tmp_path):
+    """Every trial failing is an error, not a search that ended with best=None: it stops after
+    twice the first stage's quota, never starts stage 2, and keeps what it ran."""
+    from babysit.tuning import SearchFailed
+
     def broken(params, trial):
-        raise ValueError("bad objective")
+        raise ValueError(f"bad objective {trial.number}")
 
-    result = bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, broken, n_trials=4, stages=1)
-    assert [t["state"] for t in result.trials] == ["FAIL"] * 8 and result.best is None
+    with pytest.raises(SearchFailed, match=r"every trial of stage 1 failed.*bad objective 0$") as e:
+        bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, broken, n_trials=4, stages=2, run_dir=tmp_path)
+    result = e.value.result
+    assert [t["state"] for t in result.trials] == ["FAIL"] * 6 and result.best is None
+    assert len(result.stages) == 1  # stage 2 never started
+    rows = (tmp_path / "trials.csv").read_text().splitlines()
+    assert len(rows) == 7 and all(",FAIL," in r for r in rows[1:])  # kept for the post-mortem
 
 
 def test_a_second_call_continues_the_same_search(tmp_path):
@@ -141,7 +153,7 @@ def test_unreachable_storage_is_a_clear_error_without_hanging():
 
 
 def test_storage_passwords_are_masked_in_the_run_directory(tmp_path):
-    from babysit.tuning.staged_search import mask_url
+    from babysit.tuning import mask_url
 
     assert mask_url("postgresql://u:p4ss@h:5432/db") == "postgresql://u:***@h:5432/db"
     db = tmp_path / "x.db"
@@ -245,7 +257,7 @@ def test_trials_pruned_without_reporting_cost_a_whole_trial():
 def test_the_median_pruner_never_prunes_a_trial_on_its_last_epoch():
     from types import SimpleNamespace
 
-    from babysit.tuning.staged_search import _TrialReporter
+    from babysit.tuning.objective import TrialReporter as _TrialReporter
 
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1)
@@ -258,3 +270,19 @@ def test_the_median_pruner_never_prunes_a_trial_on_its_last_epoch():
     trial = study.ask()
     reporter = _TrialReporter(trial, "val_acc")
     reporter.on_train_epoch_end(SimpleNamespace(epoch=1, epochs=2), {"val_acc": 0.1})  # kept
+
+
+def test_cli_search_whose_every_trial_fails_exits_1_with_the_first_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from babysit.cli import app
+
+    out = tmp_path / "s"
+    space = '{"lr": ["loguniform", 1e-3, 0.1], "optimizer": "adamm"}'
+    args = ["search", "--data", "digits", "--space", space, "--epochs", "1", "--n-trials", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--json"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("babysit: every trial of stage 1 failed")
+    assert "unknown optimizer 'adamm'" in lines[0]
+    assert "FAIL" in (out / "trials.csv").read_text()

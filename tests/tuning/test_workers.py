@@ -1,6 +1,7 @@
 """Several worker processes on one storage (SQLite file, and PostgreSQL as CI starts it): the
 stages are shared, a worker killed with SIGKILL loses no completed trial, and its running trial
-is failed by the heartbeat and replaced."""
+is failed by the heartbeat and replaced; a search restarted after a kill says what it waits for
+and leaves no trial RUNNING."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def _run_workers(tmp_path, url: str) -> str:
 
 
 def _check(url: str, name: str) -> None:
-    from babysit.tuning.staged_search import open_storage
+    from babysit.tuning import open_storage
 
     states = optuna.trial.TrialState
     storage = open_storage(url)
@@ -96,3 +97,57 @@ def test_unusable_storage_path(bad):
 
     with pytest.raises(ConnectionError, match="cannot open the search storage"):
         bs.search({"lr": bs.loguniform(1e-4, 1e-1)}, lambda p, t: 0.0, storage=bad)
+
+
+_RESTART = textwrap.dedent(
+    """
+    import math, os, sys, time
+    import babysit as bs
+
+    def objective(params, trial):
+        if os.environ.get("DIE_IN_STAGE2") == "1" and trial.study.study_name.endswith("stage2"):
+            print("TRIAL", trial.number, flush=True)
+            time.sleep(60)  # killed in here
+        return -((math.log10(params["lr"]) + 3) ** 2)
+
+    bs.search({"lr": bs.loguniform(1e-6, 1.0)}, objective, run_dir=sys.argv[1],
+              n_trials=6, stages=2, epochs=4)
+    print("DONE", flush=True)
+    """
+)
+
+
+def test_a_search_restarted_after_a_kill_in_stage_2_says_why_it_waits_and_ends_clean(tmp_path):
+    """A worker killed mid-trial in the last stage: the restarted search runs the stage's
+    missing trials, then says (once, on stderr) that it waits for the dead trial's heartbeat to
+    go stale, shows no Optuna ExperimentalWarning, and ends with that trial FAIL, none RUNNING.
+    The grace (2 heartbeats of 2 s) outlasts the restart, so the wait is real."""
+    script = tmp_path / "restart.py"
+    script.write_text(_RESTART)
+    run = tmp_path / "s"
+    env = {**os.environ, "BABYSIT_HEARTBEAT_S": "2", "BABYSIT_HEARTBEAT_GRACE_S": "6"}
+    doomed = subprocess.Popen(
+        [sys.executable, str(script), str(run)],
+        env={**env, "DIE_IN_STAGE2": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    killed = int(doomed.stdout.readline().split()[1])  # mid-trial in stage 2
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+    again = subprocess.run(
+        [sys.executable, str(script), str(run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0 and "DONE" in again.stdout, again.stderr
+    waits = [line for line in again.stderr.splitlines() if "waiting for" in line]
+    assert len(waits) == 1 and "heartbeat" in waits[0] and f"({killed})" in waits[0]
+    assert "ExperimentalWarning" not in again.stderr
+    rows = (run / "trials.csv").read_text().splitlines()[1:]
+    states = {(r.split(",")[0], r.split(",")[1]): r.split(",")[2] for r in rows}
+    assert "RUNNING" not in states.values()
+    assert states[("2", str(killed))] == "FAIL"
+    assert list(states.values()).count("COMPLETE") == 6  # the quota, the dead trial replaced

@@ -246,7 +246,7 @@ def _search(run: Run) -> Section:
         "shaded; the best trial is circled.",
     )
     if stages and trials:
-        from ..tuning.staged_search import SearchResult
+        from ..tuning.result import SearchResult
 
         result = SearchResult(trials=trials, best=doc.get("best"), stages=stages, metric=metric)
         with style():
