@@ -272,6 +272,25 @@ def test_the_median_pruner_never_prunes_a_trial_on_its_last_epoch():
     reporter.on_train_epoch_end(SimpleNamespace(epoch=1, epochs=2), {"val_acc": 0.1})  # kept
 
 
+def test_the_trial_reporter_breaks_out_by_the_shared_divergence_rule():
+    """A loss that starts below zero (negative cosine) is no break-out at -0.05; the literal
+    "> 3 × the start" was true there at once. 0.3 is (a rise of 0.4 > 2 × 0.1)."""
+    from types import SimpleNamespace
+
+    from babysit.tuning.objective import TrialReporter as _TrialReporter
+
+    from babysit.tuning.pruners import BreakOutPruner
+
+    study = optuna.create_study(pruner=BreakOutPruner())
+    trial = study.ask()
+    reporter = _TrialReporter(trial, "val_acc")
+    step = SimpleNamespace(step=1)
+    reporter.on_loss(step, -0.1)
+    reporter.on_loss(step, -0.05)  # healthy noise: kept
+    with pytest.raises(optuna.TrialPruned, match="broke out"):
+        reporter.on_loss(step, 0.3)
+
+
 def test_cli_search_whose_every_trial_fails_exits_1_with_the_first_error(tmp_path):
     from typer.testing import CliRunner
 

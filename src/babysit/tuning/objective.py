@@ -23,7 +23,7 @@ import torch
 
 from .. import runs
 from ..train import Callback, fit
-from .pruners import report_loss
+from .pruners import broke_out, report_loss
 from .stages import REPORTS_ATTR
 
 __all__ = ["MODEL_PARAMS", "TRAINING_PARAMS", "Builtin", "TrialReporter", "check_names"]
@@ -71,8 +71,8 @@ class TrialReporter(Callback):
         if self.initial is None and math.isfinite(loss):
             self.initial = loss
             report_loss(self.trial, loss)
-        blown = not math.isfinite(loss) or (self.initial is not None and loss > 3 * self.initial)
-        if blown:  # the lecture's break-out: stop within the step, not at the epoch's end
+        # the lecture's break-out: stop within the step, not at the epoch's end
+        if broke_out(loss, self.initial):
             report_loss(self.trial, loss)
             if self.trial.should_prune():
                 raise optuna.TrialPruned(f"loss {loss:.4g} at step {trainer.step}: broke out")

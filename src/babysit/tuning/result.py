@@ -118,7 +118,7 @@ class SearchResult:
         from html import escape
 
         from ..findings import Diagnosis
-        from ..reporting.figures import data_uri
+        from ..plotting import data_uri
 
         parts = []
         if self.stages and any(t["state"] == "COMPLETE" for t in self.trials):
