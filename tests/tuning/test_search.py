@@ -273,12 +273,11 @@ def test_the_median_pruner_never_prunes_a_trial_on_its_last_epoch():
 
 
 def test_the_trial_reporter_breaks_out_by_the_shared_divergence_rule():
-    """A loss that starts below zero (negative cosine) is no break-out at -0.05; the literal
-    "> 3 × the start" was true there at once. 0.3 is (a rise of 0.4 > 2 × 0.1)."""
+    """A loss that starts below zero (negative cosine) is no break-out at -0.05 (the literal
+    "> 3 × the start" would be true there at once); 0.3 is (a rise of 0.4 > 2 × 0.1)."""
     from types import SimpleNamespace
 
     from babysit.tuning.objective import TrialReporter as _TrialReporter
-
     from babysit.tuning.pruners import BreakOutPruner
 
     study = optuna.create_study(pruner=BreakOutPruner())
