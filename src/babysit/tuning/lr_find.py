@@ -413,22 +413,14 @@ def _rules(lrs: np.ndarray, s: np.ndarray, lo: int) -> dict[str, float]:
       ``dL/d log10(lr)``, looked for only between the burn-in and the minimum, where
       early spikes and the divergent tail cannot fool it.
     - ``minimum`` (the default): the lr of the lowest loss divided by 3. fastai divides by 10
-      because its exponentially smoothed curve (beta 0.98) lags: its minimum sits a median
-      0.65 decade (0.48-1.13) later than that of babysit's lag-free Gaussian smoothing, so /10
-      here lands ~4.5x below fastai's own rule (``benchmarks/lr_find.py``).
+      because its exponentially smoothed curve (beta 0.98) lags behind the raw losses, so its
+      minimum sits later (at a higher lr) than the minimum of babysit's lag-free Gaussian
+      smoothing; /10 on babysit's curve would land well below fastai's own rule, so the divisor
+      is smaller here. How far each rule lands from the best trained lr is measured by
+      ``benchmarks/lr_find.py`` (its tables: ``docs/benchmarks.md``).
     - ``valley`` (fastai's default since 2.4): the longest decreasing run of the curve,
       then the point halfway along it (fastai takes ``start + ⌊len/3⌋ + ⌊len/6⌋``).
     - ``combined``: the geometric mean of ``steepest`` and ``minimum``.
-
-    Measured by ``benchmarks/lr_find.py`` (MNIST-1D and digits MLPs, Adam and SGD-momentum,
-    ground truth = the best lr of a quarter-decade grid trained 20 epochs, every suggestion
-    trained; 24 runs): ``minimum`` (/3) median |error| 0.32 decade, accuracy 0.8 points below
-    the best on average, 3.1 at worst; ``steepest`` 0.43 / 1.7 / 5.6; ``combined`` with /10
-    (the default until then) 0.53 / 1.8 / 6.4; ``valley`` 1.29 / 8.6 / 16.5 (too low, as
-    fastai's users report). Earlier, on 9 set-ups (BN and dropout MLPs, convnets, deep tanh;
-    Adam, SGD, SGD-momentum; 6 seeds), the /10 rules measured bias / rmse: combined -0.23 /
-    0.43, steepest -0.08 / 0.48, minimum -0.37 / 0.49 decades: /3 moves ``minimum`` up by
-    0.52 decade, to about +0.15 there.
     """
     i_min = lo + int(np.argmin(s[lo:]))
     steepest = float(lrs[_steepest(lrs, s, lo, i_min)])
