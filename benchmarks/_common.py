@@ -352,16 +352,28 @@ def provenance(note: str = "") -> str:
     load = (
         "/".join(f"{v:.1f}" for v in start) + " at the start, " + "/".join(f"{v:.1f}" for v in end)
     )
+    busy = max(start[0], end[0]) >= 1.0
+    threads = torch.get_num_threads()
     return (
         f"*Generated {now} by `{command}` at commit {git_commit()}; {_cpu_name()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}; "
-        f"load average (1/5/15 min) {load} at the end.{' ' + note if note else ''}*"
+        f"({threads} thread{'s' if threads != 1 else ''}), Python {platform.python_version()}; "
+        f"load average (1/5/15 min) {load} at the end"
+        + (
+            ": other processes shared the machine, so timings and their ratios are noisy"
+            if busy
+            else ""
+        )
+        + f".{' ' + note if note else ''}*"
     )
 
 
+STATUS = ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]
+
+
 def git_commit() -> str:
-    """The checkout's short commit, ``+ uncommitted changes`` when the tree is dirty."""
+    """The checkout's short commit, ``+ uncommitted changes`` when tracked files other than the
+    docs differ from it (the docs are what the benchmarks write, not what they measure)."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -370,7 +382,7 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            [*STATUS, "--", ".", ":(exclude)docs"],
             capture_output=True,
             text=True,
             check=True,

@@ -153,7 +153,7 @@ def main() -> None:
         "|---|---|",
     ]
     out += [f"| `{name}` | {seconds:.3f} |" for name, seconds in check_costs().items()]
-    emit(args, __file__, out, note=f"{args.threads} torch threads.")
+    emit(args, __file__, out)
 
 
 if __name__ == "__main__":

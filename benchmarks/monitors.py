@@ -845,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         out += summary(records)
     out += ["", "Recipes (torch.manual_seed(seed) before building the model; fit(seed=seed)):", ""]
     out += [f"- {sc.name}: {sc.recipe()}" for sc in chosen]
-    emit(args, __file__, out, note=f"{args.threads} torch thread(s).")
+    emit(args, __file__, out)
     if args.dump:
         with open(args.dump, "w", encoding="utf-8") as handle:
             json.dump(dumped, handle, default=str)

@@ -185,7 +185,7 @@ def main() -> None:
         f"<= 1.05x at the default sampling: {'met' if default <= 1.05 else 'not met'} "
         f"(robust ratio {default:.3f}x; single runs of this machine vary by several points).",
     ]
-    emit(args, __file__, out, note=f"{args.threads} torch threads.")
+    emit(args, __file__, out)
 
 
 def _ratios(times: list[float], plain: list[float]) -> list[float]:
