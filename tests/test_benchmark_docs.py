@@ -81,3 +81,25 @@ def test_every_script_that_writes_docs_has_its_block():
         begin, end = _common.markers(script.name)
         assert text.count(begin) == 1 and text.count(end) == 1, script.name
         assert text.index(begin) < text.index(end)
+
+
+def test_the_monitor_benchmark_judges_with_the_products_monitors_and_thresholds():
+    import monitors  # benchmarks/monitors.py
+    from babysit.nn import mlp
+    from babysit.thresholds import resolve
+
+    scenario = monitors.B(
+        "B linear, 3 epochs",
+        lambda: mlp(40, [], 10),
+        "mlp(40, [], 10)",
+        frozenset({"UNDERFITTING"}),
+        fit=monitors._fit(epochs=3),
+    )
+    caught = monitors.run(scenario, 0, {})
+    assert monitors.verdict(scenario, caught["findings"])[0] == "OK"
+    evidence = monitors.numbers(caught, resolve({}))
+    assert evidence["tr_eval"] < resolve({})["underfit_accuracy"]  # what UNDERFITTING read
+    # A threshold passed as a user would (fit(thresholds=...)) changes the verdict: the
+    # benchmark has no rule or threshold of its own.
+    relaxed = monitors.run(scenario, 0, {"underfit_accuracy": 0.05})
+    assert monitors.verdict(scenario, relaxed["findings"])[0] == "MISSED"
