@@ -1,4 +1,5 @@
-"""Shared helpers of the ``benchmarks/repro_*.py`` scripts: data, a plain training loop, tables.
+"""Shared helpers of the benchmark scripts: data, a plain training loop, tables, and
+:func:`write_docs`, which puts a script's current table into ``docs/benchmarks.md``.
 
 The training loop is deliberately small: in-memory tensors indexed with a fresh shuffled
 permutation per epoch (no DataLoader), cross-entropy, an optimizer by name. It records the
@@ -13,11 +14,15 @@ own ``torch.Generator`` seeded with ``seed``.
 
 from __future__ import annotations
 
+import datetime
 import math
+import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +36,8 @@ from babysit.data import Standardize, load
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG_DIR = ROOT / "docs" / "img"
+BENCHMARKS_DOC = ROOT / "docs" / "benchmarks.md"
+LOAD_AT_START = os.getloadavg()  # the scripts import this module first thing
 
 
 # ------------------------------------------------------------------------------------ data
@@ -313,3 +320,118 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
             total -= values[i - window]
         out.append(total / min(i + 1, window))
     return out
+
+
+# ------------------------------------------------------------------------------------ docs
+
+
+def add_write_docs_arg(parser) -> None:
+    """``--write-docs``: replace this script's section of ``docs/benchmarks.md``."""
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also write the tables into docs/benchmarks.md between this script's markers",
+    )
+
+
+def markers(script: str) -> tuple[str, str]:
+    """The two HTML comments that delimit ``benchmarks/<script>``'s generated text."""
+    name = f"benchmarks/{Path(script).name}"
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def provenance(note: str = "") -> str:
+    """One line: when, by which command, at which commit, on what machine, under what load.
+
+    The load average (1, 5, 15 min) is taken when ``_common`` was imported and again now: on a
+    shared machine timing ratios are only as good as the load that was on it.
+    """
+    command = "python " + " ".join(shlex.quote(a) for a in [_rel(sys.argv[0]), *sys.argv[1:]])
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    start, end = LOAD_AT_START, os.getloadavg()
+    load = (
+        "/".join(f"{v:.1f}" for v in start) + " at the start, " + "/".join(f"{v:.1f}" for v in end)
+    )
+    busy = max(start[0], end[0]) >= 1.0
+    threads = torch.get_num_threads()
+    return (
+        f"*Generated {now} by `{command}` at commit {git_commit()}; {_cpu_name()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__} "
+        f"({threads} thread{'s' if threads != 1 else ''}), Python {platform.python_version()}; "
+        f"load average (1/5/15 min) {load} at the end"
+        + (
+            ": other processes shared the machine, so timings and their ratios are noisy"
+            if busy
+            else ""
+        )
+        + f".{' ' + note if note else ''}*"
+    )
+
+
+STATUS = ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]
+
+
+def git_commit() -> str:
+    """The checkout's short commit, ``+ uncommitted changes`` when tracked files other than the
+    docs differ from it (the docs are what the benchmarks write, not what they measure)."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*STATUS, "--", ".", ":(exclude)docs"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{sha} + uncommitted changes" if dirty else sha
+
+
+def replace_between_markers(text: str, script: str, body: str) -> str:
+    """``text`` with what lies between ``script``'s markers replaced by ``body``.
+
+    Raises ``ValueError`` (naming the markers to add) unless each marker occurs exactly once,
+    begin before end: a section is never appended twice, nor written to the wrong place.
+    """
+    begin, end = markers(script)
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(
+            f"expected one {begin} followed by one {end} in the document: add them where "
+            f"the section of {Path(script).name} belongs"
+        )
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body.strip()}\n{end}{tail}"
+
+
+def write_docs(script: str, body: str, *, note: str = "", doc: Path = BENCHMARKS_DOC) -> Path:
+    """Replace ``script``'s section of ``doc`` with a :func:`provenance` line and ``body``.
+
+    The new file is written next to the old one and renamed over it (``os.replace`` is atomic):
+    an interrupted run leaves the old document, never half of one.
+    """
+    text = doc.read_text(encoding="utf-8")
+    new = replace_between_markers(text, script, f"{provenance(note)}\n\n{body.strip()}")
+    fd, tmp = tempfile.mkstemp(dir=doc.parent, prefix=f".{doc.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(new)
+        os.replace(tmp, doc)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"wrote the section of {Path(script).name} in {_rel(str(doc))}", file=sys.stderr)
+    return doc
+
+
+def emit(args, script: str, lines: list[str], *, note: str = "") -> None:
+    """Print ``lines``; with ``--write-docs`` also write them into ``docs/benchmarks.md``."""
+    text = "\n".join(lines)
+    print(text)
+    if getattr(args, "write_docs", False):
+        write_docs(script, text, note=note)

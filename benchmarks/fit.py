@@ -68,7 +68,7 @@ from torch import nn
 import babysit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import header, load_data, md_table
+from _common import add_write_docs_arg, emit, header, load_data, md_table
 
 BATCH = 100
 LR = 1e-3
@@ -343,6 +343,7 @@ def main() -> None:
         "comma list, first model only; '' skips it)",
     )
     parser.add_argument("--progress-repeats", type=int, default=2, help="pairs per length")
+    add_write_docs_arg(parser)
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.epochs, args.block = 2, 5, 100
@@ -421,13 +422,13 @@ def main() -> None:
                 line += [f"≥ {row.target:.3f}", "yes" if met else "**no**"]
             table.append(line)
 
-    print(header("Training loop: babysit.fit and babysit.watch vs a plain PyTorch loop"))
-    print(
+    out = [header("Training loop: babysit.fit and babysit.watch vs a plain PyTorch loop")]
+    out.append(
         f"{args.repeats} repeats x {args.epochs} epochs x {math.ceil(4000 / BATCH)} steps per "
         f"variant, interleaved; batch {BATCH}, Adam lr {LR:g}; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; {elapsed:.0f} s in all.\n"
     )
-    print(
+    out.append(
         md_table(
             [
                 "model",
@@ -448,14 +449,14 @@ def main() -> None:
     if "fit_default" in runners:
         found = ", ".join(sorted(FINDINGS)) or "none"
         notes.append(f"Findings of the default monitors on these healthy runs: {found}.")
-    print()
-    for note in notes:
-        print(f"- {note}")
+    out.append("")
+    out += [f"- {note}" for note in notes]
     if args.progress_epochs:
-        progress_scaling(setups[0], [int(e) for e in args.progress_epochs.split(",")], args)
+        out += progress_scaling(setups[0], [int(e) for e in args.progress_epochs.split(",")], args)
+    emit(args, __file__, out)
 
 
-def progress_scaling(setup: Setup, epoch_counts: list[int], args: argparse.Namespace) -> None:
+def progress_scaling(setup: Setup, epoch_counts: list[int], args: argparse.Namespace) -> list[str]:
     """fit(progress=True) / fit(progress=False) for runs of different lengths."""
     rows = []
     for epochs in epoch_counts:
@@ -475,11 +476,9 @@ def progress_scaling(setup: Setup, epoch_counts: list[int], args: argparse.Names
                 _spread(ratios),
             ]
         )
-    print(
+    return [
         f"\n{setup.name}, monitors=None, progress=True vs False, {args.progress_repeats} pairs "
-        "per length:\n"
-    )
-    print(
+        "per length:\n",
         md_table(
             [
                 "epochs",
@@ -489,8 +488,8 @@ def progress_scaling(setup: Setup, epoch_counts: list[int], args: argparse.Names
                 "ratio: median (min–max)",
             ],
             rows,
-        )
-    )
+        ),
+    ]
 
 
 def _num(value: float, digits: int) -> str:

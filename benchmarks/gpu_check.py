@@ -1,6 +1,6 @@
 """Checks that need a GPU (issue 5: ``device=DEVICE`` and AMP), run on a lent GPU machine.
 
-    PYTHONPATH=src python benchmarks/gpu_check.py --out results.json
+    PYTHONPATH=src python benchmarks/gpu_check.py --out results.json [--write-docs]
 
 Each check prints one line ``PASS``/``FAIL`` with its numbers; the exit status is the number of
 failures. Checks: ``fit`` on CUDA (MLP and 1-D convnet on digits) trains, writes its run
@@ -8,6 +8,7 @@ directory and resumes; a resumed CUDA run's metrics against an uninterrupted one
 under ``torch.autocast`` + ``GradScaler`` with an overflowing initial scale (the skipped steps
 must not be NaN findings, and the update ratio is measured only on real steps); ``diagnose``
 with ``device=DEVICE``; ``report`` of the CUDA run; the speed of a CUDA epoch vs a CPU one.
+``--write-docs`` puts the table of checks into ``docs/benchmarks.md`` (not on a dry run).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 import babysit as bs
+from _common import add_write_docs_arg, emit
 
 RESULTS: list[dict] = []
 DEVICE = "cuda"  # --device cpu dry-runs the script on a machine without a GPU
@@ -184,6 +186,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--device", default="cuda", help="cpu dry-runs the checks")
+    add_write_docs_arg(parser)
     args = parser.parse_args()
     global DEVICE
     DEVICE = args.device
@@ -205,7 +208,19 @@ def main() -> int:
                 check(getattr(step, "__name__", "step"), False, error=repr(err)[:500])
     if args.out:
         args.out.write_text(json.dumps(RESULTS, indent=2, default=str))
-    return sum(not r["ok"] for r in RESULTS)
+    failed = sum(not r["ok"] for r in RESULTS)
+    lines = [
+        f"{name}: {len(RESULTS) - failed} of {len(RESULTS)} checks passed.",
+        "",
+        "| check | passed | numbers |",
+        "|---|---|---|",
+    ]
+    for r in RESULTS:
+        shown = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("check", "ok"))
+        lines.append(f"| {r['check']} | {'yes' if r['ok'] else '**no**'} | {shown} |")
+    args.write_docs = args.write_docs and DEVICE == "cuda"  # a CPU dry run documents nothing
+    emit(args, __file__, lines)
+    return failed
 
 
 if __name__ == "__main__":

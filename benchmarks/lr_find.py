@@ -1,7 +1,7 @@
 """The LR range test's suggestions against the learning rate a full sweep finds best (issue 6).
 
     python benchmarks/lr_find.py [--seeds 0,1,2] [--epochs-mnist1d 20] [--epochs-digits 20]
-                                 [--threads 1] [--json results.json]
+                                 [--threads 1] [--json results.json] [--write-docs]
 
 Set-ups: (MNIST-1D MLP ``babysit.nn.mlp(40, [100, 100], 10)``, digits MLP
 ``babysit.nn.mlp(64, [100, 100], 10)``) x (``"adam"``, ``"momentum"`` = SGD + momentum 0.9) x
@@ -73,6 +73,7 @@ import numpy as np
 import torch
 
 import babysit
+from _common import add_write_docs_arg, emit
 from babysit.data import Standardize, load
 from babysit.tuning.lr_find import DEFAULT_RULE, MINIMUM_DIVISOR
 
@@ -85,7 +86,7 @@ NEAR = 1.0  # points: "near-best" grid lrs
 TARGET_MEDIAN, TARGET_MEAN, TARGET_MAX = 0.5, 2.0, 5.0
 OURS = ("combined", "steepest", "minimum", "valley")
 ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
-# Candidate rules, NOT in babysit: what this benchmark suggests changing (see docs/benchmarks.md).
+# The rules babysit used before this benchmark (no longer in babysit), scored for comparison.
 # lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
 CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
 RULES = (*[f"babysit:{r}" for r in OURS], *ANCHORS, *CANDIDATES)
@@ -466,6 +467,7 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     parser.add_argument("--json", default=None, help="write every run's numbers there")
+    add_write_docs_arg(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -487,8 +489,7 @@ def main() -> None:
                     )
                 )
     seconds = time.perf_counter() - start
-    print(f"python benchmarks/lr_find.py {' '.join(sys.argv[1:])}\n")
-    print(report(runs, seconds, args))
+    emit(args, __file__, [report(runs, seconds, args)])
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.__dict__ for r in runs], f)

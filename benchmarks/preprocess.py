@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,6 +37,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from _common import add_write_docs_arg, emit
 from babysit.data import PCA, Standardize, Whiten, ZeroCenter
 
 # Targets from issue 2, as ratios to one X.T @ X.
@@ -57,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one memory run
+    add_write_docs_arg(p)
     return p.parse_args()
 
 
@@ -302,19 +302,6 @@ def memory_table(rows: list[dict], d: int) -> str:
 # --------------------------------------------------------------------------- main
 
 
-def machine(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({args.threads} threads), "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at start"
-    )
-
-
 def main() -> None:
     args = parse_args()
     if args.variant:
@@ -324,14 +311,12 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(args.threads)  # numpy's BLAS, used by scikit-learn
-    print(f"Machine: {machine(args)}")
-    print(f"Command: python benchmarks/preprocess.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"Data: N = {args.n}, D = {args.d} float32, batches of {args.batch} rows\n")
+    out = [f"Data: N = {args.n}, D = {args.d} float32, batches of {args.batch} rows", ""]
     if not args.skip_speed:
-        print(speed_table(run_speed(args)), "\n", sep="")
+        out += [speed_table(run_speed(args)), ""]
     if not args.skip_memory:
-        print(memory_table(run_memory(args), args.d))
-    print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
+        out.append(memory_table(run_memory(args), args.d))
+    emit(args, __file__, out, note=f"{args.threads} torch and BLAS threads.")
 
 
 if __name__ == "__main__":

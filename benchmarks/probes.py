@@ -19,13 +19,12 @@ median time of a recorded step and of an unrecorded one, weighted by how often e
 (1/every), so that scheduler spikes drop out but the probe's cost stays in; then the median
 over rounds, and of the per-round ratios to plain.
 
-Run: ``python benchmarks/probes.py [--rounds 7] [--steps 400] [--threads 2]``
+Run: ``python benchmarks/probes.py [--rounds 7] [--steps 400] [--threads 2] [--write-docs]``
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from _common import add_write_docs_arg, emit
 from babysit.probes import Probe
 
 IN, HIDDEN, OUT, BATCH, N = 40, 100, 10, 100, 4000
@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=400, help="steps per variant per round")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    add_write_docs_arg(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     assert Probe(make_model()).every == 100, "update the label of the default variant"
@@ -155,19 +156,17 @@ def main() -> None:
             means[name].append(statistics.fmean(times))
             robust[name].append(_robust_step(times, recorded))
 
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, {platform.machine()}, "
-        f"{args.rounds} rounds x {args.steps} steps; MLP 40-100-100-10 ReLU, batch {BATCH}, Adam\n"
-    )
-    print(
+    out = [
+        f"{args.rounds} rounds x {args.steps} steps; MLP 40-100-100-10 ReLU, batch {BATCH}, Adam",
+        "",
         "| variant | µs/step: median of rounds (min–max) | ratio to plain (min–max) "
-        "| robust µs/step | robust ratio (min–max) |"
-    )
-    print("|---|---|---|---|---|")
+        "| robust µs/step | robust ratio (min–max) |",
+        "|---|---|---|---|---|",
+    ]
     for name in names:
         ratios = _ratios(means[name], means["plain"])
         robust_ratios = _ratios(robust[name], robust["plain"])
-        print(
+        out.append(
             f"| {name} | {_us(statistics.median(means[name]))} "
             f"({_us(min(means[name]))}–{_us(max(means[name]))}) | {_spread(ratios)} | "
             f"{_us(statistics.median(robust[name]))} | {_spread(robust_ratios)} |"
@@ -177,11 +176,16 @@ def main() -> None:
         name: statistics.median(robust[name]) - plain
         for name in ("probe every=1", "probe every=1, backward")
     }
-    print(
-        f"\nProbing every step adds {_us(added['probe every=1'])} µs per step (forward "
+    default = statistics.median(_ratios(robust["probe default (every=100)"], robust["plain"]))
+    out += [
+        "",
+        f"Probing every step adds {_us(added['probe every=1'])} µs per step (forward "
         f"statistics of 5 layers), {_us(added['probe every=1, backward'])} µs with "
-        f"backward=True, to a plain step of {_us(plain)} µs (robust estimates)."
-    )
+        f"backward=True, to a plain step of {_us(plain)} µs (robust estimates). Target "
+        f"<= 1.05x at the default sampling: {'met' if default <= 1.05 else 'not met'} "
+        f"(robust ratio {default:.3f}x; single runs of this machine vary by several points).",
+    ]
+    emit(args, __file__, out)
 
 
 def _ratios(times: list[float], plain: list[float]) -> list[float]:

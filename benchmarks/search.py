@@ -599,6 +599,8 @@ def to_json(runs: dict[str, list[Run]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from _common import add_write_docs_arg, emit  # here, not above: the import block is shared
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma list of seeds")
     parser.add_argument("--budget", type=int, default=600, help="epochs per search")
@@ -609,6 +611,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--json", default=None, help="write every trial here")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 seeds, budget 60")
+    add_write_docs_arg(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.budget = "0,1", 60
@@ -636,7 +639,7 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-    print(report(runs, seeds, args))
+    emit(args, __file__, [report(runs, seeds, args)])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(to_json(runs), f, indent=1, default=str)

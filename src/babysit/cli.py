@@ -497,13 +497,15 @@ def report(
     title: Annotated[str | None, typer.Option(help="The page's title.")] = None,
 ) -> None:
     """Write RUN_DIR/report.html: findings, the lecture's plots for your run, one HTML file."""
-    from .reporting import report as write_report
+    from .reporting import write_report
     from .reporting.collect import NoRunError
 
     try:
-        path = write_report(run_dir, title=title)
+        path, problems = write_report(run_dir, title=title)
     except (FileNotFoundError, NoRunError) as err:
         _usage_error(str(err))
+    for problem in problems:  # the page is written and says so too; never silently
+        typer.echo(f"babysit: could not read {problem} (the report says so)", err=True)
     size = path.stat().st_size / 1024
     typer.echo(f"wrote {path} ({size:.0f} KiB, self-contained: open it in any browser)")
 

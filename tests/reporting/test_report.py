@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import babysit as bs
 from babysit import runs
 from babysit.cli import app
+from babysit.reporting import write_report
 from babysit.reporting.page import format_value
 
 from .conftest import XSS, digits_data
@@ -143,6 +144,51 @@ def test_a_broken_file_is_reported_not_fatal(tmp_path):
     assert "Could not read findings.json" in html and 'id="training"' in html
 
 
+def _summary(html: str) -> str:
+    return html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("{not json", "Expecting property name"),
+        ('{"findings": null}', "no list of findings"),
+        ('{"findings": [{"code": "X"}]}', "a finding could not be read"),
+    ],
+)
+def test_unreadable_findings_are_never_no_findings(tmp_path, content, why):
+    x, y = digits_data(300)
+    bs.fit(bs.nn.mlp(64, [16], 10), (x, y), epochs=1, run_dir=tmp_path, progress=False)
+    (tmp_path / runs.FINDINGS).write_text(content)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # the page is still written
+    assert f"could not read {tmp_path / runs.FINDINGS}: " in result.stderr
+    assert why in result.stderr and "wrote" in result.stdout
+    summary = _summary((tmp_path / "report.html").read_text())
+    assert "No findings" not in summary
+    assert "The findings could not be read from" in summary and runs.FINDINGS in summary
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    del after[tmp_path / "report.html"]
+    assert after == before  # reading is all the report does to the run's files
+
+
+def test_readable_findings_next_to_an_unreadable_one_are_shown_and_say_so(tmp_path):
+    finding = {"code": "DEAD_RELU", "severity": "warning", "message": "m", "advice": "a"}
+    runs.write_json(tmp_path, runs.FINDINGS, {"findings": [finding, {"bogus": 1}]})
+    path, problems = write_report(tmp_path)
+    summary = _summary(path.read_text())
+    assert "1 warning" in summary and "could not be read from" in summary
+    assert problems and problems[0].startswith(f"{tmp_path / runs.FINDINGS}: a finding")
+
+
+def test_a_run_that_wrote_no_findings_file_is_not_flagged(tmp_path):
+    runs.write_json(tmp_path, "lr_find.json", {"schema": 1})
+    path, problems = write_report(tmp_path)
+    assert "findings" not in " ".join(problems)
+    assert "could not be read from" not in _summary(path.read_text())
+
+
 def test_a_newer_schema_is_named(tmp_path):
     runs.write_json(tmp_path, "lr_find.json", {"schema": 99})
     html = bs.report(tmp_path).read_text()
@@ -174,10 +220,11 @@ def test_cli_report(tmp_path, full_run):
 def test_report_overwrites_only_report_html(tmp_path):
     x, y = digits_data(300)
     bs.lr_find(bs.nn.mlp(64, [16], 10), (x, y), steps=30, run_dir=tmp_path)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     bs.report(tmp_path)
     bs.report(tmp_path)
-    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "report.html"}
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    del after[tmp_path / "report.html"]
     assert after == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

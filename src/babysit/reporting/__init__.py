@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["report"]
+__all__ = ["report", "write_report"]
 
 
 def report(run_dir: str | os.PathLike, *, title: str | None = None) -> Path:
@@ -30,6 +30,15 @@ def report(run_dir: str | os.PathLike, *, title: str | None = None) -> Path:
         FileNotFoundError: ``run_dir`` is not a directory.
         ValueError: it holds no file a run writes.
     """
+    return write_report(run_dir, title=title)[0]
+
+
+def write_report(run_dir: str | os.PathLike, *, title: str | None = None) -> tuple[Path, list[str]]:
+    """:func:`report`, and the files that could not be read: ``"<path>: <why>"`` each.
+
+    A file that cannot be read costs its section (the page says so), never the page; the CLI
+    names these files on stderr so that a user who never opens the page still learns of them.
+    """
     from .collect import collect
     from .page import render_page, write_page
     from .sections import build_sections
@@ -40,4 +49,5 @@ def report(run_dir: str | os.PathLike, *, title: str | None = None) -> Path:
         named = [r.config["name"] for r in found if r.config and r.config.get("name")]
         title = str(named[0]) if named else path.resolve().name
     html = render_page(title, path, found, build_sections(found))
-    return write_page(path, html)
+    problems = [f"{run.path / problem}" for run in found for problem in run.problems]
+    return write_page(path, html), problems

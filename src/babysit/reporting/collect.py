@@ -52,6 +52,9 @@ class Run:
     lr_find: dict[str, Any] | None = None
     data_stats: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)  # files that could not be read, and why
+    # why findings.json (or one of its findings) could not be read; None when it was read or
+    # the run has none. The summary must then not say "no findings": it cannot know.
+    findings_unread: str | None = None
 
     @property
     def kind(self) -> str:
@@ -96,18 +99,40 @@ def _read(path: Path, label: str) -> Run:
     run = Run(path=path, label=label)
     run.config = _safely(run, runs.CONFIG, lambda: runs.read_json(path, runs.CONFIG))
     run.metrics = _safely(run, runs.METRICS, lambda: runs.read_metrics(path))
-    findings = _safely(run, runs.FINDINGS, lambda: runs.read_json(path, runs.FINDINGS)) or {}
-    for raw in findings.get("findings") or []:
-        try:
-            run.findings.append(Finding.from_dict(raw))
-        except (TypeError, ValueError) as err:
-            run.problems.append(f"{runs.FINDINGS}: a finding could not be read ({err})")
-    run.stop_reason = findings.get("stop_reason")
+    _read_findings(run)
     run.activations = _safely(run, runs.ACTIVATIONS, lambda: runs.read_json(path, runs.ACTIVATIONS))
     run.search = _safely(run, SEARCH, lambda: runs.read_json(path, SEARCH))
     run.lr_find = _safely(run, LR_FIND, lambda: runs.read_json(path, LR_FIND))
     run.data_stats = _safely(run, DATA_STATS, lambda: runs.read_json(path, DATA_STATS))
     return run
+
+
+def _read_findings(run: Run) -> None:
+    """``findings.json``: the findings, and ``findings_unread`` (why) when the file exists but
+    it, its list, or one of its findings cannot be read (a run without the file has none)."""
+    try:
+        document = runs.read_json(run.path, runs.FINDINGS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        _unread(run, str(err))
+        return
+    if document is None:
+        return
+    raw_findings = document.get("findings")
+    if not isinstance(raw_findings, list):
+        _unread(run, f"it holds no list of findings (got {type(raw_findings).__name__})")
+        return
+    for raw in raw_findings:
+        try:
+            run.findings.append(Finding.from_dict(raw))
+        except (TypeError, ValueError) as err:
+            _unread(run, f"a finding could not be read ({err})")
+    stop = document.get("stop_reason")
+    run.stop_reason = str(stop) if stop is not None else None
+
+
+def _unread(run: Run, why: str) -> None:
+    run.problems.append(f"{runs.FINDINGS}: {why}")
+    run.findings_unread = run.findings_unread or why
 
 
 def _safely(run: Run, name: str, read: Any) -> Any:

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import runs
 from ..findings import SEVERITIES, Finding
 from ..tuning.space import describe
 from .collect import Run
@@ -84,13 +85,27 @@ def _summary(found: list[Run]) -> Section:
     )
     section = Section("summary", "Summary", findings=findings)
     counts = {s: sum(f.severity == s for _, f in findings) for s in SEVERITIES}
+    # Cannot check means say so: a findings.json that could not be read is never "no findings".
+    unread = [
+        f"{run.path / runs.FINDINGS} ({run.findings_unread})"
+        for run in found
+        if run.findings_unread
+    ]
     if findings:
         section.intro = ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (
             ": most severe first. Each finding names what was measured and what to do; "
             'open "What does this mean?" for the reasoning.'
         )
-    else:
+    elif not unread:
         section.intro = "No findings: every check and monitor that ran stayed silent."
+    if unread:
+        cannot = (
+            "The findings could not be read from "
+            + "; ".join(unread)
+            + ": this page cannot say what the checks and monitors found"
+            + (" there (the findings below are those that could be read)." if findings else ".")
+        )
+        section.intro = cannot + (" " + section.intro if findings else "")
     for run in found:
         final = _final_metrics(run)
         if final:
