@@ -143,7 +143,7 @@ def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], An
     hooks = [m.register_forward_pre_hook(seen) for m in names]
     try:
         with torch.enable_grad():
-            loss = _safe_loss(ctx.loss_fn, model, ctx.x, ctx.y)
+            loss = _safe_loss(ctx.loss_fn, model, ctx)
     finally:
         for hook in hooks:
             hook.remove()
@@ -586,13 +586,12 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 def _safe_loss(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
+    ctx: Context,
 ) -> torch.Tensor | None:
-    """``loss_fn(model(x), y)``, or ``None`` when it raises or is not a scalar: the data,
-    label and forward checks report those causes."""
+    """``loss_fn(output, target)`` of the probe batch, or ``None`` when it raises or is not a
+    scalar: the forward, loss and label checks report those causes."""
     try:
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(*ctx.run(model))
     except Exception:  # reported by forward_runs / labels; this check has nothing to add
         return None
     return loss if _usable_loss(loss) else None
