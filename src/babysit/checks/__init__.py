@@ -52,6 +52,9 @@ FAMILIES = (
 ALWAYS = ("forward_runs", "loss_runs")
 # Checks that read the model's input tensor itself: with forward= babysit does not know which
 # item of a batch that is, and says so instead of guessing.
+# Families whose checks read the targets but not the loss: they run when the loss fails (a label
+# out of range is often why it fails).
+LOSS_FREE = ("execution", "structure", "data")
 NEEDS_INPUTS = ("data_finite", "data_scale", "batch_independence", "gradient_check")
 
 
@@ -264,6 +267,10 @@ def _run_checks(
             skipped[spec.name] = (
                 "the data has no targets: pass (X, y), or forward= returning (output, target)"
             )
+            unreadable.add(spec.name)
+            continue
+        if ctx.cache.get("loss_failed") and spec.needs_labels and spec.family not in LOSS_FREE:
+            skipped[spec.name] = "the loss cannot be computed on the output (LOSS_FAILED)"
             unreadable.add(spec.name)
             continue
         if spec.name in NEEDS_INPUTS and ctx.x is None:

@@ -120,7 +120,7 @@ def loss_runs(ctx: Context) -> list[Finding]:
         )
     else:
         return []
-    ctx.cache["stop"] = "the loss cannot be computed on the model's output (LOSS_FAILED)"
+    ctx.cache["loss_failed"] = True  # diagnose skips the checks that need the loss
     return [
         finding(
             "LOSS_FAILED",
