@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .outputs import read_output
+
 __all__ = [
     "CLASSIFICATION_LOSSES",
     "as_labels",
@@ -144,7 +146,7 @@ def check_lr_find_data(
     model.eval()
     try:
         with torch.no_grad():
-            output = first_forward(model, x[:batch_size], entry="lr_find")
+            output = read_output(first_forward(model, x[:batch_size], entry="lr_find"))[0]
             if labels:
                 check_targets(output, y[:batch_size])
             try:
