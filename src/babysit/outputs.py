@@ -28,6 +28,7 @@ from torch import nn
 __all__ = [
     "FORWARD_HINT",
     "Forward",
+    "ForwardContractError",
     "batch_size_of",
     "default_forward",
     "describe_batch",
@@ -43,6 +44,11 @@ FORWARD_HINT = (
     "pass forward=lambda model, batch: (model(batch['x']), batch['y']), a function that says "
     "how to run the model on one batch and returns (output, target)"
 )
+
+
+class ForwardContractError(TypeError):
+    """A user's ``forward`` that does not return an ``(output, target)`` pair: a mistake in the
+    argument, raised by every entry point (never reported as a finding about the model)."""
 
 
 def default_forward(model: nn.Module, batch: Any) -> tuple[Any, Any]:
@@ -118,7 +124,7 @@ def run_batch(
                 if isinstance(result, tuple | list)
                 else f"a {type(result).__name__}"
             )
-            raise TypeError(
+            raise ForwardContractError(
                 f"forward(model, batch) must return a pair (output, target), got {got}; e.g. "
                 "forward=lambda model, batch: (model(batch['x']), batch['y'])"
             )

@@ -24,7 +24,7 @@ from .. import runs
 from ..batches import preserved_rng, probe_examples, to_device
 from ..findings import Diagnosis, Finding, known_codes
 from ..optim import DEFAULT_LR, make_optimizer, optimizer_name
-from ..outputs import Forward
+from ..outputs import Forward, ForwardContractError
 from ..thresholds import resolve
 from . import _base
 from ._base import REGISTRY, CannotCheck, Context, finding
@@ -217,7 +217,10 @@ def build_context(
         forward_fn=forward,
     )
     if forward is not None:
-        ctx.y = ctx.probe().target  # what forward returns as the target (None if it failed)
+        probed = ctx.probe()
+        if isinstance(probed.error, ForwardContractError):
+            raise ForwardContractError(f"diagnose: {probed.error}") from probed.error
+        ctx.y = probed.target  # what forward returns as the target (None if it failed)
     ctx.cache["default_lr"] = DEFAULT_LR.get(ctx.optimizer_name, 1e-3)
     return ctx
 

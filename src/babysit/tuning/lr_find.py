@@ -28,7 +28,14 @@ from torch import nn
 from ..batches import preserved_rng, probe_examples, to_device
 from ..inputs import check_loss, check_lr_find_data, check_targets, is_classification
 from ..optim import make_optimizer, optimizer_name
-from ..outputs import Forward, default_forward, describe_batch, run_batch, take
+from ..outputs import (
+    Forward,
+    ForwardContractError,
+    default_forward,
+    describe_batch,
+    run_batch,
+    take,
+)
 from ..range_test import (
     DEFAULT_RULE,
     LR_FIND_FILE,
@@ -162,10 +169,8 @@ def _check_first_batch(
         with torch.no_grad():
             try:
                 output, target, source = run_batch(model, batch, forward)
-            except TypeError as err:
-                if "forward" in str(err) or "output" in str(err):
-                    raise TypeError(f"lr_find: {err}") from err
-                raise
+            except ForwardContractError as err:
+                raise ForwardContractError(f"lr_find: {err}") from err
             except Exception as err:
                 if forward is None:
                     raise
