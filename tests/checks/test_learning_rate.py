@@ -13,9 +13,8 @@ from torch import nn
 
 import babysit as bs
 from babysit.checks import build_context
-from babysit.checks._base import CannotCheck
 from babysit.checks import learning_rate as lr_checks
-from babysit.checks._base import REGISTRY, Context
+from babysit.checks._base import REGISTRY, CannotCheck, Context
 from babysit.findings import Finding
 
 
