@@ -131,6 +131,7 @@ def lr_find(
             x, y = batch[0], batch[1] if len(batch) == 2 else None
             batch = (x, check_lr_find_data(swept, x, y, loss_fn, batch_size=batch_size))
         _check_first_batch(swept, take(batch, slice(0, batch_size)), forward, loss_fn)
+        # (without forward, check_lr_find_data has already called loss_fn on the first batch)
         torch.manual_seed(seed)
         result = range_test(
             swept,
@@ -200,7 +201,9 @@ def _check_first_batch(
                     f"{output.shape[0]} output rows for {target.shape[0]} targets; keep the "
                     "batch dimension first (x.flatten(1), not x.view(-1, k)), or pass forward="
                 )
-            if forward is not None and is_classification(loss_fn):
+            if forward is None:
+                return  # check_lr_find_data computed the loss on this batch already
+            if is_classification(loss_fn):
                 check_targets(output, target)
             try:
                 loss = loss_fn(output, target)
