@@ -50,12 +50,22 @@ FAMILIES = (
 # Run whatever the selection: without a forward pass and a loss nothing else can be judged, and
 # a diagnosis must not read "ok" for a model whose loss cannot be computed.
 ALWAYS = ("forward_runs", "loss_runs")
-# Checks that read the model's input tensor itself: with forward= babysit does not know which
-# item of a batch that is, and says so instead of guessing.
 # Families whose checks read the targets but not the loss: they run when the loss fails (a label
 # out of range is often why it fails).
 LOSS_FREE = ("execution", "structure", "data")
-NEEDS_INPUTS = ("data_finite", "data_scale", "batch_independence", "gradient_check")
+# Checks that read the model's input tensor (or a loader's labels) themselves: with forward=
+# babysit does not know which item of a batch that is, and says so instead of guessing.
+_INPUTS_HIDDEN = (
+    "it reads the model's input tensor, which forward= hides: run it on (X, y) data without "
+    "forward= to check the inputs"
+)
+HIDDEN_BY_FORWARD = {
+    "data_finite": _INPUTS_HIDDEN,
+    "data_scale": _INPUTS_HIDDEN,
+    "batch_independence": _INPUTS_HIDDEN,
+    "gradient_check": _INPUTS_HIDDEN,
+    "batch_order": "it reads the labels of the loader's batches, which forward= hides",
+}
 
 
 def _load_families() -> None:
@@ -276,11 +286,8 @@ def _run_checks(
             skipped[spec.name] = "the loss cannot be computed on the output (LOSS_FAILED)"
             unreadable.add(spec.name)
             continue
-        if spec.name in NEEDS_INPUTS and ctx.x is None:
-            skipped[spec.name] = (
-                "it reads the model's input tensor, which forward= hides: run it on (X, y) "
-                "data without forward= to check the inputs"
-            )
+        if spec.name in HIDDEN_BY_FORWARD and ctx.forward_fn is not None:
+            skipped[spec.name] = HIDDEN_BY_FORWARD[spec.name]
             continue
         elapsed = time.perf_counter() - start
         estimate = ctx.cache.get("pass_s", 0.0) * _COST_IN_PASSES.get(spec.name, 1)
