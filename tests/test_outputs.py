@@ -265,3 +265,30 @@ def test_lr_find_takes_forward_for_dict_batches(data):
 def test_lr_find_bad_input_gives_one_clear_error(data, call, error, match):
     with pytest.raises(error, match=match):
         call(*data)
+
+
+def test_findings_on_a_wrapped_output_say_where_it_was_read(data):
+    net = Wrapped("dict")
+    bs.nn.init_model(net.net, "zeros")
+    diagnosis = bs.diagnose(net, data, lr=1e-3)
+    symmetric = next(f for f in diagnosis if f.code == "SYMMETRIC_INIT")
+    assert symmetric.evidence["output_read_from"] == "output['logits']"
+
+
+class MixesTheBatch(nn.Module):
+    """A tuple output whose rows depend on other examples (a statistic over dim 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = bs.nn.mlp(40, [64], 10)
+
+    def forward(self, x):
+        logits = self.net(x)
+        return logits - logits.mean(0), logits
+
+
+def test_batch_independence_reads_a_tuple_output(data):
+    """Before: a non-tensor output made the check return [] (nothing said)."""
+    diagnosis = bs.diagnose(MixesTheBatch(), data, lr=1e-3, checks=["batch_independence"])
+    assert "BATCH_DEPENDENCE" in diagnosis.codes

@@ -296,7 +296,9 @@ def _run_checks(
             continue
         torch.manual_seed(ctx.seed)
         try:
-            findings += spec.run(ctx)
+            found = spec.run(ctx)
+            _say_where_the_output_was_read(ctx, spec, found)
+            findings += found
         except CannotCheck as why:  # the output or the loss cannot be read: say so
             skipped[spec.name] = str(why)
             unreadable.add(spec.name)
@@ -320,6 +322,18 @@ def _run_checks(
             )
         )
     return findings
+
+
+def _say_where_the_output_was_read(
+    ctx: Context, spec: _base.CheckSpec, found: list[Finding]
+) -> None:
+    """A model output that is a tuple, dict or ModelOutput was read as one of its tensors: the
+    findings of checks that judge the output say which (``output_read_from``)."""
+    probed = ctx.cache.get("probed")
+    if probed is None or probed.source == "output" or spec.family == "data":
+        return
+    for f in found:
+        f.evidence.setdefault("output_read_from", probed.source)
 
 
 # Rough cost of each check in forward+backward passes of the probe batch, for budget_s.

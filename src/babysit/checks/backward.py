@@ -30,6 +30,7 @@ from torch import nn
 from ..findings import Finding
 from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS
+from ..outputs import read_output
 from ._base import Context, check, finding
 
 __all__ = ["batch_independence", "gradient_check", "gradient_flow"]
@@ -272,7 +273,7 @@ def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]]
 
     def loss_at() -> torch.Tensor:
         torch.manual_seed(ctx.seed)
-        return loss_fn(model(x), y)
+        return loss_fn(read_output(model(x))[0], y)
 
     try:
         with torch.no_grad():
@@ -599,7 +600,7 @@ def _safe_loss(
 
 def _safe_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     try:
-        out = model(x)
+        out = read_output(model(x))[0]
     except Exception:  # reported by forward_runs
         return None
     return out if isinstance(out, torch.Tensor) else None
