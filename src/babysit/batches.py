@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from .inputs import as_labels
-from .outputs import FORWARD_HINT, Forward, batch_size_of, describe_batch, take
+from .outputs import FORWARD_HINT, Forward, batch_size_of, describe_batch, map_tensors, take
 
 __all__ = [
     "Batches",
@@ -217,7 +217,7 @@ def probe_examples(
             batch, size = _from_arrays(data, n, seed, entry, forward)
     if forward is None:
         batch = _pair(batch, entry)
-    return batch, size
+    return map_tensors(batch, torch.Tensor.detach), size  # the checks' graphs start here
 
 
 def _from_arrays(data: Any, n: int, seed: int, entry: str, forward: Forward | None):

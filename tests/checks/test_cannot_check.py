@@ -186,3 +186,9 @@ def test_a_loss_with_its_own_parameters_is_not_unregistered(data):
 
     diagnosis = bs.diagnose(mlp(), data, loss_fn=Weighted(), checks=["unregistered_params"])
     assert "UNREGISTERED_PARAMS" not in diagnosis.codes
+
+
+def test_inputs_that_require_grad_are_not_unregistered_params(data):
+    x, y = data
+    diagnosis = bs.diagnose(mlp(), (x.clone().requires_grad_(True), y), lr=1e-3)
+    assert "UNREGISTERED_PARAMS" not in diagnosis.codes

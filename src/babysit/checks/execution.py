@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..findings import Finding
+from ..outputs import map_tensors
 from ._base import Context, check, finding
 
 __all__ = ["forward_runs", "graph_leaves", "loss_runs", "unregistered_params"]
@@ -153,6 +154,7 @@ def unregistered_params(ctx: Context) -> list[Finding]:
     known = {id(p) for p in ctx.model.parameters()}
     if isinstance(ctx.loss_fn, nn.Module):
         known |= {id(p) for p in ctx.loss_fn.parameters()}
+    map_tensors(ctx.batch, lambda t: known.add(id(t)) or t)  # inputs that require grad
     foreign = [t for t in leaves if id(t) not in known]
     if not foreign:
         return []
