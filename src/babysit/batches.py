@@ -267,12 +267,14 @@ def _pair(batch: Any, entry: str) -> Any:
 
 
 @contextmanager
-def preserved_rng(data: Any = None) -> Iterator[None]:
+def preserved_rng(data: Any = None, device: Any = None) -> Iterator[None]:
     """Leave torch's global CPU and CUDA generators, Python's and NumPy's global RNGs, and a
     ``DataLoader``'s own generator (and its sampler's) as they were on entry.
 
     Drawing a probe batch from a shuffled ``DataLoader`` advances its generator (or torch's
     global one); ``diagnose`` and ``lr_find`` must not change what the user's next epoch sees.
+    CUDA generators are saved when CUDA is already initialized or ``device`` is a CUDA device
+    (saving them initializes CUDA, which a CPU-only run should not pay for).
     """
     generators = []
     if isinstance(data, DataLoader):
@@ -285,7 +287,8 @@ def preserved_rng(data: Any = None) -> Iterator[None]:
         if isinstance(g, torch.Generator) and all(g is not h for h, _ in generators):
             generators.append((g, g.get_state()))
     py_state, np_state = random.getstate(), np.random.get_state()
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    cuda = torch.cuda.is_available() and (torch.cuda.is_initialized() or on_cuda)
     devices = list(range(torch.cuda.device_count())) if cuda else []
     try:
         with torch.random.fork_rng(devices=devices):

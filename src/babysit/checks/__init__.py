@@ -147,7 +147,7 @@ def diagnose(
     ignored = known_codes(ignore)
     _check_budget(budget_s)
     start = time.perf_counter()
-    with preserved_rng(data):
+    with preserved_rng(data, device):
         ctx = build_context(
             model,
             data,

@@ -123,7 +123,7 @@ def lr_find(
     def factory(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return make_optimizer(optimizer, params, lr, weight_decay)
 
-    with preserved_rng(data):
+    with preserved_rng(data, device):
         batch, _ = probe_examples(data, MAX_EXAMPLES, seed, entry="lr_find", forward=forward)
         batch = to_device(batch, device)
         swept = copy.deepcopy(model).to(device)
