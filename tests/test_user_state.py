@@ -126,3 +126,15 @@ def test_fit_still_trains_a_model_left_wholly_in_eval_mode(data):
     spy = Spy(net[1])
     bs.fit(net, data, epochs=1, callbacks=[spy], progress=False)
     assert spy.modes and all(spy.modes)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_diagnose_and_lr_find_on_cuda_leave_the_cuda_generators_alone(data):
+    net = bs.nn.mlp(40, [64], 10, dropout=0.2)
+    torch.cuda.manual_seed_all(11)
+    torch.cuda.init()
+    before = torch.cuda.get_rng_state_all()
+    bs.diagnose(net, data, lr=1e-3, device="cuda")
+    bs.lr_find(net, data, steps=10, device="cuda")
+    after = torch.cuda.get_rng_state_all()
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
