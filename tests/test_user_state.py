@@ -138,3 +138,12 @@ def test_diagnose_and_lr_find_on_cuda_leave_the_cuda_generators_alone(data):
     bs.lr_find(net, data, steps=10, device="cuda")
     after = torch.cuda.get_rng_state_all()
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_a_frozen_batchnorm_in_eval_is_not_model_in_eval_mode_but_a_forgotten_one_is(data):
+    torch.manual_seed(0)
+    net = bs.nn.mlp(40, [64], 10, batchnorm=True)
+    net[1].eval()
+    assert "MODEL_IN_EVAL_MODE" in bs.diagnose(net, data, checks=["model_mode"]).codes
+    net[1].requires_grad_(False)  # frozen on purpose
+    assert "MODEL_IN_EVAL_MODE" not in bs.diagnose(net, data, checks=["model_mode"]).codes

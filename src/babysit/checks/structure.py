@@ -157,6 +157,13 @@ def batch_order(ctx: Context) -> list[Finding]:
     ]
 
 
+def _frozen_on_purpose(module: nn.Module) -> bool:
+    """A batch norm whose parameters are all frozen, kept in eval mode: a fine-tune keeping the
+    pretrained statistics (fit keeps it in eval too), not a forgotten model.train()."""
+    params = list(module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
 @check("model_mode", codes=["MODEL_IN_EVAL_MODE"])
 def model_mode(ctx: Context) -> list[Finding]:
     """Dropout and batch norm behave as at test time when their module is in eval mode."""
@@ -165,6 +172,7 @@ def model_mode(ctx: Context) -> list[Finding]:
         for name, module in ctx.model.named_modules()
         if not module.training
         and isinstance(module, nn.modules.dropout._DropoutNd | nn.modules.batchnorm._BatchNorm)
+        and not _frozen_on_purpose(module)
     ]
     if not stuck:
         return []
