@@ -147,3 +147,62 @@ def test_a_frozen_batchnorm_in_eval_is_not_model_in_eval_mode_but_a_forgotten_on
     assert "MODEL_IN_EVAL_MODE" in bs.diagnose(net, data, checks=["model_mode"]).codes
     net[1].requires_grad_(False)  # frozen on purpose
     assert "MODEL_IN_EVAL_MODE" not in bs.diagnose(net, data, checks=["model_mode"]).codes
+
+
+class Pair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = bs.nn.mlp(40, [64], 10, batchnorm=True, dropout=0.2)
+
+    def forward(self, x, mask):
+        return self.net(x * mask)
+
+
+def _bad_calls(x, y):
+    three = DataLoader(TensorDataset(x, torch.ones_like(x), y), batch_size=64, shuffle=True)
+    no_pair = {"forward": lambda m, b: m(b[0], b[1])}
+    shapes = {"forward": lambda m, b: (m(b[0], b[1]), b[2][:10])}
+    return [
+        ("3 items without forward", lambda m, entry: entry(m, three), ValueError, "forward="),
+        (
+            "forward returns one thing",
+            lambda m, entry: entry(m, three, **no_pair),
+            TypeError,
+            r"must return a pair \(output, target\)",
+        ),
+        (
+            "output the loss cannot take",
+            lambda m, entry: entry(m, three, **shapes),
+            (RuntimeError, ValueError),
+            r"\(64, 10\)|\[512, 10\]",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", range(3))
+@pytest.mark.parametrize("entry_name", ["diagnose", "lr_find"])
+def test_bad_input_is_one_clear_error_and_leaves_everything_as_it_was(data, case, entry_name):
+    name, call, error, match = _bad_calls(*data)[case]
+    net = Pair()
+    net.train()
+    net.net[2].eval()  # a per-module choice
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    modes = [m.training for m in net.modules()]
+    torch.manual_seed(5)
+    before = rng_states()
+
+    def entry(model, d, **kw):
+        if entry_name == "lr_find":
+            return bs.lr_find(model, d, steps=10, **kw)
+        diagnosis = bs.diagnose(model, d, lr=1e-3, **kw)
+        failed = [f for f in diagnosis if f.code in ("LOSS_FAILED", "FORWARD_FAILED")]
+        if failed:  # diagnose reports what the model does wrong as an error finding
+            raise RuntimeError(failed[0].message)
+        return diagnosis
+
+    with pytest.raises(error, match=match):
+        call(net, entry)
+    assert same(before, rng_states()), name
+    assert [m.training for m in net.modules()] == modes
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
