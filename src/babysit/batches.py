@@ -2,9 +2,9 @@
 
 ``data`` is ``(X, y)`` tensors or arrays, a ``Dataset``, a ``DataLoader`` or (for ``fit``) any
 re-iterable of batches. :func:`make_batches` cuts it into minibatches in a reproducible order
-(``fit``); :func:`probe_batch` draws up to ``n`` examples as one ``(x, y)`` pair (``diagnose``,
-``lr_find``). Both convert arrays with :func:`as_tensor` and name the entry point in their
-errors. What the examples and targets must look like is checked in :mod:`babysit.inputs`.
+(``fit``); :func:`probe_examples` draws up to ``n`` examples as one batch (``diagnose``,
+``lr_find``), an ``(x, y)`` pair unless ``forward=`` says how to read it. Both convert arrays
+with :func:`as_tensor` and name the entry point in their errors. What the examples and targets must look like is checked in :mod:`babysit.inputs`.
 
 In-memory tensors (``(X, y)``, arrays, a ``TensorDataset``) are batched by indexing with a
 shuffled permutation: no ``DataLoader``, whose per-batch Python cost is 1.3-1.6x a small MLP's
@@ -40,7 +40,6 @@ __all__ = [
     "as_tensor",
     "make_batches",
     "preserved_rng",
-    "probe_batch",
     "probe_examples",
     "to_device",
 ]
@@ -174,24 +173,6 @@ def make_batches(
         f"{name} must be (X, y) tensors or arrays, a Dataset or a DataLoader, got "
         f"{type(data).__name__}"
     )
-
-
-def probe_batch(
-    data: Any, n: int, seed: int, *, entry: str
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Up to ``n`` examples of ``data`` as ``(x, y, n_examples_in_data)`` (``(x, y)`` data).
-
-    The :func:`probe_examples` batch split as ``(x, y)``; a batch that is not ``(x, y)`` (or
-    ``x`` alone) is a ``ValueError`` naming ``forward=``.
-    """
-    batch, size = probe_examples(data, n, seed, entry=entry)
-    if isinstance(batch, tuple | list) and 1 <= len(batch) <= 2:
-        x = as_tensor(batch[0], "X")
-        y = as_tensor(batch[1], "y") if len(batch) == 2 else None
-        return x, None if y is None else as_labels(y), size
-    if isinstance(batch, torch.Tensor):
-        return batch, None, size
-    raise ValueError(f"{entry}: the data gives {describe_batch(batch)}, not (x, y); {FORWARD_HINT}")
 
 
 def probe_examples(
