@@ -4,7 +4,8 @@
 re-iterable of batches. :func:`make_batches` cuts it into minibatches in a reproducible order
 (``fit``); :func:`probe_examples` draws up to ``n`` examples as one batch (``diagnose``,
 ``lr_find``), an ``(x, y)`` pair unless ``forward=`` says how to read it. Both convert arrays
-with :func:`as_tensor` and name the entry point in their errors. What the examples and targets must look like is checked in :mod:`babysit.inputs`.
+with :func:`as_tensor` and name the entry point in their errors. What the examples and targets
+must look like is checked in :mod:`babysit.inputs`.
 
 In-memory tensors (``(X, y)``, arrays, a ``TensorDataset``) are batched by indexing with a
 shuffled permutation: no ``DataLoader``, whose per-batch Python cost is 1.3-1.6x a small MLP's
