@@ -192,3 +192,25 @@ def test_inputs_that_require_grad_are_not_unregistered_params(data):
     x, y = data
     diagnosis = bs.diagnose(mlp(), (x.clone().requires_grad_(True), y), lr=1e-3)
     assert "UNREGISTERED_PARAMS" not in diagnosis.codes
+
+
+def test_every_default_check_alone_finds_what_it_finds_in_the_full_run(data):
+    """A check selected by name computes what it needs itself (no other check's cache)."""
+    from babysit.checks import list_checks
+
+    x, y = data
+
+    def run(checks):
+        torch.manual_seed(0)
+        net = bs.nn.init_model(bs.nn.mlp(40, [64, 64], 10, activation="tanh"), "normal", std=1.0)
+        return bs.diagnose(
+            net, (x * 20, y + 1), checks=checks, lr=3.0, optimizer="sgd", weight_decay=1.0
+        )
+
+    full = run("default")
+    assert {"LABELS_OUT_OF_RANGE", "SATURATED_ACTIVATIONS", "DATA_SCALE"} <= full.codes
+    for name, spec in list_checks().items():
+        if spec.slow:
+            continue
+        alone = {f.code for f in run([name]) if f.code in spec.codes}
+        assert alone == {f.code for f in full if f.code in spec.codes}, name

@@ -199,6 +199,7 @@ def _lr_to_judge(ctx: Context) -> tuple[float, str]:
     """The user's lr; with ``lr=None``, the range test's confident suggestion or the default."""
     if ctx.lr is not None:
         return float(ctx.lr), "yours"
+    range_result(ctx)  # computed here when this check runs alone (cached otherwise)
     if ctx.cache.get("lr_suggestion") is not None:
         return float(ctx.cache["lr_suggestion"]), SUGGESTION
     return float(ctx.cache.get("default_lr", 1e-3)), "the default"
