@@ -292,3 +292,29 @@ def test_batch_independence_reads_a_tuple_output(data):
     """Before: a non-tensor output made the check return [] (nothing said)."""
     diagnosis = bs.diagnose(MixesTheBatch(), data, lr=1e-3, checks=["batch_independence"])
     assert "BATCH_DEPENDENCE" in diagnosis.codes
+
+
+def test_fit_refuses_a_forward_that_returns_the_wrong_thing_before_training(data):
+    x, y = data
+    net = TwoInputs()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ForwardContractError, match=r"must return a pair \(output, target\)"):
+        bs.fit(
+            net,
+            DictData(x, y),
+            forward=lambda m, b: m(b["left"], b["right"]),
+            epochs=1,
+            progress=False,
+        )
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+def test_fit_trains_dict_batches_through_forward_with_a_dict_output(data):
+    class DictOut(TwoInputs):
+        def forward(self, left, right):
+            return {"logits": super().forward(left, right)}
+
+    x, y = data
+    history = bs.fit(DictOut(), DictData(x, y), forward=two_input_forward, epochs=2, progress=False)
+    losses = history["train_loss"]
+    assert len(losses) == 2 and losses[-1] < losses[0]
