@@ -318,3 +318,17 @@ def test_fit_trains_dict_batches_through_forward_with_a_dict_output(data):
     history = bs.fit(DictOut(), DictData(x, y), forward=two_input_forward, epochs=2, progress=False)
     losses = history["train_loss"]
     assert len(losses) == 2 and losses[-1] < losses[0]
+
+
+def test_a_forward_that_raises_is_forward_failed_in_diagnose_and_an_error_in_lr_find(data):
+    x, y = data
+
+    def bad_key(model, batch):
+        return model(batch["left"], batch["rigth"]), batch["label"]
+
+    diagnosis = bs.diagnose(TwoInputs(), DictData(x, y), forward=bad_key, lr=1e-3)
+    failed = next(f for f in diagnosis if f.code == "FORWARD_FAILED")
+    assert "KeyError" in failed.message and "forward(model, batch)" in failed.advice
+    assert failed.evidence["forward"] == "yours" and not diagnosis.ok
+    with pytest.raises(RuntimeError, match=r"lr_find: forward\(model, batch\) raised.*KeyError"):
+        bs.lr_find(TwoInputs(), DictData(x, y), forward=bad_key, steps=10)
