@@ -71,6 +71,8 @@ def test_read_output_finds_the_logits_or_the_first_tensor_and_says_where():
     assert read_output({"hidden": t + 1, "logits": t})[1] == "output['logits']"
     assert read_output({"scores": t})[1] == "output['scores']"
     assert read_output(HFOutput(loss=t.sum(), logits=t))[1] == "output['logits']"
+    assert read_output({"loss": t.sum(), "scores": t})[1] == "output['scores']"  # not the loss
+    assert read_output((t.sum(), t))[1] == "output[1]"
     got, source = read_output(Attr(t))
     assert got is t and source == "output.logits"
 

@@ -90,20 +90,32 @@ def read_output(output: Any) -> tuple[torch.Tensor, str]:
     if isinstance(output, Mapping):
         if isinstance(output.get("logits"), torch.Tensor):
             return output["logits"], "output['logits']"
-        for key, value in output.items():
-            if isinstance(value, torch.Tensor):
-                return value, f"output[{key!r}]"
+        found = _first_tensor(output.items(), "output[{!r}]")
     elif isinstance(getattr(output, "logits", None), torch.Tensor):
         return output.logits, "output.logits"
     elif isinstance(output, tuple | list):
-        for i, value in enumerate(output):
-            if isinstance(value, torch.Tensor):
-                return value, f"output[{i}]"
+        found = _first_tensor(enumerate(output), "output[{}]")
+    else:
+        found = None
+    if found is not None:
+        return found
     raise TypeError(
         f"the model's output is a {type(output).__name__} with no tensor in it; babysit reads "
         "a tensor, or the 'logits' (key or attribute) or first tensor of a tuple, dict or "
         "ModelOutput. Return the logits from forward, or " + FORWARD_HINT
     )
+
+
+def _first_tensor(items: Any, where: str) -> tuple[torch.Tensor, str] | None:
+    """The first tensor with a batch dimension (a 0-d ``loss`` that a model returns first, as
+    Hugging Face models do when given labels, is not the output), else the first tensor."""
+    tensors = [(key, value) for key, value in items if isinstance(value, torch.Tensor)]
+    for key, value in tensors:
+        if value.dim() > 0:
+            return value, where.format(key)
+    if tensors:
+        return tensors[0][1], where.format(tensors[0][0])
+    return None
 
 
 def run_batch(
