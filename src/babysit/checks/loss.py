@@ -17,7 +17,7 @@ def initial_loss(ctx: Context) -> float | None:
     if "initial_loss" not in ctx.cache:
         model = ctx.fresh_model()
         with torch.no_grad(), dropout_off(model):
-            loss = float(ctx.loss_fn(model(ctx.x), ctx.y))
+            loss = float(ctx.loss(model))
         ctx.cache["initial_loss"] = loss if math.isfinite(loss) else None
     return ctx.cache["initial_loss"]
 
@@ -25,7 +25,7 @@ def initial_loss(ctx: Context) -> float | None:
 @check("initial_loss", codes=["INIT_LOSS_MISMATCH"], needs_labels=True)
 def initial_loss_check(ctx: Context) -> list[Finding]:
     """With small random weights all C classes are equally likely: loss = -ln(1/C) = ln C."""
-    classes = ctx.num_classes or ctx.cache.get("output_width")
+    classes = ctx.output_width()
     if not ctx.classification or not classes or classes < 2 or ctx.y is None:
         return []
     if ctx.y.is_floating_point() or int(ctx.y.min()) < 0 or int(ctx.y.max()) >= classes:
