@@ -12,7 +12,7 @@ errors ``fit`` gives) and trains a copy of the model.
 >>> X, y = torch.randn(512, 10), torch.randint(0, 3, (512,))
 >>> result = lr_find(nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3)), (X, y))
 >>> 1e-7 <= result.suggestion <= 10, sorted(result.suggestions)
-(True, ['combined', 'minimum', 'steepest', 'valley'])
+(True, ['combined', 'minimum', 'steepest', 'valley', 'verified'])
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def lr_find(
     weight_decay: float = 0.0,
     device: str | torch.device = "cpu",
     run_dir: str | os.PathLike | None = None,
+    verify: bool = True,
 ) -> LRFinderResult:
     """Run the LR range test on a copy of ``model`` (the model itself is never changed).
 
@@ -81,6 +82,9 @@ def lr_find(
         weight_decay: passed to a named optimizer.
         device: where the copy trains.
         run_dir: if given, the result is written there as ``lr_find.json``.
+        verify: check the curve's pick with short constant-lr probes and re-run an unclear
+            sweep longer (the default; ``False``: the curve's ``minimum`` rule alone, 100
+            steps).
 
     Returns:
         An :class:`LRFinderResult`: ``.suggestion``, ``.suggestions``, ``.confident``,
@@ -118,6 +122,7 @@ def lr_find(
             batch_size=batch_size,
             seed=seed,
             optimizer=optimizer_name(optimizer),
+            verify=verify,
         )
     if run_dir is not None:
         from .. import runs
