@@ -267,3 +267,38 @@ def train(fam: Family, lr: float, seed: int) -> dict:
         "ratio": peak,
         "diverged": diverged,
     }
+
+
+def early_peak(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: str,
+    lr: float,
+    batch: int,
+    seed: int,
+    loss_fn: nn.Module,
+) -> float:
+    """The peak over the first ``EARLY_STEPS`` steps of the per-step median (over weight
+    tensors) of ``‖ΔW‖ / ‖W‖``: what ``fit``'s UpdateRatio monitor judges, on a fresh model."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(optimizer, params, lr)
+    weights = [p for p in params if p.dim() >= 2]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    peak = 0.0
+    for step in range(EARLY_STEPS):
+        index = order[step * batch : (step + 1) * batch]
+        loss = loss_fn(model(x[index]), y[index])
+        if not torch.isfinite(loss):
+            return math.inf
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        before = [w.detach().clone() for w in weights]
+        opt.step()
+        ratios = [
+            float((w.detach() - b).norm() / b.norm().clamp_min(1e-12))
+            for w, b in zip(weights, before, strict=True)
+        ]
+        peak = max(peak, statistics.median(ratios))
+    return peak

@@ -77,6 +77,7 @@ import babysit
 from _common import add_write_docs_arg, emit
 from babysit.data import Standardize, load
 from babysit.tuning.lr_find import DEFAULT_RULE, MINIMUM_DIVISOR
+from babysit.tuning.lr_find import RULES as BABYSIT_RULES
 
 DATASETS = {"mnist1d": 40, "digits": 64}
 OPTIMIZERS = ("adam", "momentum")
@@ -85,7 +86,7 @@ HIDDEN = [100, 100]
 BATCH = 64
 NEAR = 1.0  # points: "near-best" grid lrs
 TARGET_MEDIAN, TARGET_MEAN, TARGET_MAX = 0.35, 2.0, 5.0  # issue 17
-OURS = ("combined", "steepest", "minimum", "valley")
+OURS = BABYSIT_RULES
 ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
 # The rules babysit used before this benchmark (no longer in babysit), scored for comparison.
 # lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
@@ -374,7 +375,7 @@ def summary_rows(runs: list[Run]) -> list[list[str]]:
         e = [x for r in runs if (x := err(r, rule)) is not None]
         en = [x for r in runs if (x := err_near(r, rule)) is not None]
         lv = [x for r in runs if (x := loss(r, rule)) is not None]
-        lt = [x for r in runs if (x := loss(r, rule, "test")) is not None]
+        lt = [x for r in runs if (x := loss(r, rule, "test")) is not None and x == x]  # not NaN
         none = sum(r.sugg[rule] is None for r in runs)
         if not e:
             rows.append([rule, "-", "-", "-", "-", "-", "-", "-", str(none)])
@@ -388,7 +389,7 @@ def summary_rows(runs: list[Run]) -> list[list[str]]:
                 f"{statistics.median(en):.2f}",
                 f"{statistics.mean(lv):.1f}",
                 f"{max(lv):.1f}",
-                f"{statistics.mean(lt):.1f} / {max(lt):.1f}",
+                f"{statistics.mean(lt):.1f} / {max(lt):.1f}" if lt else "-",
                 str(none),
             ]
         )
@@ -573,7 +574,7 @@ def section(title: str, runs: list[Run]) -> list[str]:
     ]
 
 
-def family_report(runs: list[Run], home: list[Run], seconds: float) -> str:
+def family_report(runs: list[Run], home: list[Run], seconds: float, store: dict) -> str:
     from lr_families import HELD_OUT, TUNE
 
     out = [
@@ -588,6 +589,8 @@ def family_report(runs: list[Run], home: list[Run], seconds: float) -> str:
     out += section("Families the verified rule was designed on", tune)
     out += section("Held-out families (scored only afterwards)", held)
     out += section("Home set-ups (the MLPs the minimum/3 rule was chosen on)", home)
+    out.append("\n### Update-ratio peaks (fit's UPDATE_RATIO_HIGH) against the grid\n")
+    out.append(ratio_section(runs, home, store))
     out.append("\n### Per family\n")
     out.append(family_table(runs + home))
     out.append("\n### Per run: suggested lr (val loss in points)\n")
@@ -610,6 +613,55 @@ def family_report(runs: list[Run], home: list[Run], seconds: float) -> str:
         )
     out.append(md_table(head, rows))
     return "\n".join(out)
+
+
+RATIO_TS = (0.15, 0.3, 0.5, 1.0)
+
+
+def ratio_section(runs: list[Run], home: list[Run], store: dict) -> str:
+    """Issue 12 item 8: the first-steps update/weight ratio peak (``fit``'s UPDATE_RATIO_HIGH)
+    against the trained grid: at the best lr, the largest at lrs within 2 points of the best
+    (a warning there breaks "healthy means silent"), the smallest at lrs above the best that
+    lose more than 5 points (what the warning should catch)."""
+    from lr_families import early_peak
+
+    rows, healthy, bad = [], [], []
+    for r in runs + home:
+        if r.family:
+            ratio = {g["lr"]: g["ratio"] for g in r.grid}
+        else:
+            data = load_data(r.dataset)
+            ratio = {}
+            for g in r.grid:
+                key = f"ratio|{r.dataset}|{r.optimizer}|{r.seed}|{g['lr']:.6g}"
+                if key not in store:
+                    store[key] = early_peak(
+                        new_model(r.dataset, r.seed), data.x, data.y, r.optimizer, g["lr"],
+                        BATCH, r.seed, torch.nn.CrossEntropyLoss(),
+                    )  # fmt: skip
+                ratio[g["lr"]] = store[key]
+        ok = [ratio[g["lr"]] for g in r.grid if r.best["val"] - g["val"] <= 2]
+        worse = [
+            ratio[g["lr"]]
+            for g in r.grid
+            if r.best["val"] - g["val"] > 5 and g["lr"] > r.best["lr"]
+        ]
+        healthy += ok
+        bad += worse
+        rows.append(
+            [r.setup, r.seed, f"{r.best['lr']:.2g}", f"{ratio[r.best['lr']]:.3f}",
+             f"{max(ok):.3f}", f"{min(worse):.3f}" if worse else "-"]
+        )  # fmt: skip
+    head = ["set-up", "seed", "best lr", "ratio at best", "max ratio, loss <= 2 pts",
+            "min ratio, lr above best losing > 5 pts"]  # fmt: skip
+    lines = [md_table(head, rows), ""]
+    for t in RATIO_TS:
+        lines.append(
+            f"- threshold {t}: warns at {sum(v > t for v in healthy)} of {len(healthy)} grid "
+            f"lrs within 2 points of their best, catches {sum(v > t for v in bad)} of "
+            f"{len(bad)} lrs above the best that lose > 5 points"
+        )
+    return "\n".join(lines)
 
 
 CACHE = Path(__file__).resolve().parent / "results" / "lr_grid.json"
@@ -665,7 +717,8 @@ def main() -> None:
     finally:
         save_store(store)
     seconds = time.perf_counter() - start
-    emit(args, __file__, [family_report(runs, home, seconds)])
+    emit(args, __file__, [family_report(runs, home, seconds, store)])
+    save_store(store)
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.__dict__ for r in runs + home], f)
