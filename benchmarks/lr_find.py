@@ -91,7 +91,8 @@ ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
 # The rules babysit used before this benchmark (no longer in babysit), scored for comparison.
 # lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
 CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
-RULES = (*[f"babysit:{r}" for r in OURS], *ANCHORS, *CANDIDATES)
+BEFORE = "before:minimum/3"  # lr_find(verify=False): the default before issue 17
+RULES = (*[f"babysit:{r}" for r in OURS], BEFORE, *ANCHORS, *CANDIDATES)
 DEFAULT = f"babysit:{DEFAULT_RULE}"
 
 
@@ -265,8 +266,10 @@ def run_one(
     run.best = max(run.grid, key=lambda r: r["val"])
     run.near = [r["lr"] for r in run.grid if r["val"] >= run.best["val"] - NEAR]
 
-    result = babysit.lr_find(new_model(name, seed), (data.x, data.y), optimizer=opt, seed=seed)
-    lr_of = score_rules(run, result, trained)
+    result, before = find_both(
+        lambda: new_model(name, seed), (data.x, data.y), optimizer=opt, seed=seed
+    )
+    lr_of = score_rules(run, result, before, trained)
     log(
         f"{name:8s} {opt:8s} seed {seed}: best lr {run.best['lr']:.3g} "
         f"(val {run.best['val']:.1f}), babysit {lr_of[DEFAULT]:.3g} "
@@ -276,28 +279,43 @@ def run_one(
     return run
 
 
-def score_rules(run: Run, result, trained: Callable[[float], dict]) -> dict:
-    """Every rule's lr on ``result``'s sweep, each trained; fills ``run.finder``/``run.sugg``."""
+def score_rules(run: Run, result, before, trained: Callable[[float], dict]) -> dict:
+    """Every rule's lr, each trained; fills ``run.finder``/``run.sugg``. ``result`` is
+    ``lr_find``'s default (verified); ``before`` the same call with ``verify=False``: the 100-step
+    sweep and minimum/3 rule babysit used before issue 17, on which the anchors' rules read."""
     run.finder = {
         "confident": result.confident,
-        "stopped": result.stopped,
-        "steps": len(result.lrs),
+        "confident_before": before.confident,
+        "reason": result.reason,
+        "extended": result.extended,
+        "probes": [(p["lr"], p["score"], p["stable"], p["why"]) for p in result.probes],
+        "stopped": before.stopped,
+        "steps": len(before.lrs),
         "reasons": list(result.reasons),
-        "lrs": list(result.lrs),
-        "raw_losses": list(result.raw_losses),
+        "lrs": list(before.lrs),
+        "raw_losses": list(before.raw_losses),
     }
-    lrs, raw = result.lrs, result.raw_losses
+    lrs, raw = before.lrs, before.raw_losses
     lr_of = {f"babysit:{r}": result.suggestions.get(r) for r in OURS}
+    lr_of[BEFORE] = before.suggestion
     lr_of["torch-lr-finder"] = torch_lr_finder_rule(lrs, raw)
     lr_of["lightning"] = lightning_rule(lrs, raw, by_lr=True)
     lr_of["lightning-idx"] = lightning_rule(lrs, raw, by_lr=False)
-    lr_of["fastai-valley"] = fastai_valley_rule(lrs, raw, result.steps)
-    lr_min = MINIMUM_DIVISOR * result.suggestions["minimum"]  # the lr at the smoothed minimum
+    lr_of["fastai-valley"] = fastai_valley_rule(lrs, raw, before.steps)
+    lr_min = MINIMUM_DIVISOR * before.suggestions["minimum"]  # the lr at the smoothed minimum
     lr_of["old:min/10"] = lr_min / 10
-    lr_of["old:sqrt(steep*min/10)"] = math.sqrt(result.suggestions["steepest"] * lr_min / 10)
+    lr_of["old:sqrt(steep*min/10)"] = math.sqrt(before.suggestions["steepest"] * lr_min / 10)
     for rule, lr in lr_of.items():
         run.sugg[rule] = None if lr is None else trained(float(lr))
     return lr_of
+
+
+def find_both(model_fn: Callable[[], torch.nn.Module], data, **kwargs) -> tuple:
+    """``lr_find`` as it is now (verified) and with ``verify=False`` (as before issue 17)."""
+    return (
+        babysit.lr_find(model_fn(), data, **kwargs),
+        babysit.lr_find(model_fn(), data, verify=False, **kwargs),
+    )
 
 
 def run_family(fam, seed: int, log: Callable, store: dict) -> Run:
@@ -330,15 +348,15 @@ def run_family(fam, seed: int, log: Callable, store: dict) -> Run:
     run.best = max(run.grid, key=lambda r: r["val"])
     run.near = [r["lr"] for r in run.grid if r["val"] >= run.best["val"] - NEAR]
     split = data(fam.dataset)
-    result = babysit.lr_find(
-        fam.model(seed),
+    result, before = find_both(
+        lambda: fam.model(seed),
         (split.x, split.y),
         optimizer=fam.optimizer,
         batch_size=fam.batch,
         loss_fn=fam.loss_fn(),
         seed=seed,
     )
-    lr_of = score_rules(run, result, trained)
+    lr_of = score_rules(run, result, before, trained)
     run.finder["grid_edge"] = run.best["lr"] in (run.grid[0]["lr"], run.grid[-1]["lr"])
     log(
         f"{fam.name:28s} seed {seed}: best lr {run.best['lr']:.3g} "
@@ -378,7 +396,7 @@ def summary_rows(runs: list[Run]) -> list[list[str]]:
         lt = [x for r in runs if (x := loss(r, rule, "test")) is not None and x == x]  # not NaN
         none = sum(r.sugg[rule] is None for r in runs)
         if not e:
-            rows.append([rule, "-", "-", "-", "-", "-", "-", "-", str(none)])
+            rows.append([rule, "-", "-", "-", "-", "-", "-", "-", str(none), "-"])
             continue
         rows.append(
             [
@@ -391,6 +409,7 @@ def summary_rows(runs: list[Run]) -> list[list[str]]:
                 f"{max(lv):.1f}",
                 f"{statistics.mean(lt):.1f} / {max(lt):.1f}" if lt else "-",
                 str(none),
+                "-" if (bad := confident_misses(runs, rule)) is None else str(bad),
             ]
         )
     return rows
@@ -406,15 +425,21 @@ SUMMARY_HEAD = [
     "max val loss",
     "test loss mean / max",
     "no sugg.",
+    "confident, loss > 5",
 ]
 
 
-def confident_misses(runs: list[Run], rule: str) -> int:
-    """Runs where the range test was confident and ``rule``'s pick lost > TARGET_MAX points."""
+def confident_misses(runs: list[Run], rule: str) -> int | None:
+    """Runs where the range test was confident and ``rule``'s pick lost > TARGET_MAX points
+    (``None`` for the anchors' rules, which have no confidence flag here)."""
+    if rule == BEFORE:
+        flag = "confident_before"
+    elif rule.startswith("babysit:"):
+        flag = "confident"
+    else:
+        return None
     return sum(
-        1
-        for r in runs
-        if r.finder["confident"] and (x := loss(r, rule)) is not None and x > TARGET_MAX
+        1 for r in runs if r.finder[flag] and (x := loss(r, rule)) is not None and x > TARGET_MAX
     )
 
 
@@ -547,8 +572,12 @@ def family_table(runs: list[Run]) -> str:
                 ),
                 f"{spread:.2f}",
                 *[
-                    ", ".join(f"{loss(r, rule):+.1f}" if r.sugg[rule] else "none" for r in sub)
-                    for rule in ("babysit:minimum", "fastai-valley", "torch-lr-finder")
+                    ", ".join(
+                        (f"{loss(r, rule):+.1f}" if r.sugg[rule] else "none")
+                        + (" nc" if rule == BEFORE and not r.finder["confident_before"] else "")
+                        for r in sub
+                    )
+                    for rule in (BEFORE, "fastai-valley", "torch-lr-finder")
                 ],
             ]
         )
@@ -557,7 +586,7 @@ def family_table(runs: list[Run]) -> str:
         "best lr per seed",
         f"{DEFAULT} (val loss; nc = not confident)",
         "seed spread (dec)",
-        "minimum/3 loss",
+        f"{BEFORE} loss (nc = not confident)",
         "fastai-valley loss",
         "torch-lr-finder loss",
     ]
