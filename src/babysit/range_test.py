@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from .divergence import diverged
+from .thresholds import THRESHOLDS
 
 __all__ = ["LR_FIND_FILE", "RULES", "LRFinderResult", "range_test"]
 
@@ -73,6 +74,7 @@ PROBE_UP, PROBE_DOWN = 2, 3  # at most this many PROBE_STEPs above / below the c
 PROBE_WINDOW = 1 / 3  # a probe's score: its mean mini-batch loss over its last third
 PROBE_Z = 2.0  # "better" means lower by more than 2 standard errors of the paired difference
 EXTEND = 3  # an unclear first sweep is run again with EXTEND x the steps
+RATIO_STEPS = 10  # the first steps whose update ratio fit's UpdateRatio monitor judges
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -362,8 +364,8 @@ def _verify(
     if not pick["stable"]:
         result.reasons.append(
             f"every probe down to lr={pick['lr']:.2g} was unstable ({n} steps at a constant "
-            "lr): lower start_lr, fix the model or data first (see diagnose), or try a "
-            "smaller lr by hand"
+            f"lr; there: {pick['why']}): lower start_lr, fix the model or data first (see "
+            "diagnose), or try a smaller lr by hand"
         )
     elif j - 1 in probes and not _better(pick, probes[j - 1]):
         result.reasons.append(
@@ -371,6 +373,13 @@ def _verify(
             f"steps: the curve gives no clear optimum; raise steps (={result.steps}) or "
             f"batch_size (={result.batch_size}) for a clearer test, or compare lrs near "
             f"{pick['lr']:.2g} by training"
+        )
+    elif j == -PROBE_DOWN:
+        result.reasons.append(
+            f"the probes stepped down {PROBE_DOWN * PROBE_STEP:g} decades from the curve's "
+            f"pick to lr={pick['lr']:.2g}, which still trains better than nothing but was not "
+            "compared with a lower lr: the curve misleads here; raise steps "
+            f"(={result.steps}) or try lrs below {pick['lr']:.2g} by training"
         )
     elif j - 1 not in probes:
         result.reasons.append(
@@ -399,18 +408,25 @@ def _probe(
     """``steps`` mini-batches at constant ``lr`` on a fresh copy of ``initial``.
 
     Every probe draws the same batches and the same dropout masks (its own generator, seeded
-    with ``seed``; the caller's RNG state is put back). Unstable: a NaN/Inf loss, a running
-    loss (EMA, β = 0.9) that diverges from its best by the factor 4 of the sweep
-    (:func:`babysit.divergence.diverged`), or a score not below the first loss.
+    with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
+    (``"nan"``), a running loss (EMA, β = 0.9) that diverges from its best by the factor 4 of
+    the sweep (:func:`babysit.divergence.diverged`, ``"diverged"``), a score not below the
+    first loss (``"no fall"``), or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call
+    too large (``"update ratio"``: the peak over the first ``RATIO_STEPS`` steps of the
+    median over weight tensors of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's
+    own measurement), so that ``fit`` never warns at the lr babysit suggested.
     """
     model = copy.deepcopy(initial)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_opt(params, lr)
+    weights = [p for p in params if p.dim() >= 2]
+    peak = 0.0
     batches = _batches(len(x), batch_size, seed + 1)
     devices = [x.device] if x.device.type == "cuda" else []
     losses: list[float] = []
     stable, beta, avg, best = True, 0.9, 0.0, math.inf
+    why: str | None = None
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for i in range(steps):
@@ -418,23 +434,50 @@ def _probe(
             loss = loss_fn(model(x[index]), y[index])
             value = float(loss.detach())
             if not math.isfinite(value):
-                stable = False
+                stable, why = False, "nan"
                 break
             losses.append(value)
             avg = beta * avg + (1 - beta) * value
             running = avg / (1 - beta ** (i + 1))
             if i >= 2 and diverged(running, best, DIVERGE_FACTOR):
-                stable = False
+                stable, why = False, "diverged"
                 break
             best = min(best, running)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            if i < RATIO_STEPS and weights:
+                peak = max(peak, _step_ratio(opt, weights))
+            else:
+                opt.step()
     tail = losses[-max(1, int(len(losses) * PROBE_WINDOW)) :] if losses else []
     score = float(np.mean(tail)) if stable and tail else math.inf
     if stable and not score < losses[0]:
-        stable = False
-    return {"lr": lr, "score": score, "stable": stable, "losses": losses}
+        stable, why = False, "no fall"
+    if stable and peak > THRESHOLDS["update_ratio_high"][0]:
+        stable, why = False, "update ratio"
+    return {
+        "lr": lr,
+        "score": score,
+        "stable": stable,
+        "why": why,
+        "ratio": peak,
+        "losses": losses,
+    }
+
+
+@torch.no_grad()
+def _weights_before(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [w.detach().clone() for w in weights]
+
+
+def _step_ratio(opt: torch.optim.Optimizer, weights: list[nn.Parameter]) -> float:
+    """``opt.step()``, returning the median over ``weights`` of ``‖ΔW‖ / ‖W‖`` (0/0 skipped)."""
+    before = _weights_before(weights)
+    opt.step()
+    with torch.no_grad():
+        ratios = [float((w - b).norm() / b.norm()) for w, b in zip(weights, before, strict=True)]
+    finite = [r for r in ratios if math.isfinite(r)]
+    return float(np.median(finite)) if finite else 0.0
 
 
 def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
