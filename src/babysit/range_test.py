@@ -409,8 +409,10 @@ def _probe(
 
     Every probe draws the same batches and the same dropout masks (its own generator, seeded
     with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
-    (``"nan"``), a running loss (EMA, β = 0.9) that diverges from its best by the factor 4 of
-    the sweep (:func:`babysit.divergence.diverged`, ``"diverged"``), a score not below the
+    (``"nan"``), a score that has diverged from the best running loss (EMA, β = 0.9) by the
+    factor 4 of the sweep (:func:`babysit.divergence.diverged`, ``"diverged"``; judged at the
+    end, not at the first spike: a regression MLP with plain SGD spikes in its first steps at
+    its best lr and recovers, ``benchmarks/lr_find.py``), a score not below the
     first loss (``"no fall"``), or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call
     too large (``"update ratio"``: the peak over the first ``RATIO_STEPS`` steps of the
     median over weight tensors of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's
@@ -439,9 +441,6 @@ def _probe(
             losses.append(value)
             avg = beta * avg + (1 - beta) * value
             running = avg / (1 - beta ** (i + 1))
-            if i >= 2 and diverged(running, best, DIVERGE_FACTOR):
-                stable, why = False, "diverged"
-                break
             best = min(best, running)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -451,6 +450,8 @@ def _probe(
                 opt.step()
     tail = losses[-max(1, int(len(losses) * PROBE_WINDOW)) :] if losses else []
     score = float(np.mean(tail)) if stable and tail else math.inf
+    if stable and diverged(score, best, DIVERGE_FACTOR):
+        stable, why, score = False, "diverged", math.inf
     if stable and not score < losses[0]:
         stable, why = False, "no fall"
     if stable and peak > THRESHOLDS["update_ratio_high"][0]:
