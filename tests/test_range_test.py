@@ -146,7 +146,7 @@ def test_the_cost_is_bounded():
 def test_diagnose_shows_the_reason_when_not_confident(confident):
     x, y = bs.data.load("mnist1d").train.tensors
     x = bs.data.Standardize().fit(x).transform(x)
-    n = 2000 if confident else 16
+    n = len(x) if confident else 16
     torch.manual_seed(0)
     diagnosis = bs.diagnose(bs.nn.mlp(40, [64], 10), (x[:n], y[:n]), checks=["find_lr"])
     (found,) = [f for f in diagnosis.findings if f.code == "LR_SUGGESTION"]
