@@ -644,7 +644,7 @@ def family_report(runs: list[Run], home: list[Run], seconds: float, store: dict)
     return "\n".join(out)
 
 
-RATIO_TS = (0.15, 0.3, 0.5, 1.0)
+RATIO_TS = (0.15, 0.5, 1.0, 3.0)  # 0.15: the former update_ratio_high; 3.0: the new
 
 
 def ratio_section(runs: list[Run], home: list[Run], store: dict) -> str:
