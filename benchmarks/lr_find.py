@@ -1,9 +1,21 @@
-"""The LR range test's suggestions against the learning rate a full sweep finds best (issue 6).
+"""The LR range test's suggestions against the learning rate a trained grid finds best
+(issue 6; the families and the verified suggestion: issue 17).
 
-    python benchmarks/lr_find.py [--seeds 0,1,2] [--epochs-mnist1d 20] [--epochs-digits 20]
-                                 [--threads 1] [--json results.json] [--write-docs]
+    python benchmarks/lr_find.py [--seeds 0,1,2] [--family-seeds 0,1] [--families all|none|a,b]
+                                 [--epochs-mnist1d 20] [--epochs-digits 20] [--threads 1]
+                                 [--json results.json] [--write-docs]
 
-Set-ups: (MNIST-1D MLP ``babysit.nn.mlp(40, [100, 100], 10)``, digits MLP
+Two groups of set-ups, both scored the same way (below): the ten families of
+``benchmarks/lr_families.py`` (convnets with and without normalization, GRU, LSTM, a
+transformer, a regression, plain SGD / Nesterov / momentum / Adam / AdamW, batches 16-256; five
+used to design the verified suggestion, five held out), and the "home" set-ups the minimum/3
+rule was chosen on. Every training is cached in ``benchmarks/results/lr_grid.json`` (keyed by
+set-up, seed, budget and lr), so a rerun after a change to the rules re-runs only ``lr_find``
+and trains only the lrs it has not trained yet. ``before:minimum/3`` is
+``lr_find(..., verify=False)``: babysit's default before issue 17. The report also tabulates the
+first-steps update-ratio peak (``fit``'s UPDATE_RATIO_HIGH) against the grid (issue 12 item 8).
+
+Home set-ups: (MNIST-1D MLP ``babysit.nn.mlp(40, [100, 100], 10)``, digits MLP
 ``babysit.nn.mlp(64, [100, 100], 10)``) x (``"adam"``, ``"momentum"`` = SGD + momentum 0.9) x
 seeds. Data: ``babysit.data.load(name)`` (its fixed train/val/test split, seed 0), features
 ``Standardize``d on the training split. The seed picks the model's initialization (torch's
@@ -50,10 +62,11 @@ For every set-up and seed:
    accuracy of both is reported as well (the best grid lr is picked on validation, so its
    validation accuracy carries a small selection bias that the test column does not).
 
-Prints a summary table per rule (median |log10 error| in decades, the same to the nearest
-near-best lr, mean and max accuracy loss in points, runs with no suggestion), whether the
-issue's target is met by the default rule (median <= 0.5 decade, mean loss <= 2 points, max
-<= 5), per-set-up tables, the accuracy-vs-lr curves and a per-run detail table.
+Prints a summary table per rule and group (median |log10 error| in decades, the same to the
+nearest near-best lr, mean and max accuracy loss in points, runs with no suggestion, confident
+picks that lose > 5 points), whether issue 17's target is met by the default rule (median <=
+0.35 decade, mean loss <= 2 points, max <= 5, no confident pick losing > 5), the update-ratio
+table, a per-family table (with the spread of the suggestion across seeds) and a per-run table.
 """
 
 from __future__ import annotations
@@ -68,6 +81,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,6 +90,7 @@ import babysit
 from _common import add_write_docs_arg, emit
 from babysit.data import Standardize, load
 from babysit.tuning.lr_find import DEFAULT_RULE, MINIMUM_DIVISOR
+from babysit.tuning.lr_find import RULES as BABYSIT_RULES
 
 DATASETS = {"mnist1d": 40, "digits": 64}
 OPTIMIZERS = ("adam", "momentum")
@@ -83,13 +98,14 @@ GRID_K = {"adam": range(-20, 1), "momentum": range(-16, 3)}  # lr = 10 ** (k / 4
 HIDDEN = [100, 100]
 BATCH = 64
 NEAR = 1.0  # points: "near-best" grid lrs
-TARGET_MEDIAN, TARGET_MEAN, TARGET_MAX = 0.5, 2.0, 5.0
-OURS = ("combined", "steepest", "minimum", "valley")
+TARGET_MEDIAN, TARGET_MEAN, TARGET_MAX = 0.35, 2.0, 5.0  # issue 17
+OURS = BABYSIT_RULES
 ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
 # The rules babysit used before this benchmark (no longer in babysit), scored for comparison.
 # lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
 CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
-RULES = (*[f"babysit:{r}" for r in OURS], *ANCHORS, *CANDIDATES)
+BEFORE = "before:minimum/3"  # lr_find(verify=False): the default before issue 17
+RULES = (*[f"babysit:{r}" for r in OURS], BEFORE, *ANCHORS, *CANDIDATES)
 DEFAULT = f"babysit:{DEFAULT_RULE}"
 
 
@@ -237,19 +253,24 @@ class Run:
     near: list[float] = field(default_factory=list)
     finder: dict = field(default_factory=dict)  # confident, stopped, steps, reasons
     sugg: dict = field(default_factory=dict)  # rule -> {lr, val, test} or None
+    family: str = ""  # a family of lr_families (its name says model, optimizer and batch)
 
     @property
     def setup(self) -> str:
-        return f"{self.dataset} {self.optimizer}"
+        return self.family or f"{self.dataset} {self.optimizer}"
 
 
-def run_one(name: str, data: Data, opt: str, seed: int, epochs: int, log: Callable) -> Run:
+def run_one(
+    name: str, data: Data, opt: str, seed: int, epochs: int, log: Callable, store: dict
+) -> Run:
     run = Run(name, opt, seed, epochs)
     cache: dict[float, dict] = {}
 
     def trained(lr: float) -> dict:
-        if lr not in cache:
-            cache[lr] = train(name, data, opt, lr, epochs, seed)
+        key = f"home|{name}|{opt}|{epochs}|{seed}|{lr:.6g}"
+        if key not in store:
+            store[key] = train(name, data, opt, lr, epochs, seed)
+        cache[lr] = store[key]
         return cache[lr]
 
     t0 = time.perf_counter()
@@ -258,30 +279,102 @@ def run_one(name: str, data: Data, opt: str, seed: int, epochs: int, log: Callab
     run.best = max(run.grid, key=lambda r: r["val"])
     run.near = [r["lr"] for r in run.grid if r["val"] >= run.best["val"] - NEAR]
 
-    result = babysit.lr_find(new_model(name, seed), (data.x, data.y), optimizer=opt, seed=seed)
-    run.finder = {
-        "confident": result.confident,
-        "stopped": result.stopped,
-        "steps": len(result.lrs),
-        "reasons": list(result.reasons),
-        "lrs": list(result.lrs),
-        "raw_losses": list(result.raw_losses),
-    }
-    lrs, raw = result.lrs, result.raw_losses
-    lr_of = {f"babysit:{r}": result.suggestions.get(r) for r in OURS}
-    lr_of["torch-lr-finder"] = torch_lr_finder_rule(lrs, raw)
-    lr_of["lightning"] = lightning_rule(lrs, raw, by_lr=True)
-    lr_of["lightning-idx"] = lightning_rule(lrs, raw, by_lr=False)
-    lr_of["fastai-valley"] = fastai_valley_rule(lrs, raw, result.steps)
-    lr_min = MINIMUM_DIVISOR * result.suggestions["minimum"]  # the lr at the smoothed minimum
-    lr_of["old:min/10"] = lr_min / 10
-    lr_of["old:sqrt(steep*min/10)"] = math.sqrt(result.suggestions["steepest"] * lr_min / 10)
-    for rule, lr in lr_of.items():
-        run.sugg[rule] = None if lr is None else trained(float(lr))
+    result, before = find_both(
+        lambda: new_model(name, seed), (data.x, data.y), optimizer=opt, seed=seed
+    )
+    lr_of = score_rules(run, result, before, trained)
     log(
         f"{name:8s} {opt:8s} seed {seed}: best lr {run.best['lr']:.3g} "
         f"(val {run.best['val']:.1f}), babysit {lr_of[DEFAULT]:.3g} "
         f"(val {run.sugg[DEFAULT]['val']:.1f}), {len(cache)} trainings, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    return run
+
+
+def score_rules(run: Run, result, before, trained: Callable[[float], dict]) -> dict:
+    """Every rule's lr, each trained; fills ``run.finder``/``run.sugg``. ``result`` is
+    ``lr_find``'s default (verified); ``before`` the same call with ``verify=False``: the 100-step
+    sweep and minimum/3 rule babysit used before issue 17, on which the anchors' rules read."""
+    run.finder = {
+        "confident": result.confident,
+        "confident_before": before.confident,
+        "reason": result.reason,
+        "extended": result.extended,
+        "probes": [(p["lr"], p["score"], p["stable"], p["why"]) for p in result.probes],
+        "stopped": before.stopped,
+        "steps": len(before.lrs),
+        "reasons": list(result.reasons),
+        "lrs": list(before.lrs),
+        "raw_losses": list(before.raw_losses),
+    }
+    lrs, raw = before.lrs, before.raw_losses
+    lr_of = {f"babysit:{r}": result.suggestions.get(r) for r in OURS}
+    lr_of[BEFORE] = before.suggestion
+    lr_of["torch-lr-finder"] = torch_lr_finder_rule(lrs, raw)
+    lr_of["lightning"] = lightning_rule(lrs, raw, by_lr=True)
+    lr_of["lightning-idx"] = lightning_rule(lrs, raw, by_lr=False)
+    lr_of["fastai-valley"] = fastai_valley_rule(lrs, raw, before.steps)
+    lr_min = MINIMUM_DIVISOR * before.suggestions["minimum"]  # the lr at the smoothed minimum
+    lr_of["old:min/10"] = lr_min / 10
+    lr_of["old:sqrt(steep*min/10)"] = math.sqrt(before.suggestions["steepest"] * lr_min / 10)
+    for rule, lr in lr_of.items():
+        run.sugg[rule] = None if lr is None else trained(float(lr))
+    return lr_of
+
+
+def find_both(model_fn: Callable[[], torch.nn.Module], data, **kwargs) -> tuple:
+    """``lr_find`` as it is now (verified) and with ``verify=False`` (as before issue 17)."""
+    return (
+        babysit.lr_find(model_fn(), data, **kwargs),
+        babysit.lr_find(model_fn(), data, verify=False, **kwargs),
+    )
+
+
+def run_family(fam, seed: int, log: Callable, store: dict) -> Run:
+    """One family of ``lr_families`` at one seed: its grid (grown by up to 4 points on a side
+    while the best lr sits on that edge, so that the grid brackets the optimum), the range test
+    and every rule's suggestion, trained."""
+    from lr_families import data
+    from lr_families import train as train_family
+
+    run = Run(fam.dataset, fam.optimizer, seed, fam.steps, family=fam.name)
+    t0 = time.perf_counter()
+
+    def trained(lr: float) -> dict:
+        key = f"family|{fam.name}|{fam.steps}|{seed}|{lr:.6g}"
+        if key not in store:
+            store[key] = {**train_family(fam, lr, seed), "test": math.nan}
+        return store[key]
+
+    lo, hi = fam.k
+    grid = {k: trained(10 ** (k / 4)) for k in range(lo, hi + 1)}
+    for _ in range(4):
+        best_k = max(grid, key=lambda k: grid[k]["val"])
+        if best_k == min(grid):
+            grid[best_k - 1] = trained(10 ** ((best_k - 1) / 4))
+        elif best_k == max(grid):
+            grid[best_k + 1] = trained(10 ** ((best_k + 1) / 4))
+        else:
+            break
+    run.grid = [grid[k] for k in sorted(grid)]
+    run.best = max(run.grid, key=lambda r: r["val"])
+    run.near = [r["lr"] for r in run.grid if r["val"] >= run.best["val"] - NEAR]
+    split = data(fam.dataset)
+    result, before = find_both(
+        lambda: fam.model(seed),
+        (split.x, split.y),
+        optimizer=fam.optimizer,
+        batch_size=fam.batch,
+        loss_fn=fam.loss_fn(),
+        seed=seed,
+    )
+    lr_of = score_rules(run, result, before, trained)
+    run.finder["grid_edge"] = run.best["lr"] in (run.grid[0]["lr"], run.grid[-1]["lr"])
+    log(
+        f"{fam.name:28s} seed {seed}: best lr {run.best['lr']:.3g} "
+        f"(val {run.best['val']:.1f}), babysit {lr_of[DEFAULT]:.3g} "
+        f"(val {run.sugg[DEFAULT]['val']:.1f}, {'confident' if result.confident else 'not'}), "
         f"{time.perf_counter() - t0:.1f} s"
     )
     return run
@@ -313,10 +406,10 @@ def summary_rows(runs: list[Run]) -> list[list[str]]:
         e = [x for r in runs if (x := err(r, rule)) is not None]
         en = [x for r in runs if (x := err_near(r, rule)) is not None]
         lv = [x for r in runs if (x := loss(r, rule)) is not None]
-        lt = [x for r in runs if (x := loss(r, rule, "test")) is not None]
+        lt = [x for r in runs if (x := loss(r, rule, "test")) is not None and x == x]  # not NaN
         none = sum(r.sugg[rule] is None for r in runs)
         if not e:
-            rows.append([rule, "-", "-", "-", "-", "-", "-", "-", str(none)])
+            rows.append([rule, "-", "-", "-", "-", "-", "-", "-", str(none), "-"])
             continue
         rows.append(
             [
@@ -327,8 +420,9 @@ def summary_rows(runs: list[Run]) -> list[list[str]]:
                 f"{statistics.median(en):.2f}",
                 f"{statistics.mean(lv):.1f}",
                 f"{max(lv):.1f}",
-                f"{statistics.mean(lt):.1f} / {max(lt):.1f}",
+                f"{statistics.mean(lt):.1f} / {max(lt):.1f}" if lt else "-",
                 str(none),
+                "-" if (bad := confident_misses(runs, rule)) is None else str(bad),
             ]
         )
     return rows
@@ -344,7 +438,22 @@ SUMMARY_HEAD = [
     "max val loss",
     "test loss mean / max",
     "no sugg.",
+    "confident, loss > 5",
 ]
+
+
+def confident_misses(runs: list[Run], rule: str) -> int | None:
+    """Runs where the range test was confident and ``rule``'s pick lost > TARGET_MAX points
+    (``None`` for the anchors' rules, which have no confidence flag here)."""
+    if rule == BEFORE:
+        flag = "confident_before"
+    elif rule.startswith("babysit:"):
+        flag = "confident"
+    else:
+        return None
+    return sum(
+        1 for r in runs if r.finder[flag] and (x := loss(r, rule)) is not None and x > TARGET_MAX
+    )
 
 
 def target(runs: list[Run]) -> tuple[bool, str]:
@@ -352,7 +461,9 @@ def target(runs: list[Run]) -> tuple[bool, str]:
     lv = [x for r in runs if (x := loss(r, DEFAULT)) is not None]
     none = sum(r.sugg[DEFAULT] is None for r in runs)
     med, mean, worst = statistics.median(e), statistics.mean(lv), max(lv)
+    bad = confident_misses(runs, DEFAULT)
     checks = [
+        (f"{bad} confident picks losing > {TARGET_MAX} pts", bad == 0),
         (f"median |err| {med:.2f} <= {TARGET_MEDIAN}", med <= TARGET_MEDIAN),
         (f"mean loss {mean:.1f} <= {TARGET_MEAN} pts", mean <= TARGET_MEAN),
         (f"max loss {worst:.1f} <= {TARGET_MAX} pts", worst <= TARGET_MAX),
@@ -458,41 +569,201 @@ def report(runs: list[Run], seconds: float, args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+def family_table(runs: list[Run]) -> str:
+    """Per family: best lrs, the default's suggestions (loss), confidence, anchors, seed spread."""
+    rows = []
+    for setup in dict.fromkeys(r.setup for r in runs):
+        sub = [r for r in runs if r.setup == setup]
+        picks = [r.sugg[DEFAULT]["lr"] for r in sub if r.sugg[DEFAULT] is not None]
+        spread = math.log10(max(picks) / min(picks)) if len(picks) > 1 else 0.0
+        rows.append(
+            [
+                setup,
+                ", ".join(f"{r.best['lr']:.2g}" for r in sub),
+                ", ".join(
+                    fmt_sugg(r, DEFAULT) + ("" if r.finder["confident"] else " nc") for r in sub
+                ),
+                f"{spread:.2f}",
+                *[
+                    ", ".join(
+                        (f"{loss(r, rule):+.1f}" if r.sugg[rule] else "none")
+                        + (" nc" if rule == BEFORE and not r.finder["confident_before"] else "")
+                        for r in sub
+                    )
+                    for rule in (BEFORE, "fastai-valley", "torch-lr-finder")
+                ],
+            ]
+        )
+    head = [
+        "family",
+        "best lr per seed",
+        f"{DEFAULT} (val loss; nc = not confident)",
+        "seed spread (dec)",
+        f"{BEFORE} loss (nc = not confident)",
+        "fastai-valley loss",
+        "torch-lr-finder loss",
+    ]
+    return md_table(head, rows)
+
+
+def section(title: str, runs: list[Run]) -> list[str]:
+    if not runs:
+        return []
+    return [
+        f"\n### {title} ({len(runs)} runs)\n",
+        md_table(SUMMARY_HEAD, summary_rows(runs)),
+        "\n" + target(runs)[1],
+    ]
+
+
+def family_report(runs: list[Run], home: list[Run], seconds: float, store: dict) -> str:
+    from lr_families import HELD_OUT, TUNE
+
+    out = [
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), Python "
+        f"{platform.python_version()}, {platform.machine()} ({os.cpu_count()} CPUs); "
+        f"{len(runs)} family runs, {len(home)} home runs; wall {seconds / 60:.1f} min "
+        f"(trainings cached in {CACHE.relative_to(CACHE.parents[2])})"
+    ]
+    tune = [r for r in runs if r.family in TUNE]
+    held = [r for r in runs if r.family in HELD_OUT]
+    out += section("All family runs", runs)
+    out += section("Families the verified rule was designed on", tune)
+    out += section("Held-out families (scored only afterwards)", held)
+    out += section("Home set-ups (the MLPs the minimum/3 rule was chosen on)", home)
+    out.append("\n### Update-ratio peaks (fit's UPDATE_RATIO_HIGH) against the grid\n")
+    out.append(ratio_section(runs, home, store))
+    out.append("\n### Per family\n")
+    out.append(family_table(runs + home))
+    out.append("\n### Per run: suggested lr (val loss in points)\n")
+    head = ["set-up", "seed", "best lr (val)", "near-best lrs", "sweep", *RULES]
+    rows = []
+    for r in runs + home:
+        near = f"{r.near[0]:.2g}" if len(r.near) == 1 else f"{min(r.near):.2g}–{max(r.near):.2g}"
+        sweep = f"{r.finder['stopped']} @{r.finder['steps']}" + (
+            "" if r.finder["confident"] else ", not confident"
+        )
+        rows.append(
+            [
+                r.setup,
+                r.seed,
+                f"{r.best['lr']:.2g} ({r.best['val']:.1f})",
+                near,
+                sweep,
+                *[fmt_sugg(r, rule) for rule in RULES],
+            ]
+        )
+    out.append(md_table(head, rows))
+    return "\n".join(out)
+
+
+RATIO_TS = (0.15, 0.5, 1.0, 3.0)  # 0.15: the former update_ratio_high; 3.0: the new
+
+
+def ratio_section(runs: list[Run], home: list[Run], store: dict) -> str:
+    """Issue 12 item 8: the first-steps update/weight ratio peak (``fit``'s UPDATE_RATIO_HIGH)
+    against the trained grid: at the best lr, the largest at lrs within 2 points of the best
+    (a warning there breaks "healthy means silent"), the smallest at lrs above the best that
+    lose more than 5 points (what the warning should catch)."""
+    from lr_families import early_peak
+
+    rows, healthy, bad = [], [], []
+    for r in runs + home:
+        if r.family:
+            ratio = {g["lr"]: g["ratio"] for g in r.grid}
+        else:
+            data = load_data(r.dataset)
+            ratio = {}
+            for g in r.grid:
+                key = f"ratio|{r.dataset}|{r.optimizer}|{r.seed}|{g['lr']:.6g}"
+                if key not in store:
+                    store[key] = early_peak(
+                        new_model(r.dataset, r.seed), data.x, data.y, r.optimizer, g["lr"],
+                        BATCH, r.seed, torch.nn.CrossEntropyLoss(),
+                    )  # fmt: skip
+                ratio[g["lr"]] = store[key]
+        ok = [ratio[g["lr"]] for g in r.grid if r.best["val"] - g["val"] <= 2]
+        worse = [
+            ratio[g["lr"]]
+            for g in r.grid
+            if r.best["val"] - g["val"] > 5 and g["lr"] > r.best["lr"]
+        ]
+        healthy += ok
+        bad += worse
+        rows.append(
+            [r.setup, r.seed, f"{r.best['lr']:.2g}", f"{ratio[r.best['lr']]:.3f}",
+             f"{max(ok):.3f}", f"{min(worse):.3f}" if worse else "-"]
+        )  # fmt: skip
+    head = ["set-up", "seed", "best lr", "ratio at best", "max ratio, loss <= 2 pts",
+            "min ratio, lr above best losing > 5 pts"]  # fmt: skip
+    lines = [md_table(head, rows), ""]
+    for t in RATIO_TS:
+        lines.append(
+            f"- threshold {t}: warns at {sum(v > t for v in healthy)} of {len(healthy)} grid "
+            f"lrs within 2 points of their best, catches {sum(v > t for v in bad)} of "
+            f"{len(bad)} lrs above the best that lose > 5 points"
+        )
+    return "\n".join(lines)
+
+
+CACHE = Path(__file__).resolve().parent / "results" / "lr_grid.json"
+
+
+def load_store() -> dict:
+    return json.loads(CACHE.read_text()) if CACHE.exists() else {}
+
+
+def save_store(store: dict) -> None:
+    CACHE.parent.mkdir(exist_ok=True)
+    tmp = CACHE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(store, sort_keys=True, indent=0))
+    os.replace(tmp, CACHE)
+
+
 def main() -> None:
+    from lr_families import FAMILIES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the home set-ups")
+    parser.add_argument("--family-seeds", default="0,1", help="seeds of the families")
+    parser.add_argument(
+        "--families", default="all", help="comma-separated names of lr_families, all or none"
+    )
     parser.add_argument("--epochs-mnist1d", type=int, default=20)
     parser.add_argument("--epochs-digits", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="home set-ups ('' none)")
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     parser.add_argument("--json", default=None, help="write every run's numbers there")
     add_write_docs_arg(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    epochs = {"mnist1d": args.epochs_mnist1d, "digits": args.epochs_digits}
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    store = load_store()
     start = time.perf_counter()
+    names = {"all": list(FAMILIES), "none": []}.get(args.families, args.families.split(","))
     runs = []
-    for name in args.datasets.split(","):
-        data = load_data(name)
-        for opt in args.optimizers.split(","):
-            for seed in seeds:
-                runs.append(
-                    run_one(
-                        name,
-                        data,
-                        opt,
-                        seed,
-                        epochs[name],
-                        lambda m: print(m, file=sys.stderr, flush=True),
-                    )
-                )
+    try:
+        for name in names:
+            for seed in [int(s) for s in args.family_seeds.split(",")]:
+                runs.append(run_family(FAMILIES[name], seed, log, store))
+                save_store(store)
+        home = []
+        epochs = {"mnist1d": args.epochs_mnist1d, "digits": args.epochs_digits}
+        for name in filter(None, args.datasets.split(",")):
+            data = load_data(name)
+            for opt in args.optimizers.split(","):
+                for seed in [int(s) for s in args.seeds.split(",")]:
+                    home.append(run_one(name, data, opt, seed, epochs[name], log, store))
+                    save_store(store)
+    finally:
+        save_store(store)
     seconds = time.perf_counter() - start
-    emit(args, __file__, [report(runs, seconds, args)])
+    emit(args, __file__, [family_report(runs, home, seconds, store)])
+    save_store(store)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([r.__dict__ for r in runs], f)
+            json.dump([r.__dict__ for r in runs + home], f)
 
 
 if __name__ == "__main__":

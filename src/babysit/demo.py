@@ -121,7 +121,7 @@ def run_demo(out: Path, *, quick: bool = False, data: str = "mnist1d") -> Path:
 
     found = lr_find(model, data_z, run_dir=run_dir)
     found.plot(run_dir / "lr_find.png")
-    confidence = "confident" if found.confident else "not confident"
+    confidence = "confident" if found.confident else f"not confident: {found.reason}"
     console.print(
         f"   suggested lr ≈ {found.suggestion:.2g} ({confidence}); rules: "
         + ", ".join(f"{k} {v:.2g}" for k, v in found.suggestions.items() if v)

@@ -13,10 +13,16 @@ test stops when the running loss exceeds 4× its best (fastai; :mod:`babysit.div
 the rule) and at the first NaN/Inf.
 
 Several rules read a learning rate off the curve (:data:`RULES`); they disagree on noisy curves,
-so all are returned, with a default and a confidence flag: a flat curve (e.g. an already
-trained model, or a sweep that never reached useful rates), a curve drowned in noise, one
-that diverged at once, or a sweep over fewer than ``MIN_EXAMPLES`` examples (it measures how
-fast the model memorizes them) gives an answer that should not be trusted.
+so all are returned. The default, ``verified``, does not trust the curve alone: the sweep
+measures stability over a few steps at a *growing* lr, and a run at a *constant* lr can break
+down lower (or learn only higher) than the curve says, so short constant-lr probes check the
+curve's pick and step away from it (:func:`_verify`); an unclear curve is swept once more with
+more steps. The confidence flag: a flat curve (e.g. an already trained model, or a sweep that
+never reached useful rates), a curve drowned in noise, one that diverged at once, a sweep over
+fewer than ``MIN_EXAMPLES`` examples (it measures how fast the model memorizes them), or probes
+that disagree with the curve give an answer that should not be trusted, and ``reason`` says
+what to try. How far each rule lands from the best lr of a trained grid, on ten model families
+and the home MLPs: ``benchmarks/lr_find.py`` (tables in ``docs/benchmarks.md``).
 
 >>> import torch
 >>> from torch import nn
@@ -27,11 +33,12 @@ fast the model memorizes them) gives an answer that should not be trusted.
 >>> result = range_test(model, X, y, lambda p, lr: torch.optim.Adam(p, lr),
 ...                     loss_fn=nn.CrossEntropyLoss())
 >>> 1e-7 <= result.suggestion <= 10, sorted(result.suggestions)
-(True, ['combined', 'minimum', 'steepest', 'valley'])
+(True, ['combined', 'minimum', 'steepest', 'valley', 'verified'])
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -44,12 +51,14 @@ from torch import nn
 
 from .divergence import diverged
 from .outputs import Forward, batch_size_of, run_batch, take
+from .thresholds import THRESHOLDS
 
 __all__ = ["LR_FIND_FILE", "RULES", "LRFinderResult", "range_test"]
 
 LR_FIND_FILE = "lr_find.json"
-RULES = ("combined", "steepest", "minimum", "valley")
-DEFAULT_RULE = "minimum"
+RULES = ("verified", "combined", "steepest", "minimum", "valley")
+DEFAULT_RULE = "verified"  # the minimum rule's lr, checked by short constant-lr probes
+CURVE_RULE = "minimum"  # what the probes start from (and the default with verify=False)
 MAX_EXAMPLES = 4096  # examples drawn from the data; batches are sampled from them
 EMA_BETA = 0.98  # running loss for the divergence test (fastai's AvgSmoothLoss)
 DIVERGE_FACTOR = 4.0  # stop when the running loss exceeds 4x its best (fastai, Lightning)
@@ -64,6 +73,15 @@ MIN_POINTS = 10  # points past the burn-in needed to read a curve at all
 # are memorized, not a learning rate for the data set (a 1-example "data set" gave a confident
 # suggestion before this rule). The lecture overfits ~20 examples on purpose; 32 is above that.
 MIN_EXAMPLES = 32
+# The verified suggestion (see _verify): short constant-lr runs from the initial weights.
+PROBE_FRACTION = 0.5  # each probe trains steps * PROBE_FRACTION mini-batches (50 for 100)
+MIN_PROBE_STEPS = 20
+PROBE_STEP = 0.5  # decades between probed lrs
+PROBE_UP, PROBE_DOWN = 2, 3  # at most this many PROBE_STEPs above / below the curve's pick
+PROBE_WINDOW = 1 / 3  # a probe's score: its mean mini-batch loss over its last third
+PROBE_Z = 2.0  # "better" means lower by more than 2 standard errors of the paired difference
+EXTEND = 3  # an unclear first sweep is run again with EXTEND x the steps
+RATIO_STEPS = 10  # the first steps whose update ratio fit's UpdateRatio monitor judges
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -74,10 +92,18 @@ class LRFinderResult:
 
     Attributes:
         suggestion: the default rule's learning rate (``rule``); ``None`` only when not one
-            finite loss was recorded.
+            finite loss was recorded. When not ``confident`` it is the best guess, to be
+            looked at, not trusted.
         suggestions: every rule's learning rate, ``{rule: lr}`` (see :data:`RULES`).
-        confident: ``False`` when the curve is too flat, too noisy or too short to trust;
-            ``reasons`` says why.
+        confident: ``True`` only when the evidence supports the pick: a clear descent on the
+            curve and probes that agree (the pick is stable and beats the lr below it, and the
+            lr above it is not better); otherwise ``False``, and ``reasons`` says why.
+        reason: when not confident, one line: why, and what to try (more steps, a wider
+            range, a smaller or larger batch); ``None`` when confident.
+        probes: the constant-lr probes that verified the suggestion, ``{lr, score, stable,
+            losses}`` each (empty with ``verify=False``).
+        extended: the first sweep was unclear and was run again with more steps (``steps``
+            is then the longer sweep's).
         lrs: the learning rate of each recorded step.
         losses: the smoothed loss at each step (zero-phase Gaussian, the curve the rules read).
         raw_losses: the mini-batch loss at each step.
@@ -100,6 +126,9 @@ class LRFinderResult:
     steps: int = 100
     batch_size: int = 64
     n_examples: int | None = None  # examples the sweep drew its batches from
+    reason: str | None = None
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    extended: bool = False
 
     def __repr__(self) -> str:
         rules = ", ".join(f"{k}={v:.3g}" for k, v in self.suggestions.items())
@@ -135,6 +164,9 @@ class LRFinderResult:
             "steps": self.steps,
             "batch_size": self.batch_size,
             "n_examples": self.n_examples,
+            "reason": self.reason,
+            "probes": [dict(p) for p in self.probes],
+            "extended": self.extended,
             "lrs": list(self.lrs),
             "losses": list(self.losses),
             "raw_losses": list(self.raw_losses),
@@ -199,6 +231,7 @@ def range_test(
     seed: int = 0,
     optimizer: str = "adam",
     forward: Forward | None = None,
+    verify: bool = True,
 ) -> LRFinderResult:
     """The sweep itself, on ``model`` in place (pass a copy) and tensors already on its device.
 
@@ -206,8 +239,54 @@ def range_test(
     checks both call this, after :mod:`babysit.inputs` validated ``x`` and ``y``. With
     ``forward(model, batch) -> (output, target)``, ``x`` is the whole batch (any structure,
     sliced by :func:`babysit.outputs.take`) and ``y`` is unused.
+
+    With ``verify`` (the default) the curve's pick is checked by short constant-lr probes
+    (:func:`_verify`) and a sweep whose curve is unclear is run once more with ``EXTEND`` x the
+    steps; the cost is bounded: at most ``steps * (1 + EXTEND)`` sweep steps and
+    ``PROBE_UP + PROBE_DOWN + 1`` probes of ``steps * PROBE_FRACTION`` steps each (100 + 300
+    + 6 x 50 = 700 mini-batches at worst for the defaults, 250-350 on a clear curve).
     """
     check_args(start_lr, end_lr, steps, batch_size)
+    initial = copy.deepcopy(model) if verify else None
+    result = _read_sweep(
+        model, x, y, make_opt, loss_fn, start_lr, end_lr, steps, batch_size, seed, optimizer,
+        forward,
+    )  # fmt: skip
+    if initial is None:
+        result.rule = CURVE_RULE
+        result.suggestion = result.suggestions.get(CURVE_RULE)
+        _finish(result)
+        return result
+    if _unclear(result):
+        longer = _read_sweep(
+            copy.deepcopy(initial), x, y, make_opt, loss_fn, start_lr, end_lr, steps * EXTEND,
+            batch_size, seed, optimizer, forward,
+        )  # fmt: skip
+        if longer.suggestion is not None and len(longer.reasons) <= len(result.reasons):
+            longer.extended = True
+            result = longer
+    if result.suggestion is not None:
+        probe_steps = max(MIN_PROBE_STEPS, int(steps * PROBE_FRACTION))
+        _verify(result, initial, x, y, make_opt, loss_fn, seed, probe_steps, forward)
+    _finish(result)
+    return result
+
+
+def _read_sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    make_opt: OptimizerFactory,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    start_lr: float,
+    end_lr: float,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    optimizer: str,
+    forward: Forward | None = None,
+) -> LRFinderResult:
+    """One sweep and the rules read off its curve (``suggestion``: the curve's pick)."""
     lrs, raw, stopped = _sweep(
         model, x, y, make_opt, loss_fn, start_lr, end_lr, steps, batch_size, seed, forward
     )
@@ -228,6 +307,223 @@ def range_test(
     )
     _suggest(result)
     return result
+
+
+def _finish(result: LRFinderResult) -> None:
+    result.confident = result.suggestion is not None and not result.reasons
+    result.reason = None if result.confident else "; ".join(result.reasons)
+
+
+def _verify(
+    result: LRFinderResult,
+    initial: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    make_opt: OptimizerFactory,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    seed: int,
+    n: int,
+    forward: Forward | None = None,
+) -> None:
+    """Check the curve's pick with short constant-lr probes; set ``suggestion`` to the result.
+
+    Why: the range test measures stability over a few steps at a *growing* lr, and a run at a
+    *constant* lr can break down lower than the curve's minimum suggests (measured: convnets
+    without normalization at small batches, ``benchmarks/lr_find.py``); and a model that learns
+    only after many steps at a high enough lr is read too low. A probe trains a fresh copy of
+    the initial model for ``n`` mini-batches (``steps * PROBE_FRACTION``) at one constant lr, on the
+    same batches for every probe; its score is the mean mini-batch loss over its last third.
+    Probes sit on a ladder ``c · 10^(PROBE_STEP · j)`` around the curve's pick ``c``:
+
+    - step up while the probe above is stable and *better* (lower by more than ``PROBE_Z``
+      standard errors of the paired, step-by-step difference: the same batches make the
+      comparison paired, which cancels most of the batch-to-batch noise), at most ``PROBE_UP``;
+    - otherwise step down while the probe at the pick is unstable (NaN, a running loss above
+      4x its best, or no fall at all) or not better than the one below, at most ``PROBE_DOWN``.
+
+    Confident only when the pick is stable, beats the probe below it, and the probes did not
+    have to move above the curve's pick (a short probe cannot see a breakdown that a long run
+    meets there); every other outcome says why and what to try.
+    """
+    c = result.suggestion
+    assert c is not None
+    probes: dict[int, dict[str, Any]] = {}
+
+    def at(j: int) -> dict[str, Any]:
+        if j not in probes:
+            lr = c * 10 ** (PROBE_STEP * j)
+            probes[j] = _probe(
+                initial, x, y, make_opt, loss_fn, lr, n, result.batch_size, seed, forward
+            )
+        return probes[j]
+
+    def inside(j: int) -> bool:  # probes stay within the swept range
+        lr = c * 10 ** (PROBE_STEP * j)
+        return result.start_lr * (1 - 1e-9) <= lr <= result.end_lr * (1 + 1e-9)
+
+    j = 0
+    if inside(1) and at(0)["stable"] and at(1)["stable"] and _better(at(1), at(0)):
+        j = 1
+        while j < PROBE_UP and inside(j + 1) and _better(at(j + 1), at(j)):
+            j += 1
+    else:
+        while (
+            j > -PROBE_DOWN
+            and inside(j - 1)
+            and (not at(j)["stable"] or not _better(at(j), at(j - 1)))
+        ):
+            j -= 1
+    pick = at(j)
+    result.suggestion = pick["lr"]
+    result.suggestions = {DEFAULT_RULE: pick["lr"], **result.suggestions}
+    result.probes = [probes[k] for k in sorted(probes)]
+    if not pick["stable"]:
+        result.reasons.append(
+            f"every probe down to lr={pick['lr']:.2g} was unstable ({n} steps at a constant "
+            f"lr; there: {pick['why']}): lower start_lr, fix the model or data first (see "
+            "diagnose), or try a smaller lr by hand"
+        )
+    elif j - 1 in probes and not _better(pick, probes[j - 1]):
+        result.reasons.append(
+            f"the probes at lr={pick['lr']:.2g} and below train about equally well over {n} "
+            f"steps: the curve gives no clear optimum; raise steps (={result.steps}) or "
+            f"batch_size (={result.batch_size}) for a clearer test, or compare lrs near "
+            f"{pick['lr']:.2g} by training"
+        )
+    elif j == -PROBE_DOWN:
+        result.reasons.append(
+            f"the probes stepped down {PROBE_DOWN * PROBE_STEP:g} decades from the curve's "
+            f"pick to lr={pick['lr']:.2g}, which still trains better than nothing but was not "
+            "compared with a lower lr: the curve misleads here; raise steps "
+            f"(={result.steps}) or try lrs below {pick['lr']:.2g} by training"
+        )
+    elif j - 1 not in probes:
+        result.reasons.append(
+            f"the pick lr={pick['lr']:.2g} sits at the bottom of the swept range, with no lower "
+            f"lr to compare it with: lower start_lr (={result.start_lr:g})"
+        )
+    elif j > 0:
+        # Measured (benchmarks/lr_find.py): every probe that moved above the curve's pick
+        # was right on average, but the one large miss was such a move (a GRU whose 50-step
+        # probe at 0.069 trained best, and whose full run there lost 12 points): a short run
+        # at a constant lr does not see the instability a long one meets near the cliff.
+        result.reasons.append(
+            f"the probes trained better above the curve's pick ({c:.2g}), up to "
+            f"lr={pick['lr']:.2g}: short runs cannot rule out that a long one breaks down "
+            f"there; compare {c:.2g} and {pick['lr']:.2g} by training, or raise steps "
+            "for a longer sweep"
+        )
+        if j == PROBE_UP:
+            result.reasons.append(
+                f"the probes kept training better up to lr={pick['lr']:.2g}: the best lr may "
+                f"lie higher; raise steps for a longer sweep, or end_lr (={result.end_lr:g})"
+            )
+
+
+def _probe(
+    initial: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    make_opt: OptimizerFactory,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    lr: float,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    forward: Forward | None = None,
+) -> dict[str, Any]:
+    """``steps`` mini-batches at constant ``lr`` on a fresh copy of ``initial``.
+
+    Every probe draws the same batches and the same dropout masks (its own generator, seeded
+    with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
+    (``"nan"``), a score that has diverged from the best running loss (EMA, β = 0.9) by the
+    factor 4 of the sweep (:func:`babysit.divergence.diverged`, ``"diverged"``; judged at the
+    end, not at the first spike: a regression MLP with plain SGD spikes in its first steps at
+    its best lr and recovers, ``benchmarks/lr_find.py``), a score not below the
+    first loss (``"no fall"``), or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call
+    too large (``"update ratio"``: the peak over the first ``RATIO_STEPS`` steps of the
+    median over weight tensors of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's
+    own measurement), so that ``fit`` never warns at the lr babysit suggested.
+    """
+    model = copy.deepcopy(initial)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_opt(params, lr)
+    weights = [p for p in params if p.dim() >= 2]
+    peak = 0.0
+    batch = (x, y) if forward is None else x
+    n = batch_size_of(batch) or 0
+    batches = _batches(n, batch_size, seed + 1)
+    device = next((p.device for p in params), torch.device("cpu"))
+    devices = [device] if device.type == "cuda" else []
+    losses: list[float] = []
+    stable, beta, avg, best = True, 0.9, 0.0, math.inf
+    why: str | None = None
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(steps):
+            index = next(batches)
+            output, target, _ = run_batch(model, take(batch, index, n), forward)
+            loss = loss_fn(output, target)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                stable, why = False, "nan"
+                break
+            losses.append(value)
+            avg = beta * avg + (1 - beta) * value
+            running = avg / (1 - beta ** (i + 1))
+            best = min(best, running)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if i < RATIO_STEPS and weights:
+                peak = max(peak, _step_ratio(opt, weights))
+            else:
+                opt.step()
+    tail = losses[-max(1, int(len(losses) * PROBE_WINDOW)) :] if losses else []
+    score = float(np.mean(tail)) if stable and tail else math.inf
+    if stable and diverged(score, best, DIVERGE_FACTOR):
+        stable, why, score = False, "diverged", math.inf
+    if stable and not score < losses[0]:
+        stable, why = False, "no fall"
+    if stable and peak > THRESHOLDS["update_ratio_high"][0]:
+        stable, why = False, "update ratio"
+    return {
+        "lr": lr,
+        "score": score,
+        "stable": stable,
+        "why": why,
+        "ratio": peak,
+        "losses": losses,
+    }
+
+
+@torch.no_grad()
+def _weights_before(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [w.detach().clone() for w in weights]
+
+
+def _step_ratio(opt: torch.optim.Optimizer, weights: list[nn.Parameter]) -> float:
+    """``opt.step()``, returning the median over ``weights`` of ``‖ΔW‖ / ‖W‖`` (0/0 skipped)."""
+    before = _weights_before(weights)
+    opt.step()
+    with torch.no_grad():
+        ratios = [float((w - b).norm() / b.norm()) for w, b in zip(weights, before, strict=True)]
+    finite = [r for r in ratios if math.isfinite(r)]
+    return float(np.median(finite)) if finite else 0.0
+
+
+def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Probe ``a`` trained better than ``b``: stable, and its last-third losses lower than
+    ``b``'s by more than ``PROBE_Z`` standard errors of their step-by-step difference (the same
+    batches: paired). An unstable ``b`` loses to any stable ``a``."""
+    if not a["stable"]:
+        return False
+    if not b["stable"]:
+        return True
+    k = max(1, int(min(len(a["losses"]), len(b["losses"])) * PROBE_WINDOW))
+    d = np.asarray(a["losses"][-k:]) - np.asarray(b["losses"][-k:])
+    se = float(np.std(d)) / math.sqrt(len(d))
+    return float(np.mean(d)) < -PROBE_Z * se
 
 
 def check_args(start_lr: float, end_lr: float, steps: int, batch_size: int) -> None:
@@ -346,9 +642,8 @@ def _suggest(result: LRFinderResult) -> None:
         return
     lo = min(_burn_in(result.steps), len(s) - 1)
     result.suggestions = _rules(lrs, s, lo)
-    result.suggestion = result.suggestions[DEFAULT_RULE]
+    result.suggestion = result.suggestions[CURVE_RULE]
     result.reasons += _doubts(result, lo)
-    result.confident = not result.reasons
 
 
 def _rules(lrs: np.ndarray, s: np.ndarray, lo: int) -> dict[str, float]:
@@ -442,6 +737,21 @@ def _doubts(result: LRFinderResult, lo: int) -> list[str]:
     if result.stopped == "end_lr" and i_min >= n - max(2, n // 20):
         reasons.append(f"the loss was still falling at end_lr={result.end_lr:g}: raise end_lr")
     return reasons
+
+
+def _unclear(result: LRFinderResult) -> bool:
+    """The curve says too little to read a pick off it, and a longer sweep may say more: it
+    is flat, its fall is within the noise, or it diverged before ``MIN_POINTS`` points (the
+    model needs more steps per decade to start learning; small batches are noisier)."""
+    s, raw = np.asarray(result.losses), np.asarray(result.raw_losses)
+    lo = min(_burn_in(result.steps), max(len(s) - 1, 0))
+    if len(s) - lo < MIN_POINTS:
+        return result.stopped != "nan" or len(s) > 0
+    i_min = lo + int(np.argmin(s[lo:]))
+    top = float(s[lo : i_min + 1].max())
+    fall = top - float(s[i_min])
+    noise = float(np.std(raw[lo : i_min + 1] - s[lo : i_min + 1]))
+    return fall < FLAT_DROP * abs(top) or fall < NOISE_FACTOR * noise
 
 
 def _at(lrs: list[float], losses: list[float], lr: float) -> float:

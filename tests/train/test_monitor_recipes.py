@@ -24,9 +24,9 @@ def _warnings(history) -> set[str]:
 
 
 def test_a_large_first_step_is_update_ratio_high(mnist1d):
-    history = _run(mnist1d, [100, 100], optimizer="adam", lr=0.03, epochs=1)
+    history = _run(mnist1d, [100, 100], optimizer="adam", lr=1.0, epochs=1)
     high = [f for f in history.findings if f.code == "UPDATE_RATIO_HIGH"]
-    assert high and high[0].evidence["peak_ratio"] > 0.15
+    assert high and high[0].evidence["peak_ratio"] > 3.0
 
 
 def test_momentum_0_5_kills_the_relus(mnist1d):

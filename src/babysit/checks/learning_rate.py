@@ -105,8 +105,10 @@ def _report_range_test(ctx: Context) -> list[Finding]:
             f"the LR range test suggests lr≈{result.suggestion:.2g} for {ctx.optimizer_name} "
             f"({_rules_text(result)})"
         )
+        if result.probes:
+            message += f"; checked by {len(result.probes)} short constant-lr runs"
         if not result.confident:
-            message += "; not confident: " + "; ".join(result.reasons)
+            message += "; not confident: " + (result.reason or "; ".join(result.reasons))
         if ctx.lr is not None:
             message += f"; {_compare(ctx.lr, result.suggestion)}"
     if result.suggestion is None:
@@ -119,7 +121,8 @@ def _report_range_test(ctx: Context) -> list[Finding]:
     else:
         advice = (
             "do not trust this value yet: fix any warnings above, then look at "
-            "babysit.lr_find(model, data).plot() (raise steps or batch_size for a clearer curve)"
+            "babysit.lr_find(model, data).plot() and follow its reason (more steps, a wider "
+            "range or another batch size)"
         )
     return [
         finding(
@@ -132,6 +135,11 @@ def _report_range_test(ctx: Context) -> list[Finding]:
                 "suggestions": result.suggestions,
                 "confident": result.confident,
                 "reasons": result.reasons,
+                "reason": result.reason,
+                "probes": [
+                    {"lr": p["lr"], "score": p["score"], "stable": p["stable"]}
+                    for p in result.probes
+                ],
                 "your_lr": ctx.lr,
                 "decades_from_suggestion": _decades(ctx.lr, result.suggestion),
                 "stopped": result.stopped,

@@ -12,7 +12,7 @@ errors ``fit`` gives) and trains a copy of the model.
 >>> X, y = torch.randn(512, 10), torch.randint(0, 3, (512,))
 >>> result = lr_find(nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3)), (X, y))
 >>> 1e-7 <= result.suggestion <= 10, sorted(result.suggestions)
-(True, ['combined', 'minimum', 'steepest', 'valley'])
+(True, ['combined', 'minimum', 'steepest', 'valley', 'verified'])
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def lr_find(
     device: str | torch.device = "cpu",
     run_dir: str | os.PathLike | None = None,
     forward: Forward | None = None,
+    verify: bool = True,
 ) -> LRFinderResult:
     """Run the LR range test on a copy of ``model`` (the model itself is never changed).
 
@@ -94,6 +95,9 @@ def lr_find(
             ``(x, y)`` (dicts, several inputs, masks), as in ``fit``. Without it a batch of
             three or more items is a ``ValueError``. A tuple, dict or ``ModelOutput`` output is
             read as its ``"logits"``, else its first tensor.
+        verify: check the curve's pick with short constant-lr probes and re-run an unclear
+            sweep longer (the default; ``False``: the curve's ``minimum`` rule alone, 100
+            steps).
 
     Returns:
         An :class:`LRFinderResult`: ``.suggestion``, ``.suggestions``, ``.confident``,
@@ -146,6 +150,7 @@ def lr_find(
             seed=seed,
             optimizer=optimizer_name(optimizer),
             forward=forward or default_forward,
+            verify=verify,
         )
     if run_dir is not None:
         from .. import runs

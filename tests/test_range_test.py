@@ -1,0 +1,174 @@
+"""The verified suggestion of the LR range test (issue 17): probes reject an unstable pick, the
+confidence flag carries a reason, the result round-trips through JSON, runs are deterministic
+and the cost stays bounded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import babysit as bs
+from babysit import range_test as rt
+from babysit.range_test import LRFinderResult, range_test
+
+
+def _regression(n: int = 512, d: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=gen)
+    w = torch.randn(d, 1, generator=gen)
+    return x, x @ w + 0.1 * torch.randn(n, 1, generator=gen)
+
+
+def _sgd(params, lr):
+    return torch.optim.SGD(params, lr=lr)
+
+
+def _linear() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Linear(10, 1)
+
+
+def test_probes_reject_a_pick_at_the_edge_of_divergence(monkeypatch):
+    # Linear least squares with plain SGD: the constant-lr run is stable only below 2 / λ_max of
+    # the batch Hessian (≈ 0.5 here). A curve whose minimum sits where training diverges is
+    # made by forcing the curve's rule to lr = 3: the probes must reject it and step down.
+    real_rules = rt._rules
+
+    def rules_at_divergence(lrs, s, lo):
+        return {**real_rules(lrs, s, lo), "minimum": 3.0}
+
+    monkeypatch.setattr(rt, "_rules", rules_at_divergence)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd")
+    assert result.suggestions["minimum"] == 3.0
+    by_lr = {round(p["lr"], 6): p for p in result.probes}
+    assert not by_lr[3.0]["stable"]  # the curve's pick diverges at a constant lr
+    assert result.suggestion is not None and result.suggestion < 0.5
+    assert by_lr[round(result.suggestion, 6)]["stable"]
+    # Without verification the same curve hands out the diverging lr.
+    unverified = range_test(
+        _linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd", verify=False
+    )
+    assert unverified.suggestion == 3.0 and unverified.rule == "minimum" and not unverified.probes
+
+
+def test_every_probe_unstable_is_not_confident_and_says_what_to_try(monkeypatch):
+    real_rules = rt._rules
+    monkeypatch.setattr(rt, "_rules", lambda *a: {**real_rules(*a), "minimum": 1e3})
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=1e4, optimizer="sgd")
+    assert all(not p["stable"] for p in result.probes)
+    assert not result.confident
+    assert result.suggestion is not None  # the best guess, flagged
+    assert result.reason and "unstable" in result.reason and "lower" in result.reason
+
+
+def test_a_clear_set_up_is_confident_without_a_reason():
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd")
+    assert result.confident and result.reason is None and result.reasons == []
+    assert result.rule == "verified" and result.suggestion == result.suggestions["verified"]
+    assert 3 <= len(result.probes) <= 1 + rt.PROBE_UP + rt.PROBE_DOWN
+    chosen = [p for p in result.probes if p["lr"] == result.suggestion]
+    assert chosen and chosen[0]["stable"]
+
+
+def test_a_flat_sweep_is_extended_and_then_not_confident_with_a_reason():
+    x, y = _regression()
+    result = range_test(
+        _linear(), x, y, _sgd, loss_fn=nn.MSELoss(), start_lr=1e-7, end_lr=1e-6, steps=20
+    )
+    assert result.extended and result.steps == 20 * rt.EXTEND
+    assert not result.confident
+    assert result.reason and "raise end_lr" in result.reason
+    assert 1e-7 <= result.suggestion <= 1e-6  # probes stay inside the swept range
+
+
+def test_too_few_examples_say_so_in_the_reason():
+    x, y = _regression(n=8)
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), batch_size=4)
+    assert not result.confident and "only 8 example(s)" in result.reason
+
+
+def test_to_dict_from_dict_round_trip_keeps_probes_and_reason():
+    x, y = _regression(n=8)
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), batch_size=4)
+    document = json.loads(json.dumps(result.to_dict()))
+    again = LRFinderResult.from_dict({**document, "schema": 1})
+    assert again == result
+    assert again.reason == result.reason and again.probes == result.probes
+
+
+def test_the_same_seed_gives_the_same_probes_and_suggestion():
+    x, y = _regression()
+
+    def run(seed: int) -> LRFinderResult:
+        model = nn.Sequential(nn.Linear(10, 32), nn.Dropout(0.2), nn.ReLU(), nn.Linear(32, 1))
+        torch.manual_seed(0)
+        for p in model.parameters():
+            nn.init.normal_(p, std=0.1)
+        return range_test(model, x, y, _sgd, loss_fn=nn.MSELoss(), seed=seed)
+
+    a, b = run(0), run(0)
+    assert a.suggestion == b.suggestion and a.probes == b.probes and a.raw_losses == b.raw_losses
+
+
+def test_probes_leave_the_global_rng_alone():
+    x, y = _regression()
+    model = nn.Sequential(nn.Linear(10, 16), nn.Dropout(0.5), nn.Linear(16, 1))
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    result = rt.LRFinderResult(None, {}, False, [], [], [], batch_size=64)
+    result.suggestion, result.steps = 0.01, 100
+    rt._verify(result, model, x, y, _sgd, nn.MSELoss(), 0, 50)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_the_cost_is_bounded():
+    # Counts the mini-batches (forward calls) of the worst case: an unclear first sweep
+    # (re-run EXTEND times longer) and a full ladder of probes.
+    x, y = _regression()
+    model = _linear()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    steps = 40
+    range_test(model, x, y, _sgd, loss_fn=nn.MSELoss(), start_lr=1e-7, end_lr=1e-6, steps=steps)
+    probe = max(rt.MIN_PROBE_STEPS, int(steps * rt.PROBE_FRACTION))
+    bound = steps * (1 + rt.EXTEND) + (1 + rt.PROBE_UP + rt.PROBE_DOWN) * probe
+    # The copies the probes train share the hook (deepcopy keeps it): every batch is counted.
+    assert steps * (1 + rt.EXTEND) < len(calls) <= bound
+
+
+@pytest.mark.parametrize("confident", [True, False])
+def test_diagnose_shows_the_reason_when_not_confident(confident):
+    x, y = bs.data.load("mnist1d").train.tensors
+    x = bs.data.Standardize().fit(x).transform(x)
+    n = len(x) if confident else 16
+    torch.manual_seed(0)
+    diagnosis = bs.diagnose(bs.nn.mlp(40, [64], 10), (x[:n], y[:n]), checks=["find_lr"])
+    (found,) = [f for f in diagnosis.findings if f.code == "LR_SUGGESTION"]
+    assert found.evidence["confident"] is confident
+    if confident:
+        assert found.evidence["reason"] is None and found.evidence["probes"]
+    else:
+        assert found.evidence["reason"] and found.evidence["reason"] in found.message
+
+
+def test_fit_does_not_warn_update_ratio_high_at_the_suggested_lr():
+    # Issue 12 item 8: Adam at diagnose's suggestion for a digits MLP (0.022 before the fix)
+    # peaked at an update ratio of 0.17 in fit, above the old update_ratio_high of 0.15, although
+    # the trained grid puts that lr within a point of the best (docs/benchmarks.md, lr_find).
+    x, y = bs.data.load("digits").train.tensors
+    x = bs.data.Standardize().fit(x).transform(x)
+    torch.manual_seed(0)
+    model = bs.nn.mlp(64, [100], 10)
+    diagnosis = bs.diagnose(model, (x, y), checks=["find_lr"])
+    (found,) = [f for f in diagnosis.findings if f.code == "LR_SUGGESTION"]
+    suggested = {found.evidence["suggestion"], bs.lr_find(model, (x, y)).suggestion}
+    for lr in suggested:
+        torch.manual_seed(0)
+        history = bs.fit(bs.nn.mlp(64, [100], 10), (x, y), lr=lr, epochs=1, progress=False)
+        assert "UPDATE_RATIO_HIGH" not in history.codes, lr
