@@ -244,4 +244,5 @@ _COST_IN_PASSES: dict[str, float] = {
     "lr_range_test": 70,
     "learning_rate": 60,
     "gradient_check": 3,
+    "gradient_check_coordinates": 10,
 }

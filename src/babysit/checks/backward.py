@@ -1,12 +1,15 @@
 """Backward checks: does every parameter get a gradient, is it the right one, and does each
 example's output depend on that example alone.
 
-- ``gradient_flow``: one backward of the loss on the probe batch. Parameters that get no gradient
-  (detached, unused, frozen) and the ratio of the first to the last weight layer's gradient
-  norm, the symptom AUTOTRAINER (Zhang et al., ICSE'21) uses for vanishing and exploding
-  gradients.
-- ``gradient_check`` (slow): the analytic gradient against central finite differences in
-  float64, along random directions (CS231n notes, "Gradient checks").
+- ``gradient_flow``: one backward of the loss on the probe batch. Trainable parameters that get
+  no gradient (detached, unused), frozen ones (named, as context), and the ratio of the first
+  to the last weight layer's gradient norm, the symptom AUTOTRAINER (Zhang et al., ICSE'21)
+  uses for vanishing and exploding gradients.
+- ``gradient_check``: the analytic gradient against central finite differences in float64,
+  along a few random directions (CS231n notes, "Gradient checks"; gradcheck's fast mode), in
+  the default set; ``gradient_check_coordinates`` (slow) checks sampled coordinates of every
+  parameter tensor.
+- ``symmetric_init``: units with identical weights *and* identical gradients never separate.
 - ``batch_independence``: the gradient of example i's output with respect to example j's input
   must be zero for j != i (Karpathy, "A Recipe for Training Neural Networks", 2019: "use
   backprop to chart dependencies").
@@ -29,10 +32,17 @@ from torch import nn
 
 from ..findings import Finding
 from ..gradient_flow import vanishing_or_exploding
-from ..nn.activations import WEIGHT_LAYERS
+from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ._base import Context, check, finding
+from .forward import dropout_off
 
-__all__ = ["batch_independence", "gradient_check", "gradient_flow"]
+__all__ = [
+    "batch_independence",
+    "gradient_check",
+    "gradient_check_coordinates",
+    "gradient_flow",
+    "symmetric_init",
+]
 
 # Gradient check (CS231n notes): a few examples keep it cheap; float64 central differences have
 # truncation error O(eps^2) and round-off O(1e-16 |L| / eps), both far below the 1e-4 relative
@@ -41,6 +51,8 @@ __all__ = ["batch_independence", "gradient_check", "gradient_flow"]
 GRADCHECK_EXAMPLES = 4
 GRADCHECK_DIRECTIONS = 3
 GRADCHECK_EPS = 1e-6
+# The per-coordinate check (checks="all") samples this many coordinates of each tensor.
+GRADCHECK_COORDINATES = 8
 # Relative errors are taken against at least this multiple of the round-off in the numeric
 # derivative (machine epsilon times |L| over eps), so a flat loss is not judged on noise.
 _ROUNDOFF_MARGIN = 1e3
@@ -58,7 +70,7 @@ _MAX_NAMED = 8  # names listed in a message; the evidence lists them all
 
 @check(
     "gradient_flow",
-    codes=["PARAMS_WITHOUT_GRAD", "VANISHING_GRADIENTS", "EXPLODING_GRADIENTS"],
+    codes=["PARAMS_WITHOUT_GRAD", "VANISHING_GRADIENTS", "EXPLODING_GRADIENTS", "FROZEN_PARAMS"],
     needs_labels=True,
 )
 def gradient_flow(ctx: Context) -> list[Finding]:
@@ -95,21 +107,30 @@ def gradient_flow(ctx: Context) -> list[Finding]:
 
 
 def _frozen(model: nn.Module) -> list[Finding]:
-    """Parameters with ``requires_grad=False``: the optimizer never moves them."""
+    """Parameters with ``requires_grad=False``: context, not a bug.
+
+    Freezing a pretrained backbone and training a new head is ordinary transfer learning, so
+    frozen parameters are named in an info finding; only a model with nothing left to train is
+    a warning. Trainable parameters that get no gradient are PARAMS_WITHOUT_GRAD.
+    """
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
     if not frozen:
         return []
     layers = _modules_of(frozen)
     numel = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    nothing_trains = numel == total
     return [
         finding(
-            "PARAMS_WITHOUT_GRAD",
-            f"{len(frozen)} parameter tensor(s) ({numel:,} values) are frozen "
-            f"(requires_grad=False) in layer(s) {_names(layers)}: they will never train",
-            "call p.requires_grad_(True) on them; if frozen on purpose (fine-tuning), pass "
-            "ignore=['PARAMS_WITHOUT_GRAD']",
-            {"parameters": frozen, "layers": layers, "numel": numel, "reason": "frozen"},
+            "FROZEN_PARAMS",
+            f"{len(frozen)} parameter tensor(s) ({numel:,} of {total:,} values) are frozen "
+            f"(requires_grad=False) in layer(s) {_names(layers)}: the optimizer will not move "
+            "them" + ("; nothing in the model can train" if nothing_trains else ""),
+            "nothing to do if they are frozen on purpose (fine-tuning a pretrained backbone); "
+            "otherwise call p.requires_grad_(True) on them",
+            {"parameters": frozen, "layers": layers, "numel": numel, "total_numel": total},
             layer=layers[0],
+            severity="warning" if nothing_trains else None,
         )
     ]
 
@@ -198,18 +219,104 @@ def _nonfinite_gradients(
 
 
 # ---------------------------------------------------------------------------------------------
+# symmetric_init
+# ---------------------------------------------------------------------------------------------
+
+# Two units are "identical" when their incoming weights (and biases) agree to this relative
+# precision; their gradients too. Identical units compute bit-identical arithmetic, so only
+# summation-order round-off (float32 ulps, ~1e-7) separates them; distinct units differ at O(1).
+_SAME_UNITS_RTOL = 1e-5
+
+
+@check("symmetric_init", codes=["SYMMETRIC_INIT"], needs_labels=True)
+def symmetric_init(ctx: Context) -> list[Finding]:
+    """Units of a layer that are identical now *and* after a gradient step (lecture: ``W = 0``).
+
+    Units ``j`` and ``k`` stay identical under gradient descent exactly when their incoming
+    weights (and biases) are equal and their gradients are equal: then every update keeps them
+    equal, and symmetry never breaks. Equal weights alone are not enough: a zero-initialised
+    residual branch, a LoRA-style adapter with ``B = 0`` or a zero output layer has all-zero
+    rows, but each row gets a different gradient (``∂L/∂W_k = δ_k hᵀ`` with different ``δ_k``),
+    so the first step separates them; those are healthy and stay silent.
+
+    Only layers whose units already share their weights pay for the one backward of the loss
+    on the probe batch, taken with dropout off (its random masks would separate the units by
+    noise, not by learning) and with the model's buffers and modes restored.
+    """
+    model = ctx.model
+    candidates = [
+        (name, layer)
+        for name, layer in weight_layers(model)
+        if layer.weight.requires_grad and layer.weight.shape[0] >= 2 and _same_units(layer)
+    ]
+    if not candidates:
+        return []
+    params = [p for _, layer in candidates for p in _unit_params(layer)]
+    with _preserved(model), dropout_off(model), torch.enable_grad():
+        loss = _safe_loss(ctx.loss_fn, model, ctx.x, ctx.y)
+        if loss is None:
+            return []
+        grads = dict(zip(map(id, params), _param_grads(loss, params), strict=True))
+    found = []
+    for name, layer in candidates:
+        unit_grads = [grads[id(p)] for p in _unit_params(layer)]
+        if any(g is None for g in unit_grads):
+            continue  # no gradient at all: PARAMS_WITHOUT_GRAD names it
+        if not all(_same_rows(g) for g in unit_grads):
+            continue  # the first step separates the units (zero-init residual, adapter, head)
+        w = layer.weight.detach()
+        value = float(w.reshape(-1)[0])
+        found.append(
+            finding(
+                "SYMMETRIC_INIT",
+                f"all {w.shape[0]} units of layer '{name}' have identical weights "
+                f"({'all zero' if value == 0 else f'constant {value:g}'}) and get identical "
+                "gradients: every step keeps them identical, so symmetry never breaks",
+                "initialize with small random weights: "
+                "babysit.nn.init_model(model, 'he_normal') for ReLU, 'xavier' for tanh",
+                {
+                    "units": int(w.shape[0]),
+                    "value": value,
+                    "grad_spread": max(_row_spread(g) for g in unit_grads),
+                    "grad_max": max(float(g.abs().max()) for g in unit_grads),
+                },
+                layer=name,
+            )
+        )
+    return found
+
+
+def _unit_params(layer: nn.Module) -> list[nn.Parameter]:
+    """The weight and (trainable) bias of a layer: row ``k`` of each belongs to unit ``k``."""
+    bias = getattr(layer, "bias", None)
+    has_bias = isinstance(bias, torch.Tensor) and bias.requires_grad
+    return [layer.weight, bias] if has_bias else [layer.weight]
+
+
+def _same_units(layer: nn.Module) -> bool:
+    return all(_same_rows(p.detach()) for p in _unit_params(layer))
+
+
+def _row_spread(t: torch.Tensor) -> float:
+    rows = t.detach().reshape(t.shape[0], -1)
+    return float((rows - rows[0]).abs().max())
+
+
+def _same_rows(t: torch.Tensor) -> bool:
+    """Whether every row (unit) of ``t`` equals the first, to ``_SAME_UNITS_RTOL``."""
+    return _row_spread(t) <= _SAME_UNITS_RTOL * float(t.detach().abs().max())
+
+
+# ---------------------------------------------------------------------------------------------
 # gradient_check
 # ---------------------------------------------------------------------------------------------
 
 
-@check(
-    "gradient_check",
-    codes=["GRADIENT_CHECK_FAILED", "CHECKS_SKIPPED"],
-    slow=True,
-    needs_labels=True,
-)
+@check("gradient_check", codes=["GRADIENT_CHECK_FAILED", "CHECKS_SKIPPED"], needs_labels=True)
 def gradient_check(ctx: Context) -> list[Finding]:
-    r"""Analytic gradient against central finite differences, in float64 (CS231n notes).
+    r"""Analytic gradient against central finite differences, in float64 (CS231n notes): the
+    fast, directional check of the default set (the idea of ``torch.autograd.gradcheck``'s
+    ``fast_mode``: a few random directional derivatives instead of every coordinate).
 
     On a fresh float64 copy and the first ``GRADCHECK_EXAMPLES`` examples, along
     ``GRADCHECK_DIRECTIONS`` random unit directions :math:`v` over all trainable parameters:
@@ -224,6 +331,10 @@ def gradient_check(ctx: Context) -> list[Finding]:
     norm in train mode is a deterministic function of the batch. On failure each layer is
     checked alone to name where the gradient goes wrong. A model that cannot run in float64
     is skipped with a ``CHECKS_SKIPPED`` info finding.
+
+    Cost: a float64 copy of the model and ``1 + 2 × GRADCHECK_DIRECTIONS`` passes over
+    ``GRADCHECK_EXAMPLES`` examples, a few percent of the default ``diagnose``; the
+    per-coordinate check (:func:`gradient_check_coordinates`) is in ``checks="all"``.
     """
     if ctx.y is None:
         return []
@@ -253,8 +364,98 @@ def gradient_check(ctx: Context) -> list[Finding]:
     failed = [r for r in results if r["rel_error"] > limit]
     if 2 * len(failed) <= len(results):
         return []
+    ctx.cache["gradient_check_failed"] = True
     layers = _layer_checks(model, params, grads, loss_at, generator, floor)
     return [_gradient_check_finding(results, layers, limit, ctx)]
+
+
+@check(
+    "gradient_check_coordinates",
+    codes=["GRADIENT_CHECK_FAILED", "CHECKS_SKIPPED"],
+    slow=True,
+    needs_labels=True,
+)
+def gradient_check_coordinates(ctx: Context) -> list[Finding]:
+    r"""The per-coordinate gradient check (CS231n notes, "gradient check" on sampled
+    coordinates), in float64, for ``checks="all"``.
+
+    For every trainable parameter tensor, ``GRADCHECK_COORDINATES`` coordinates ``i`` drawn at
+    random (all of them for a smaller tensor) are moved by ``±ε`` one at a time, and the central
+    difference is compared with ``∂L/∂θ_i``; a tensor fails when most of its coordinates have
+    a relative error above ``gradient_check_rel_error``. It names the wrong parameter tensors
+    even where a random direction over all parameters dilutes the error of a small one. When
+    the directional check already failed, it adds nothing.
+    """
+    if ctx.y is None or ctx.cache.get("gradient_check_failed"):
+        return []
+    setup = _float64_setup(ctx)
+    if isinstance(setup, str):
+        return [_skipped(setup.replace("gradient_check", "gradient_check_coordinates"))]
+    model, loss_at = setup
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        return []
+    with torch.enable_grad():
+        loss = loss_at()
+    if not _usable_loss(loss):
+        return []
+    grads = _param_grads(loss, [p for _, p in named])
+    floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, float(loss.detach().abs()))
+    floor /= GRADCHECK_EPS
+    generator = torch.Generator().manual_seed(ctx.seed)
+    limit = ctx.thresholds["gradient_check_rel_error"]
+    errors: dict[str, list[float]] = {}
+    for (name, p), g in zip(named, grads, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        count = min(GRADCHECK_COORDINATES, p.numel())
+        picks = torch.randperm(p.numel(), generator=generator)[:count].tolist()
+        errors[name] = [_coordinate_error(p, g, i, loss_at, floor) for i in picks]
+    wrong = [n for n, errs in errors.items() if 2 * sum(e > limit for e in errs) > len(errs)]
+    if not wrong:
+        return []
+    worst = max(max(errors[n]) for n in wrong)
+    layers = _modules_of(wrong)
+    return [
+        finding(
+            "GRADIENT_CHECK_FAILED",
+            f"the analytic gradient disagrees with central finite differences (float64, "
+            f"per coordinate) for parameter(s) {_names(wrong)}: relative error up to "
+            f"{worst:.2g}",
+            "fix the backward() of the custom torch.autograd.Function (or hand-written "
+            "gradient) that these parameters flow through; test it with "
+            "torch.autograd.gradcheck in float64",
+            {
+                "coordinate_rel_errors": errors,
+                "wrong_parameters": wrong,
+                "eps": GRADCHECK_EPS,
+                "threshold": limit,
+            },
+            layer=layers[0],
+        )
+    ]
+
+
+def _coordinate_error(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    i: int,
+    loss_at: Callable[[], torch.Tensor],
+    floor: float,
+) -> float:
+    """Relative error of ``∂L/∂θ_i`` against the central difference along coordinate ``i``."""
+    flat = p.data.view(-1)
+    with torch.no_grad():
+        saved = float(flat[i])
+        flat[i] = saved + GRADCHECK_EPS
+        plus = float(loss_at())
+        flat[i] = saved - GRADCHECK_EPS
+        minus = float(loss_at())
+        flat[i] = saved
+    numeric = (plus - minus) / (2 * GRADCHECK_EPS)
+    analytic = float(g.reshape(-1)[i])
+    if not math.isfinite(numeric):
+        return math.inf
+    return abs(analytic - numeric) / max(abs(analytic), abs(numeric), floor)
 
 
 def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]] | str:
