@@ -286,6 +286,83 @@ def test_gradient_flow_leaves_model_untouched(gaussian):
     assert_untouched(backward.gradient_flow, model, x, y)
 
 
+# -- recurrent layers ---------------------------------------------------------------------------
+
+
+class SequenceClassifier(nn.Module):
+    """Embedding -> RNN/LSTM/GRU -> Linear on the last step."""
+
+    def __init__(self, cell: type[nn.RNNBase] = nn.LSTM, layers: int = 1) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.rnn = cell(16, 32, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(x))
+        return self.head(out[:, -1])
+
+
+@pytest.fixture(scope="module")
+def tokens() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 50, (256, 12), generator=generator)
+    return x, x[:, -1] % 4
+
+
+@pytest.mark.parametrize("cell", [nn.RNN, nn.LSTM, nn.GRU])
+def test_recurrent_classifiers_are_silent(tokens, cell):
+    torch.manual_seed(0)
+    model = SequenceClassifier(cell, layers=2)
+    for check in (backward.gradient_flow, backward.recurrent_saturation, backward.gradient_check):
+        assert run(check, model, *tokens) == [], check.__name__
+
+
+def test_gradient_flow_includes_recurrent_layers(tokens):
+    torch.manual_seed(0)
+    ctx = make_ctx(SequenceClassifier(nn.LSTM), *tokens)
+    backward.gradient_flow(ctx)
+    assert list(ctx.cache["weight_grad_norms"]) == ["rnn", "head"]
+
+
+class RecurrentStack(nn.Module):
+    """Eight tanh RNN layers with N(0, 0.03²) weights: the signal shrinks ~6x per layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 32)
+        self.layers = nn.ModuleList(nn.RNN(32, 32, batch_first=True) for _ in range(8))
+        for p in self.layers.parameters():
+            nn.init.normal_(p, std=0.03)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for layer in self.layers:
+            h, _ = layer(h)
+        return self.head(h[:, -1])
+
+
+def test_vanishing_gradient_across_a_recurrent_stack(tokens):
+    """Before, recurrent layers were invisible to the gradient-flow rule (Linear/Conv only):
+    the only weight layer was the head, and nothing could be compared."""
+    torch.manual_seed(0)
+    found = run(backward.gradient_flow, RecurrentStack(), *tokens)
+    assert codes(found) == ["VANISHING_GRADIENTS"]
+    assert found[0].evidence["first_layer"] == "layers.0"
+    assert found[0].evidence["last_layer"] == "head"
+
+
+def test_saturated_rnn_is_found(tokens):
+    torch.manual_seed(0)
+    model = SequenceClassifier(nn.RNN)
+    for p in model.rnn.parameters():
+        nn.init.normal_(p, std=1.0)
+    found = run(backward.recurrent_saturation, model, *tokens)
+    assert codes(found) == ["SATURATED_ACTIVATIONS"]
+    assert found[0].layer == "rnn" and found[0].evidence["saturated_fraction"] > 0.5
+
+
 # -- gradient_check ----------------------------------------------------------------------------
 
 

@@ -34,13 +34,14 @@ from ..findings import Finding
 from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ._base import Context, check, finding
-from .forward import dropout_off
+from .forward import activation_snapshot, dropout_off
 
 __all__ = [
     "batch_independence",
     "gradient_check",
     "gradient_check_coordinates",
     "gradient_flow",
+    "recurrent_saturation",
     "symmetric_init",
 ]
 
@@ -62,6 +63,10 @@ BATCH_EXAMPLES = 8
 
 _MAX_NAMED = 8  # names listed in a message; the evidence lists them all
 
+# The layers whose weight-gradient norms the gradient-flow rule compares, in forward order:
+# Linear/Conv, and recurrent layers (RNN/LSTM/GRU, their input and recurrent weights together).
+FLOW_LAYERS = (*WEIGHT_LAYERS, nn.RNNBase)
+
 
 # ---------------------------------------------------------------------------------------------
 # gradient_flow
@@ -81,7 +86,13 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     last layer: vanishing when ``‖g_first‖ / ‖g_last‖ < 1e-3`` and ``‖g_first‖ < 1e-4``,
     exploding when ``‖g_first‖ / ‖g_last‖ > 70``; a NaN/Inf gradient from a finite loss is
     exploding too. "First" and "last" are in the order the forward pass runs the Linear/Conv
-    layers.
+    and recurrent layers (``FLOW_LAYERS``): an embedding -> LSTM -> Linear classifier compares
+    the LSTM's weights with the head's, a stack of recurrent layers its first with its last.
+
+    The ratio is across depth, not through time. Through time, the gradient reaching the first
+    step of a sequence is ~1e-8 of the last step's for default-init LSTM, GRU and tanh RNN
+    classifiers on 40-step MNIST-1D sequences alike: at init every recurrent net forgets, and
+    they train anyway, so a rule on it would fire on every healthy recurrent model.
     """
     model = ctx.model
     found = _frozen(model)
@@ -155,7 +166,7 @@ def _no_grad_finding(missing: list[str], model: nn.Module) -> Finding:
 def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], Any]:
     """The loss on the probe batch, and the weight layers in the order forward ran them."""
     order: list[str] = []
-    names = {m: name for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+    names = {m: name for name, m in model.named_modules() if isinstance(m, FLOW_LAYERS)}
 
     def seen(module: nn.Module, _args: Any) -> None:
         if names[module] not in order:
@@ -184,14 +195,25 @@ def _weight_grad_norms(
     """``{layer: ‖∂loss/∂W‖}`` for the Linear/Conv layers that got a weight gradient."""
     grads = {}
     for name in order:
-        weight = getattr(model.get_submodule(name), "weight", None)
-        g = grad_of.get(id(weight)) if isinstance(weight, torch.Tensor) else None
-        if g is not None:
-            grads[name] = torch.linalg.vector_norm(g.detach().double())
+        found = [grad_of.get(id(w)) for w in _layer_weights(model.get_submodule(name))]
+        found = [g for g in found if g is not None]
+        if found:
+            grads[name] = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g.detach().double()) for g in found])
+            )
     if not grads:
         return {}
     values = torch.stack(list(grads.values())).tolist()  # one transfer
     return dict(zip(grads, values, strict=True))
+
+
+def _layer_weights(module: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices of a flow layer: ``weight`` of a Linear/Conv; every
+    ``weight_ih_l*`` / ``weight_hh_l*`` of a recurrent layer (all its directions and layers)."""
+    if isinstance(module, nn.RNNBase):
+        return [p for name, p in module.named_parameters() if name.startswith("weight")]
+    weight = getattr(module, "weight", None)
+    return [weight] if isinstance(weight, torch.Tensor) else []
 
 
 def _nonfinite_gradients(
@@ -216,6 +238,45 @@ def _nonfinite_gradients(
             layer=layers[0],
         )
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# recurrent_saturation
+# ---------------------------------------------------------------------------------------------
+
+
+@check("recurrent_saturation", codes=["SATURATED_ACTIVATIONS"])
+def recurrent_saturation(ctx: Context) -> list[Finding]:
+    """RNN/LSTM/GRU layers whose outputs and hidden states sit at ±1: their tanh passes almost
+    no gradient back through time or to the layers below.
+
+    Measured by the probe on the probe batch (``babysit.probes``: ``|h| > tanh(3.0)`` for the
+    outputs and ``h_n``, ``|c| > 3.0`` for an LSTM's ``c_n``; the pre-activations live inside
+    the fused kernel), judged with ``saturated_fraction`` as for tanh/sigmoid layers.
+    """
+    modules = dict(ctx.model.named_modules())
+    if not any(isinstance(m, nn.RNNBase) for m in modules.values()):
+        return []
+    found = []
+    for name, s in activation_snapshot(ctx).items():
+        if not isinstance(modules.get(name), nn.RNNBase) or s.saturated_fraction is None:
+            continue
+        if s.saturated_fraction > ctx.thresholds["saturated_fraction"]:
+            found.append(
+                finding(
+                    "SATURATED_ACTIVATIONS",
+                    f"{s.saturated_fraction:.0%} of the outputs and hidden states of the "
+                    f"{type(modules[name]).__name__} '{name}' are saturated (within 0.5% of "
+                    "±1): its tanh passes almost no gradient, through time or to the layers "
+                    "below",
+                    "shrink the recurrent layer's init (PyTorch's default U(-1/sqrt(H), "
+                    "1/sqrt(H)), or orthogonal weight_hh), standardize its inputs, or add "
+                    "LayerNorm before it",
+                    {"saturated_fraction": s.saturated_fraction, "std": s.std},
+                    layer=name,
+                )
+            )
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
