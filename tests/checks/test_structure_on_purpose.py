@@ -237,3 +237,30 @@ def test_regularization_leaves_the_model_untouched(gaussian):
     bs.diagnose(model, gaussian, optimizer="adamw", weight_decay=10.0, checks=["regularization"])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_param_groups_without_decay_on_biases_are_honoured(gaussian):
+    """The common recipe: decay on matrices only. The penalty counts only what is decayed."""
+
+    def factory(params):
+        params = list(params)
+        return torch.optim.Adam(
+            [
+                {"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.01},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=1e-3,
+        )
+
+    model = wide_mlp()
+    found = run(loss.regularization, model, gaussian, optimizer=factory)
+    matrices = sum(
+        float(p.detach().double().pow(2).sum()) for p in model.parameters() if p.ndim == 2
+    )
+    assert codes(found) == ["REG_TOO_STRONG"]
+    assert found[0].evidence["reg_term"] == pytest.approx(0.5 * 0.01 * matrices, rel=1e-4)
+
+
+def test_an_optimizer_without_weight_decay_is_not_judged(gaussian):
+    factory = lambda params: torch.optim.LBFGS(params)  # noqa: E731 (no weight_decay at all)
+    assert run(loss.regularization, wide_mlp(), gaussian, optimizer=factory) == []

@@ -112,11 +112,11 @@ def _weight_decay(ctx: Context, params: list[torch.Tensor]) -> _Decay | None:
     one step with its decay and gradient ``g``, against one step with decay 0 and gradient
     ``g + λθ``. Equal steps: the decay is the gradient of ``½λ‖θ‖²`` (in the loss)."""
     generator = torch.Generator().manual_seed(ctx.seed)
-    g = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params]
     try:
         stand_ins, opt = _built(ctx, params)
     except Exception:  # the optimizer itself is checked where training starts
         return None
+    g = [torch.randn(q.shape, generator=generator, dtype=torch.float64) for q in stand_ins]
     group_of = {id(q): group for group in opt.param_groups for q in group["params"]}
     decays = [float(group_of[id(q)].get("weight_decay", 0.0) or 0.0) for q in stand_ins]
     lrs = [float(group_of[id(q)].get("lr", 0.0) or 0.0) for q in stand_ins]
@@ -139,8 +139,14 @@ def _weight_decay(ctx: Context, params: list[torch.Tensor]) -> _Decay | None:
 
 
 def _built(ctx: Context, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
-    """Float64 stand-ins (all ones: the test must not depend on the init) and the optimizer."""
-    stand_ins = [torch.ones(p.shape, dtype=torch.float64, requires_grad=True) for p in params]
+    """Small float64 stand-ins and the optimizer built on them. Each keeps its parameter's
+    number of dimensions (factories often give 1-d biases and norms no decay) but at most 2
+    values along each: the test costs nothing on a large model. All ones: it must not depend
+    on the init (a zero-initialised parameter would hide decoupled decay)."""
+    stand_ins = [
+        torch.ones(tuple(min(d, 2) for d in p.shape), dtype=torch.float64, requires_grad=True)
+        for p in params
+    ]
     return stand_ins, ctx.optimizer(stand_ins, ctx.lr, ctx.weight_decay)
 
 
@@ -198,7 +204,7 @@ def _decoupled(ctx: Context, params: list[torch.Tensor], decay: _Decay) -> list[
         with torch.enable_grad(), dropout_off(model):
             loss = ctx.loss_fn(model(ctx.x), ctx.y)
         grads = torch.autograd.grad(loss, trainable, allow_unused=True)
-        stand_ins = [p.detach().double().clone().requires_grad_(True) for p in trainable]
+        stand_ins = [p.detach().clone().requires_grad_(True) for p in trainable]
         opt = ctx.optimizer(stand_ins, ctx.lr, ctx.weight_decay)
         for group in opt.param_groups:
             group["weight_decay"] = 0.0
@@ -206,7 +212,7 @@ def _decoupled(ctx: Context, params: list[torch.Tensor], decay: _Decay) -> list[
             stand_ins,
             opt,
             [
-                torch.zeros_like(q) if g is None else g.double()
+                torch.zeros_like(q) if g is None else g
                 for q, g in zip(stand_ins, grads, strict=True)
             ],
         )
