@@ -598,3 +598,20 @@ def test_gradient_check_coordinates_leaves_model_untouched(gaussian):
     x, y = gaussian
     model = bs.nn.mlp(40, [100, 100], N_CLASSES, batchnorm=True, dropout=0.2)
     assert_untouched(backward.gradient_check_coordinates, model, x, y)
+
+
+def test_backward_checks_read_a_dict_output_by_its_logits(gaussian):
+    """A model returning {"logits": ...} is checked, not skipped as if it failed in float64."""
+
+    class DictModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(40, 64), Apply(_DoubledReLU))
+            self.head = nn.Linear(64, N_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"features": x, "logits": self.head(self.body(x))}
+
+    torch.manual_seed(0)
+    assert codes(run(backward.gradient_check, DictModel(), *gaussian)) == ["GRADIENT_CHECK_FAILED"]
+    assert run(backward.gradient_flow, DictModel(), *gaussian) == []

@@ -35,6 +35,7 @@ from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ._base import Context, check, finding
 from .forward import activation_snapshot, dropout_off
+from .structure import read_output
 
 __all__ = [
     "batch_independence",
@@ -534,7 +535,7 @@ def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]]
 
     def loss_at() -> torch.Tensor:
         torch.manual_seed(ctx.seed)
-        return loss_fn(model(x), y)
+        return loss_fn(read_output(model(x)), y)
 
     try:
         with torch.no_grad():
@@ -854,7 +855,7 @@ def _safe_loss(
     """``loss_fn(model(x), y)``, or ``None`` when it raises or is not a scalar: the data,
     label and forward checks report those causes."""
     try:
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(read_output(model(x)), y)
     except Exception:  # reported by forward_runs / labels; this check has nothing to add
         return None
     return loss if _usable_loss(loss) else None
@@ -862,10 +863,10 @@ def _safe_loss(
 
 def _safe_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     try:
-        out = model(x)
+        out = read_output(model(x))
     except Exception:  # reported by forward_runs
         return None
-    return out if isinstance(out, torch.Tensor) else None
+    return out
 
 
 def _usable_loss(loss: Any) -> bool:

@@ -14,6 +14,7 @@ from ..findings import Finding
 from ..optim import OPTIMIZERS
 from ._base import Context, check, finding
 from .forward import dropout_off
+from .structure import read_output
 
 
 def initial_loss(ctx: Context) -> float | None:
@@ -202,7 +203,7 @@ def _decoupled(ctx: Context, params: list[torch.Tensor], decay: _Decay) -> list[
     trainable = [p for p in model.parameters() if p.requires_grad]
     try:
         with torch.enable_grad(), dropout_off(model):
-            loss = ctx.loss_fn(model(ctx.x), ctx.y)
+            loss = ctx.loss_fn(read_output(model(ctx.x)), ctx.y)
         grads = torch.autograd.grad(loss, trainable, allow_unused=True)
         stand_ins = [p.detach().clone().requires_grad_(True) for p in trainable]
         opt = ctx.optimizer(stand_ins, ctx.lr, ctx.weight_decay)
