@@ -264,3 +264,49 @@ def test_param_groups_without_decay_on_biases_are_honoured(gaussian):
 def test_an_optimizer_without_weight_decay_is_not_judged(gaussian):
     factory = lambda params: torch.optim.LBFGS(params)  # noqa: E731 (no weight_decay at all)
     assert run(loss.regularization, wide_mlp(), gaussian, optimizer=factory) == []
+
+
+# -- zero-init layers and the gradient rules -----------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [lora_mlp, zero_head], ids=["lora-b-zero", "zero-head"])
+def test_a_zero_layer_blocking_the_gradient_for_one_step_is_not_vanishing(gaussian, build):
+    """Wᵀδ = 0 behind a zero-initialised layer: the old rule read the zero gradient of the
+    layers before it as VANISHING_GRADIENTS."""
+    found = run(backward.gradient_flow, build(), gaussian)
+    assert not {"VANISHING_GRADIENTS", "EXPLODING_GRADIENTS"} & set(codes(found))
+
+
+def test_a_dead_network_still_vanishes(gaussian):
+    """A zero gradient with no zero layer to explain it is still judged."""
+    torch.manual_seed(0)
+    model = bs.nn.mlp(40, [100] * 19, N_CLASSES, activation="sigmoid", init=None)
+    assert "VANISHING_GRADIENTS" in codes(run(backward.gradient_flow, model, gaussian))
+
+
+class ZeroBranchThenReLU(nn.Module):
+    """relu(W2 h) with W2 = 0, b2 = 0: every ReLU sits exactly at its kink at init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(40, 64)
+        self.fc2 = nn.Linear(64, 64)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+        self.head = nn.Linear(64, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        return self.head(h + torch.relu(self.fc2(h)))
+
+
+@pytest.mark.parametrize("check", ["gradient_check", "gradient_check_coordinates"])
+def test_gradient_check_at_a_kink_says_it_cannot_judge(gaussian, check):
+    """Finite differences straddling relu(0) disagree with any gradient: the old check called
+    this correct autograd GRADIENT_CHECK_FAILED (an error). Now: not judged, and said so."""
+    torch.manual_seed(0)
+    found = run(getattr(backward, check), ZeroBranchThenReLU(), gaussian)
+    assert "GRADIENT_CHECK_FAILED" not in codes(found)
+    if check == "gradient_check":
+        assert codes(found) == ["CHECKS_SKIPPED"] and found[0].severity == "info"
+        assert "kink" in found[0].message

@@ -58,6 +58,9 @@ GRADCHECK_COORDINATES = 8
 # Relative errors are taken against at least this multiple of the round-off in the numeric
 # derivative (machine epsilon times |L| over eps), so a flat loss is not judged on noise.
 _ROUNDOFF_MARGIN = 1e3
+# One-sided differences that disagree by more than this (relative) mark a kink within ε; on a
+# smooth loss they differ by ε·L'' (~1e-6 relative at ε = 1e-6, 1e-3 at the most curved).
+_SMOOTH_RTOL = 1e-2
 
 # Batch independence: a handful of examples, one backward per example (Karpathy, 2019).
 BATCH_EXAMPLES = 8
@@ -111,11 +114,29 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     grad_of = {id(p): g for (_, p), g in zip(trainable, grads, strict=True)}
     norms = _weight_grad_norms(model, order, grad_of)
     ctx.cache["weight_grad_norms"] = norms
+    blocked = _behind_zero_layers(model, order, norms)
+    judged = {name: norm for name, norm in norms.items() if name not in blocked}
     if torch.isfinite(loss.detach()).all():
         found += _nonfinite_gradients(trainable, grads) or vanishing_or_exploding(
-            norms, ctx.thresholds
+            judged, ctx.thresholds
         )
     return found
+
+
+def _behind_zero_layers(model: nn.Module, order: list[str], norms: dict[str, float]) -> set[str]:
+    """Layers whose gradient is exactly 0 because a trainable layer after them has all-zero
+    weights (a zero-initialised head, a LoRA ``B = 0``): ``Wᵀδ = 0`` stops the gradient for
+    one step only, after which the zero layer has moved and the gradient flows. That is not
+    the vanishing the rule is about (a product of small factors across depth)."""
+    zero = [
+        i
+        for i, name in enumerate(order)
+        if (weights := _layer_weights(model.get_submodule(name)))
+        and all(w.requires_grad and not w.detach().any() for w in weights)
+    ]
+    if not zero:
+        return set()
+    return {name for i, name in enumerate(order) if norms.get(name) == 0.0 and i < zero[-1]}
 
 
 def _frozen(model: nn.Module) -> list[Finding]:
@@ -418,16 +439,22 @@ def gradient_check(ctx: Context) -> list[Finding]:
     generator = torch.Generator().manual_seed(ctx.seed)
     floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, float(loss.detach().abs()))
     floor /= GRADCHECK_EPS
+    center = float(loss.detach())
     results = [
-        _directional_check(params, grads, loss_at, _random_direction(params, generator), floor)
+        _directional_check(
+            params, grads, loss_at, _random_direction(params, generator), floor, center
+        )
         for _ in range(GRADCHECK_DIRECTIONS)
     ]
+    smooth = [r for r in results if r["smooth"]]
+    if 2 * len(smooth) <= len(results):
+        return [_skipped(_KINKED.format(check="gradient_check", n=len(results) - len(smooth)))]
     limit = ctx.thresholds["gradient_check_rel_error"]
-    failed = [r for r in results if r["rel_error"] > limit]
-    if 2 * len(failed) <= len(results):
+    failed = [r for r in smooth if r["rel_error"] > limit]
+    if 2 * len(failed) <= len(smooth):
         return []
     ctx.cache["gradient_check_failed"] = True
-    layers = _layer_checks(model, params, grads, loss_at, generator, floor)
+    layers = _layer_checks(model, params, grads, loss_at, generator, floor, center)
     return [_gradient_check_finding(results, layers, limit, ctx)]
 
 
@@ -466,14 +493,21 @@ def gradient_check_coordinates(ctx: Context) -> list[Finding]:
     floor /= GRADCHECK_EPS
     generator = torch.Generator().manual_seed(ctx.seed)
     limit = ctx.thresholds["gradient_check_rel_error"]
+    center = float(loss.detach())
     errors: dict[str, list[float]] = {}
     for (name, p), g in zip(named, grads, strict=True):
         g = torch.zeros_like(p) if g is None else g
         count = min(GRADCHECK_COORDINATES, p.numel())
         picks = torch.randperm(p.numel(), generator=generator)[:count].tolist()
-        errors[name] = [_coordinate_error(p, g, i, loss_at, floor) for i in picks]
-    wrong = [n for n, errs in errors.items() if 2 * sum(e > limit for e in errs) > len(errs)]
+        errors[name] = [_coordinate_error(p, g, i, loss_at, floor, center) for i in picks]
+    judged = {n: [e for e in errs if not math.isnan(e)] for n, errs in errors.items()}
+    wrong = [
+        n for n, errs in judged.items() if errs and 2 * sum(e > limit for e in errs) > len(errs)
+    ]
     if not wrong:
+        if not any(judged.values()):
+            kinked = sum(len(errs) for errs in errors.values())
+            return [_skipped(_KINKED.format(check="gradient_check_coordinates", n=kinked))]
         return []
     worst = max(max(errors[n]) for n in wrong)
     layers = _modules_of(wrong)
@@ -487,7 +521,7 @@ def gradient_check_coordinates(ctx: Context) -> list[Finding]:
             "gradient) that these parameters flow through; test it with "
             "torch.autograd.gradcheck in float64",
             {
-                "coordinate_rel_errors": errors,
+                "coordinate_rel_errors": {n: _json_errors(e) for n, e in errors.items()},
                 "wrong_parameters": wrong,
                 "eps": GRADCHECK_EPS,
                 "threshold": limit,
@@ -497,14 +531,21 @@ def gradient_check_coordinates(ctx: Context) -> list[Finding]:
     ]
 
 
+def _json_errors(errors: list[float]) -> list[float | None]:
+    """Relative errors for the evidence: ``None`` where a kink left nothing to judge."""
+    return [None if math.isnan(e) else e for e in errors]
+
+
 def _coordinate_error(
     p: torch.Tensor,
     g: torch.Tensor,
     i: int,
     loss_at: Callable[[], torch.Tensor],
     floor: float,
+    center: float,
 ) -> float:
-    """Relative error of ``∂L/∂θ_i`` against the central difference along coordinate ``i``."""
+    """Relative error of ``∂L/∂θ_i`` against the central difference along coordinate ``i``
+    (NaN where the loss has a kink along it: not judged)."""
     flat = p.data.view(-1)
     with torch.no_grad():
         saved = float(flat[i])
@@ -513,11 +554,15 @@ def _coordinate_error(
         flat[i] = saved - GRADCHECK_EPS
         minus = float(loss_at())
         flat[i] = saved
-    numeric = (plus - minus) / (2 * GRADCHECK_EPS)
-    analytic = float(g.reshape(-1)[i])
-    if not math.isfinite(numeric):
-        return math.inf
-    return abs(analytic - numeric) / max(abs(analytic), abs(numeric), floor)
+    result = _compare(float(g.reshape(-1)[i]), plus, minus, center, floor)
+    return result["rel_error"] if result["smooth"] else math.nan
+
+
+_KINKED = (
+    "{check}: the loss has a kink within ε = 1e-6 of the weights along {n} test direction(s) "
+    "(one-sided differences disagree: ReLUs or max-pools sitting exactly at 0, e.g. after a "
+    "zero-initialised layer), so finite differences cannot judge the gradient here"
+)
 
 
 def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]] | str:
@@ -554,8 +599,10 @@ def _directional_check(
     loss_at: Callable[[], torch.Tensor],
     direction: Sequence[torch.Tensor],
     floor: float,
-) -> dict[str, float]:
-    """Analytic ``∇L·v`` and the central difference along ``v``; their relative error."""
+    center: float,
+) -> dict[str, Any]:
+    """Analytic ``∇L·v`` and the central difference along ``v``; their relative error, and
+    whether the loss is smooth there (:func:`_compare`)."""
     analytic = float(sum(_dot(g, v) for g, v in zip(grads, direction, strict=True)))
     with torch.no_grad():  # θ -> θ + εv -> θ - εv -> θ, in place (a few ulps of drift at most)
         _shift(params, direction, GRADCHECK_EPS)
@@ -563,10 +610,30 @@ def _directional_check(
         _shift(params, direction, -2 * GRADCHECK_EPS)
         minus = float(loss_at())
         _shift(params, direction, GRADCHECK_EPS)
+    return _compare(analytic, plus, minus, center, floor)
+
+
+def _compare(analytic: float, plus: float, minus: float, center: float, floor: float) -> dict:
+    """The central difference ``n = (L₊ − L₋) / 2ε`` against the analytic derivative ``a``:
+    ``rel_error = |a − n| / max(|a|, |n|, floor)``.
+
+    ``smooth`` is False when the one-sided differences ``(L₊ − L₀)/ε`` and ``(L₀ − L₋)/ε``
+    disagree by more than ``_SMOOTH_RTOL``: the loss has a kink within ``ε`` (ReLUs or max-pools
+    sitting exactly at 0, as after a zero-initialised layer), where no finite difference can
+    judge a gradient. On a smooth loss they differ by ``ε·L''``, ~1e-6 of the derivative.
+    """
     numeric = (plus - minus) / (2 * GRADCHECK_EPS)
+    if not math.isfinite(numeric):
+        return {"analytic": analytic, "numeric": numeric, "rel_error": math.inf, "smooth": True}
+    forward, backward = (plus - center) / GRADCHECK_EPS, (center - minus) / GRADCHECK_EPS
     scale = max(abs(analytic), abs(numeric), floor)
-    rel = abs(analytic - numeric) / scale if math.isfinite(numeric) else math.inf
-    return {"analytic": analytic, "numeric": numeric, "rel_error": rel}
+    one_sided = max(abs(forward), abs(backward), floor)
+    return {
+        "analytic": analytic,
+        "numeric": numeric,
+        "rel_error": abs(analytic - numeric) / scale,
+        "smooth": abs(forward - backward) <= _SMOOTH_RTOL * one_sided,
+    }
 
 
 def _shift(params: Sequence[nn.Parameter], direction: Sequence[torch.Tensor], step: float) -> None:
@@ -595,9 +662,11 @@ def _layer_checks(
     loss_at: Callable[[], torch.Tensor],
     generator: torch.Generator,
     floor: float,
+    center: float,
 ) -> dict[str, float]:
     """``{module: relative error}`` along a random direction over that module's own
-    parameters, modules in forward order; only run once the whole-model check failed."""
+    parameters, modules in forward order (NaN where the loss has a kink along it); only run
+    once the whole-model check failed."""
     grad_of = {id(p): g for p, g in zip(params, grads, strict=True)}
     errors = {}
     for name, module in _forward_order(model, loss_at):
@@ -605,9 +674,14 @@ def _layer_checks(
         if not own or not all(id(p) in grad_of for p in own):
             continue
         result = _directional_check(
-            own, [grad_of[id(p)] for p in own], loss_at, _random_direction(own, generator), floor
+            own,
+            [grad_of[id(p)] for p in own],
+            loss_at,
+            _random_direction(own, generator),
+            floor,
+            center,
         )
-        errors[name or type(model).__name__] = result["rel_error"]
+        errors[name or type(model).__name__] = result["rel_error"] if result["smooth"] else math.nan
     return errors
 
 
@@ -634,7 +708,7 @@ def _gradient_check_finding(
         "there; test it with torch.autograd.gradcheck in float64",
         {
             "directions": results,
-            "layer_rel_errors": layers,
+            "layer_rel_errors": dict(zip(layers, _json_errors(list(layers.values())), strict=True)),
             "eps": GRADCHECK_EPS,
             "threshold": limit,
         },
