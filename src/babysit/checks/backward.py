@@ -53,6 +53,9 @@ __all__ = [
 GRADCHECK_EXAMPLES = 4
 GRADCHECK_DIRECTIONS = 3
 GRADCHECK_EPS = 1e-6
+# Where most directions cross a kink (ReLU inputs exactly 0 behind a zero-initialised layer),
+# the check moves to a nearby generic point: weights jittered by this fraction of their scale.
+GRADCHECK_JITTER = 1e-2
 # The per-coordinate check (checks="all") samples this many coordinates of each tensor.
 GRADCHECK_COORDINATES = 8
 # Relative errors are taken against at least this multiple of the round-off in the numeric
@@ -428,26 +431,18 @@ def gradient_check(ctx: Context) -> list[Finding]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return []
-    with torch.enable_grad():
-        loss = loss_at()
-    if not _usable_loss(loss):
-        return []
-    grads = [
-        torch.zeros_like(p) if g is None else g
-        for p, g in zip(params, _param_grads(loss, params), strict=True)
-    ]
     generator = torch.Generator().manual_seed(ctx.seed)
-    floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, float(loss.detach().abs()))
-    floor /= GRADCHECK_EPS
-    center = float(loss.detach())
-    results = [
-        _directional_check(
-            params, grads, loss_at, _random_direction(params, generator), floor, center
-        )
-        for _ in range(GRADCHECK_DIRECTIONS)
-    ]
+    measured = _directions(params, loss_at, generator)
+    if measured is None:
+        return []
+    if _kinked(measured[0]):  # exact zeros at ReLUs, e.g. behind a zero-initialised layer
+        _jitter(params, generator)
+        measured = _directions(params, loss_at, generator)
+        if measured is None:
+            return []
+    results, grads, floor, center = measured
     smooth = [r for r in results if r["smooth"]]
-    if 2 * len(smooth) <= len(results):
+    if _kinked(results):
         return [_skipped(_KINKED.format(check="gradient_check", n=len(results) - len(smooth)))]
     limit = ctx.thresholds["gradient_check_rel_error"]
     failed = [r for r in smooth if r["rel_error"] > limit]
@@ -563,6 +558,51 @@ _KINKED = (
     "(one-sided differences disagree: ReLUs or max-pools sitting exactly at 0, e.g. after a "
     "zero-initialised layer), so finite differences cannot judge the gradient here"
 )
+
+
+def _directions(
+    params: list[nn.Parameter], loss_at: Callable[[], torch.Tensor], generator: torch.Generator
+) -> tuple[list[dict[str, Any]], list[torch.Tensor], float, float] | None:
+    """The directional checks at the current weights: results, gradients, round-off floor and
+    the loss there; ``None`` when the loss is not a usable scalar."""
+    with torch.enable_grad():
+        loss = loss_at()
+    if not _usable_loss(loss):
+        return None
+    grads = [
+        torch.zeros_like(p) if g is None else g
+        for p, g in zip(params, _param_grads(loss, params), strict=True)
+    ]
+    center = float(loss.detach())
+    floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, abs(center))
+    floor /= GRADCHECK_EPS
+    results = [
+        _directional_check(
+            params, grads, loss_at, _random_direction(params, generator), floor, center
+        )
+        for _ in range(GRADCHECK_DIRECTIONS)
+    ]
+    return results, grads, floor, center
+
+
+def _kinked(results: list[dict[str, Any]]) -> bool:
+    """Most directions cross a kink: the finite differences cannot judge the gradient."""
+    return 2 * sum(bool(r["smooth"]) for r in results) <= len(results)
+
+
+def _jitter(params: list[nn.Parameter], generator: torch.Generator) -> None:
+    """Move the (float64 copy's) weights by ``GRADCHECK_JITTER`` of their own scale, so no
+    ReLU input sits exactly at 0 by construction (a zero-init layer, zero-gamma batch norm):
+    a backward is right or wrong at any point, and a generic point has no kink within ε."""
+    scales = [float(p.detach().pow(2).mean().sqrt()) for p in params]
+    largest = max(scales, default=0.0) or 1.0
+    with torch.no_grad():
+        for p, scale in zip(params, scales, strict=True):
+            # a zero tensor (or the round-off the directional shifts left in it) takes the
+            # largest tensor's scale
+            scale = scale if scale > 1e-6 * largest else largest
+            noise = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
+            p.add_(noise, alpha=GRADCHECK_JITTER * scale)
 
 
 def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]] | str:
