@@ -4,7 +4,7 @@
 message per mistake that names the entry point and the fix, before torch fails obscurely
 (``Target 6 is out of bounds``, ``mat1 and mat2 shapes cannot be multiplied``, ``expected
 scalar type Long but found Int``). ``diagnose`` reads its probe batch through the same
-:func:`babysit.batches.probe_batch` and :func:`as_labels`, but reports bad data as findings
+:func:`babysit.batches.probe_examples` and :func:`as_labels`, but reports bad data as findings
 (``DATA_NAN``, ``LABELS_OUT_OF_RANGE``, ``FORWARD_FAILED``): finding such mistakes is its job.
 
 The rules, for cross-entropy style losses (``CrossEntropyLoss``, ``NLLLoss``) on class labels:
@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .outputs import read_output
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
@@ -144,7 +146,7 @@ def check_lr_find_data(
     model.eval()
     try:
         with torch.no_grad():
-            output = first_forward(model, x[:batch_size], entry="lr_find")
+            output = read_output(first_forward(model, x[:batch_size], entry="lr_find"))[0]
             if labels:
                 check_targets(output, y[:batch_size])
             try:

@@ -102,7 +102,7 @@ def labels(ctx: Context) -> list[Finding]:
                 {"dtype": str(y.dtype), "whole_values": whole, "example": y[:5].tolist()},
             )
         ]
-    classes = ctx.num_classes or ctx.cache.get("output_width")
+    classes = ctx.output_width()
     low, high = int(y.min()), int(y.max())
     if low >= 0 and (classes is None or high < classes):
         return []

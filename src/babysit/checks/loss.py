@@ -14,7 +14,6 @@ from ..findings import Finding
 from ..optim import OPTIMIZERS
 from ._base import Context, check, finding
 from .forward import dropout_off
-from .structure import read_output
 
 
 def initial_loss(ctx: Context) -> float | None:
@@ -22,7 +21,7 @@ def initial_loss(ctx: Context) -> float | None:
     if "initial_loss" not in ctx.cache:
         model = ctx.fresh_model()
         with torch.no_grad(), dropout_off(model):
-            loss = float(ctx.loss_fn(model(ctx.x), ctx.y))
+            loss = float(ctx.loss(model))
         ctx.cache["initial_loss"] = loss if math.isfinite(loss) else None
     return ctx.cache["initial_loss"]
 
@@ -30,7 +29,7 @@ def initial_loss(ctx: Context) -> float | None:
 @check("initial_loss", codes=["INIT_LOSS_MISMATCH"], needs_labels=True)
 def initial_loss_check(ctx: Context) -> list[Finding]:
     """With small random weights all C classes are equally likely: loss = -ln(1/C) = ln C."""
-    classes = ctx.num_classes or ctx.cache.get("output_width")
+    classes = ctx.output_width()
     if not ctx.classification or not classes or classes < 2 or ctx.y is None:
         return []
     if ctx.y.is_floating_point() or int(ctx.y.min()) < 0 or int(ctx.y.max()) >= classes:
@@ -203,7 +202,7 @@ def _decoupled(ctx: Context, params: list[torch.Tensor], decay: _Decay) -> list[
     trainable = [p for p in model.parameters() if p.requires_grad]
     try:
         with torch.enable_grad(), dropout_off(model):
-            loss = ctx.loss_fn(read_output(model(ctx.x)), ctx.y)
+            loss = ctx.loss(model)
         grads = torch.autograd.grad(loss, trainable, allow_unused=True)
         stand_ins = [p.detach().clone().requires_grad_(True) for p in trainable]
         opt = ctx.optimizer(stand_ins, ctx.lr, ctx.weight_decay)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,37 +41,27 @@ class _Attempt:
 @check("overfit_small_sample", codes=["CANNOT_OVERFIT"], needs_labels=True)
 def overfit_small_sample(ctx: Context) -> list[Finding]:
     """Train a fresh copy on ~20 examples; warn when it cannot reach 100% (or ~0 loss)."""
-    if ctx.y is None or len(ctx.x) < 2 or not loss_computable(ctx):
+    if ctx.y is None or ctx.n < 2 or not loss_computable(ctx):
         return []
-    x, y = ctx.x[:OVERFIT_EXAMPLES], ctx.y[:OVERFIT_EXAMPLES]
+    batch = ctx.take(OVERFIT_EXAMPLES)
     attempts = []
     for lr in OVERFIT_LRS:
-        attempt = _attempt(ctx, x, y, lr)
+        attempt = _attempt(ctx, batch, lr)
         attempts.append(attempt)
         if attempt.fitted:
             return []
-    return [_cannot_overfit(ctx, attempts, len(x))]
+    return [_cannot_overfit(ctx, attempts, min(ctx.n, OVERFIT_EXAMPLES))]
 
 
 def loss_computable(ctx: Context) -> bool:
-    """Whether ``loss_fn(model(x), y)`` gives a scalar on the probe batch. When it raises
-    (labels out of range, a model that fails), the data and forward checks report the cause
-    and the training checks have nothing to add. Cached in ``ctx.cache``."""
-    if "loss_computable" not in ctx.cache:
-        try:
-            with torch.no_grad():
-                out = ctx.cache.get("output")
-                if out is None:
-                    out = ctx.fresh_model().to(ctx.device)(ctx.x)
-                loss = ctx.loss_fn(out, ctx.y)
-            ok = isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()
-        except Exception:  # reported by forward_runs / labels
-            ok = False
-        ctx.cache["loss_computable"] = ok
-    return ctx.cache["loss_computable"]
+    """Whether ``loss_fn`` gives a scalar on the probe batch's output. When the forward pass
+    or the loss fails (FORWARD_FAILED / LOSS_FAILED report the cause), this raises
+    :class:`~babysit.checks._base.CannotCheck`, so ``diagnose`` lists the check as not run."""
+    ctx.require_loss()
+    return True
 
 
-def _attempt(ctx: Context, x: torch.Tensor, y: torch.Tensor, lr: float) -> _Attempt:
+def _attempt(ctx: Context, batch: Any, lr: float) -> _Attempt:
     """Up to ``OVERFIT_STEPS`` full-batch Adam steps on a fresh copy, stopping once fitted or
     once stalled (the loss fell by < 1% over the last ``STALL_WINDOW`` steps)."""
     torch.manual_seed(ctx.seed)
@@ -81,7 +72,7 @@ def _attempt(ctx: Context, x: torch.Tensor, y: torch.Tensor, lr: float) -> _Atte
         return attempt
     opt = _adam(params, lr)
     for _ in range(OVERFIT_STEPS + 1):
-        out = model(x)
+        out, y = ctx.run(model, batch)
         loss = ctx.loss_fn(out, y)
         value = float(loss.detach())
         attempt.losses.append(value)

@@ -1,4 +1,4 @@
-"""Structure checks: does the model run, and what the order of its modules makes explicit.
+"""Structure checks: what the order of the model's modules makes explicit.
 
 The order is read from the modules that actually ran (forward hooks in call order, see
 :func:`trace_calls`), for any model, not from ``nn.Sequential`` nesting. A layer is judged
@@ -10,7 +10,6 @@ means silent").
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch import nn
 
 from ..findings import Finding
 from ..nn.activations import WEIGHT_LAYERS, Maxout, activation_name
+from ..outputs import read_output
 from ._base import Context, check, finding
 
 # Modules that are affine or pass values through: between two weight layers they leave the
@@ -35,55 +35,6 @@ _AFFINE = (
 _OUTPUT_SQUASHERS = {"relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu", "gelu", "silu"}
 # Modules that pass one tensor on unchanged in meaning (the output producer looks through them).
 _PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd)
-
-
-@check("forward_runs", codes=["FORWARD_FAILED"])
-def forward_runs(ctx: Context) -> list[Finding]:
-    """Run the model once on the probe batch; name the layer that raises."""
-    entered: list[str] = []
-    names = {module: name for name, module in ctx.model.named_modules()}
-    hooks = [
-        module.register_forward_pre_hook(lambda m, _a: entered.append(names[m]))
-        for module in names
-        if not list(module.children())
-    ]
-    try:
-        with torch.no_grad():
-            out = ctx.forward()
-    except Exception as err:  # any error in the user's model becomes the finding
-        ctx.cache["stop"] = "the model failed on the data (FORWARD_FAILED)"
-        layer = entered[-1] if entered else None
-        module = ctx.model.get_submodule(layer) if layer else None
-        where = f" in layer '{layer}' ({module})" if layer else ""
-        return [
-            finding(
-                "FORWARD_FAILED",
-                f"the model raised {type(err).__name__}{where} on a batch of shape "
-                f"{tuple(ctx.x.shape)}: {err}",
-                "make the input shape match the first layer (flatten images for an MLP, "
-                "(N, C, L) for Conv1d), or fix the layer named here",
-                {"error": f"{type(err).__name__}: {err}", "input_shape": list(ctx.x.shape)},
-                layer=layer,
-            )
-        ]
-    finally:
-        for hook in hooks:
-            hook.remove()
-    ctx.cache["output"] = out
-    if out.dim() >= 2:
-        ctx.cache["output_width"] = out.shape[1]
-    _time_one_pass(ctx)
-    return []
-
-
-def _time_one_pass(ctx: Context) -> None:
-    """Seconds of one forward+backward of the probe batch, for ``budget_s`` estimates."""
-    start = time.perf_counter()
-    out = ctx.forward()
-    if out.requires_grad:
-        out.float().pow(2).mean().backward()
-        ctx.model.zero_grad(set_to_none=True)
-    ctx.cache["pass_s"] = time.perf_counter() - start
 
 
 @check("layer_order", codes=["MISSING_NONLINEARITY", "ACTIVATION_ON_OUTPUT", "DROPOUT_TOO_HIGH"])
@@ -204,17 +155,17 @@ def trace_calls(ctx: Context) -> Trace | None:
             return
         call = stack.pop()
         call.end = next(counter)
-        tensor = read_output(output)
+        tensor = _module_output(output)
         kept.append(tensor)
         call.output = None if tensor is None else id(tensor)
 
-    x = ctx.x[:TRACE_EXAMPLES] if isinstance(ctx.x, torch.Tensor) else ctx.x
+    batch = ctx.take(TRACE_EXAMPLES)
     handles = [m.register_forward_pre_hook(pre) for m in names]
     handles += [m.register_forward_hook(post) for m in names]
     try:
         with torch.no_grad(), _buffers_kept(model):
-            out = read_output(ctx.forward(model, x))
-    except Exception:  # forward_runs reports the failure
+            out = ctx.run(model, batch)[0]  # by forward=, read as diagnose reads it
+    except Exception:  # forward_runs / loss_runs report the failure
         out = None
         calls = []
     finally:
@@ -226,20 +177,13 @@ def trace_calls(ctx: Context) -> Trace | None:
     return trace
 
 
-def read_output(output: Any) -> torch.Tensor | None:
-    """The tensor a module or model returned: itself, a ``logits`` key or attribute, else the
-    first tensor of a tuple, list or dict."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
-        return output["logits"]
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    values = list(output.values()) if isinstance(output, dict) else output
-    if isinstance(values, tuple | list):
-        return next((v for v in values if isinstance(v, torch.Tensor)), None)
-    return None
+def _module_output(output: Any) -> torch.Tensor | None:
+    """The tensor a module returned, read as a model's output is (:func:`outputs.read_output`);
+    ``None`` when it returned no tensor."""
+    try:
+        return read_output(output)[0]
+    except TypeError:
+        return None
 
 
 @contextmanager
@@ -401,14 +345,12 @@ def output_kind(ctx: Context) -> list[Finding]:
     loss = ctx.loss_fn
     if not (isinstance(loss, _LOGIT_LOSSES) or ctx.classification):
         return []
-    trace = trace_calls(ctx)
-    if trace is None or trace.output is None:
-        return []
+    out = ctx.output()  # the whole probe batch's output; CannotCheck when the forward failed
     name = type(loss).__name__
-    last = output_module(trace)
+    trace = trace_calls(ctx)
+    last = output_module(trace) if trace is not None else None
     if last is not None and isinstance(last.module, _SOFTMAX):
         return [_double_softmax(name, {"loss": name, "layer_type": "Softmax"}, last.name)]
-    out = trace.output
     if isinstance(loss, nn.BCEWithLogitsLoss) or out.dim() < 2 or out.shape[1] < 2:
         return []
     out = out.detach().double()
@@ -466,6 +408,13 @@ def batch_order(ctx: Context) -> list[Finding]:
     ]
 
 
+def _frozen_on_purpose(module: nn.Module) -> bool:
+    """A batch norm whose parameters are all frozen, kept in eval mode: a fine-tune keeping the
+    pretrained statistics (fit keeps it in eval too), not a forgotten model.train()."""
+    params = list(module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
 @check("model_mode", codes=["MODEL_IN_EVAL_MODE"])
 def model_mode(ctx: Context) -> list[Finding]:
     """Dropout and batch norm behave as at test time when their module is in eval mode."""
@@ -474,6 +423,7 @@ def model_mode(ctx: Context) -> list[Finding]:
         for name, module in ctx.model.named_modules()
         if not module.training
         and isinstance(module, nn.modules.dropout._DropoutNd | nn.modules.batchnorm._BatchNorm)
+        and not _frozen_on_purpose(module)
     ]
     if not stuck:
         return []
