@@ -236,3 +236,56 @@ def test_the_trace_leaves_the_model_untouched(gaussian):
     assert all(torch.equal(before[k], after[k]) for k in before)  # running stats restored
     assert all(p.grad is None for p in ctx.model.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in ctx.model.modules())
+
+
+# -- through forward= (the structure, symmetry and decay checks read the batch as diagnose does)
+
+
+class _DictBatches(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def _by_key(model: nn.Module, batch: dict[str, torch.Tensor]):
+    return model(batch["x"]), batch["y"]
+
+
+def test_structure_is_traced_through_forward(gaussian):
+    data = _DictBatches(*gaussian)
+    bad = nn.Sequential(
+        nn.Linear(40, 64), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, N_CLASSES), nn.Softmax(1)
+    )
+    found = structural(bad, data, forward=_by_key)
+    assert ("MISSING_NONLINEARITY", "1") in found
+    assert ("DOUBLE_SOFTMAX", "4") in found
+    diagnosis = bs.diagnose(
+        Head(nn.Sigmoid()), data, forward=_by_key, lr=1e-3, checks=["layer_order"]
+    )
+    assert [f.layer for f in diagnosis if f.code == "ACTIVATION_ON_OUTPUT"] == ["act"]
+
+
+def test_symmetric_init_and_decoupled_decay_through_forward(gaussian):
+    data = _DictBatches(*gaussian)
+    constant = bs.nn.mlp(40, [32, 32], N_CLASSES, activation="tanh")
+    for module in constant.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.constant_(module.weight, 0.1)
+            nn.init.zeros_(module.bias)
+    diagnosis = bs.diagnose(constant, data, forward=_by_key, lr=1e-3, checks=["symmetric_init"])
+    assert "SYMMETRIC_INIT" in diagnosis.codes
+    strong = bs.diagnose(
+        bs.nn.mlp(40, [64], N_CLASSES),
+        data,
+        forward=_by_key,
+        lr=1e-3,
+        optimizer="adamw",
+        weight_decay=10.0,
+        checks=["regularization"],
+    )
+    assert [f.evidence["decoupled"] for f in strong if f.code == "REG_TOO_STRONG"] == [True]
