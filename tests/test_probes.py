@@ -417,6 +417,63 @@ def test_buffers_stay_bounded_over_2000_steps_and_hold_no_graph():
     json.dumps(probe.history())  # plain numbers and lists only
 
 
+# -- recurrent layers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", [nn.RNN, nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_recurrent_layers_are_measured_examples_first_with_hidden_units(cell, batch_first):
+    """(N, T, H) or (T, N, H): examples are N and units are H either way (before this, a
+    batch_first output counted the T steps as units and had no saturation)."""
+    torch.manual_seed(0)
+    rnn = cell(3, 16, batch_first=batch_first)
+    x = torch.randn(300, 7, 3) if batch_first else torch.randn(7, 300, 3)
+    s = Probe(rnn).snapshot(x)[""]
+    assert s.kind == cell.__name__.lower()
+    assert (s.n_examples, s.n_units) == (300, 16)
+    assert s.saturated_fraction is not None and s.saturated_fraction < 0.05
+
+
+def test_recurrent_saturation_counts_outputs_and_hidden_states():
+    """A tanh RNN with N(0, 3²) weights: |h| > tanh(3.0) exactly where |z| > 3.0."""
+    torch.manual_seed(0)
+    rnn = nn.RNN(3, 16, num_layers=2, batch_first=True)
+    for p in rnn.parameters():
+        nn.init.normal_(p, std=3.0)
+    x = torch.randn(64, 5, 3)
+    out, h_n = rnn(x)
+    bound = math.tanh(TANH_SATURATION)
+    expected = (int((out.abs() > bound).sum()) + int((h_n.abs() > bound).sum())) / (
+        out.numel() + h_n.numel()
+    )
+    s = Probe(rnn).snapshot(x)[""]
+    assert s.saturated_fraction == pytest.approx(expected) and expected > 0.5
+
+
+def test_lstm_cell_state_saturation_is_counted_on_c():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 8, batch_first=True)
+    x = torch.randn(32, 4, 3)
+    out, (h_n, c_n) = lstm(x)
+    bound = math.tanh(TANH_SATURATION)
+    expected = (
+        int((out.abs() > bound).sum())
+        + int((h_n.abs() > bound).sum())
+        + int((c_n.abs() > TANH_SATURATION).sum())
+    ) / (out.numel() + h_n.numel() + c_n.numel())
+    assert Probe(lstm).snapshot(x)[""].saturated_fraction == pytest.approx(expected)
+
+
+def test_packed_sequences_are_measured_per_token():
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 8, batch_first=True)
+    packed = nn.utils.rnn.pack_padded_sequence(
+        torch.randn(10, 6, 3), torch.tensor([6, 6, 5, 5, 4, 4, 3, 3, 2, 1]), batch_first=True
+    )
+    s = Probe(gru).snapshot(packed)[""]
+    assert (s.n_examples, s.n_units) == (39, 8)
+
+
 def test_layer_stats_round_trip_through_json():
     stats = Probe(mlp()).snapshot(torch.randn(8, 4))["1"]
     again = LayerStats.from_dict(json.loads(json.dumps(stats.to_dict())))

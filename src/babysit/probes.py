@@ -101,7 +101,15 @@ _EXTRA_ACTIVATIONS = (  # nonlinearities the babysit registry does not name
 # Leaves that only reshape or add noise: their statistics repeat the layer before them.
 _PASS_THROUGH = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
 # Layers whose units sit on the last dimension; all others are channels-first (dim 1).
-_UNITS_LAST = (nn.Linear, nn.Bilinear, Maxout, nn.Embedding, nn.EmbeddingBag, nn.LayerNorm)
+_UNITS_LAST = (
+    nn.Linear,
+    nn.Bilinear,
+    Maxout,
+    nn.Embedding,
+    nn.EmbeddingBag,
+    nn.LayerNorm,
+    nn.RNNBase,  # hidden units last; a time-first output is put examples-first before
+)
 _LAYER_SETS = ("all", "activations", "weights")
 
 
@@ -161,6 +169,8 @@ class _Layer:
     units_last: bool  # units on the last dim (Linear) rather than dim 1 (conv channels)
     dead: bool  # report dead units (ReLU family)
     saturation: float | None  # threshold on the pre-activation (tanh/sigmoid)
+    recurrent: bool = False  # RNN/LSTM/GRU: output sequence plus hidden states
+    time_first: bool = False  # a recurrent layer without batch_first: (T, N, H) outputs
 
 
 @dataclass
@@ -184,6 +194,7 @@ class _Pending:
     edges: tuple[float, float]  # histogram range
     dead: torch.Tensor | None  # (k,) int64: indices of the dead units (ReLU family)
     grad_norm: torch.Tensor | None = None  # 0-d
+    saturation_numel: int | None = None  # values the saturated count is over, if not numel
     param_grads: dict[str, torch.Tensor] = field(default_factory=dict)  # 0-d norms
 
 
@@ -420,12 +431,17 @@ class Probe:
             return
         self._calls[layer.name] = call + 1
         out = _first_tensor(output)
+        if layer.recurrent:
+            out, states = _recurrent_outputs(output)
         if out is None or out.dim() == 0 or out.numel() == 0 or out.is_complex():
             return
         pre = args[0] if args and isinstance(args[0], torch.Tensor) else None
         name = layer.name if call == 0 else f"{layer.name}#{call}"
         try:
-            rec = self._measure(layer, name, call, out, pre)
+            if layer.recurrent:
+                rec = self._measure_recurrent(layer, name, call, out, states)
+            else:
+                rec = self._measure(layer, name, call, out, pre)
         except Exception as err:  # a probe must never break the training it watches
             if name not in self._warned:
                 self._warned.add(name)
@@ -434,6 +450,33 @@ class Probe:
         self._pending.append(rec)
         if self.backward and out.requires_grad:
             out.register_hook(partial(_store_grad_norm, rec))
+
+    def _measure_recurrent(
+        self, layer: _Layer, name: str, call: int, out: torch.Tensor, states: list[torch.Tensor]
+    ) -> _Pending:
+        """A recurrent layer: the statistics of its output sequence (examples first), and the
+        saturation of its outputs and hidden states together.
+
+        The pre-activations live inside the fused kernel, so saturation is read from the
+        values themselves (docs/architecture.md, "Definitions": the output within 0.5% of its
+        asymptote): ``|h| > tanh(TANH_SATURATION)`` for the outputs and final hidden states
+        ``h_n`` (for a tanh RNN exactly ``|z| > 3.0``; for LSTM and GRU a saturated ``h``
+        implies a saturated cell tanh), and ``|c| > TANH_SATURATION`` for an LSTM's cell state
+        ``c_n``, the pre-activation of its output tanh.
+        """
+        seq = out.transpose(0, 1) if layer.time_first and out.dim() == 3 else out
+        rec = self._measure(layer, name, call, seq, None)
+        bound = math.tanh(TANH_SATURATION)
+        x = _units_view(seq.detach(), True, self.max_examples, self.max_units)
+        saturated = torch.count_nonzero(x.abs() > bound)
+        numel = x.numel()
+        for i, state in enumerate(states):
+            threshold = TANH_SATURATION if i == 1 else bound  # (h_n, c_n)
+            saturated = saturated + torch.count_nonzero(state.detach().abs() > threshold)
+            numel += state.numel()
+        rec.counts.append(saturated)
+        rec.saturation_numel = numel
+        return rec
 
     def _measure(
         self, layer: _Layer, name: str, call: int, out: torch.Tensor, pre: torch.Tensor | None
@@ -595,7 +638,9 @@ def _record(
         nonfinite_fraction=rec.nonfinite / rec.numel,
         dead_fraction=None if dead_units is None else len(dead_units) / rec.n_units,
         dead_units=dead_units,
-        saturated_fraction=None if saturated is None else saturated / rec.numel,
+        saturated_fraction=(
+            None if saturated is None else saturated / (rec.saturation_numel or rec.numel)
+        ),
         hist_counts=hist,
         hist_edges=_edges(*rec.edges, rec.bins),
         grad_norm=grad_norm,
@@ -657,6 +702,19 @@ def _leaf(x: Any) -> Any:
     if isinstance(x, torch.Tensor) and x.is_floating_point():
         return x.detach().requires_grad_(True)
     return x
+
+
+def _recurrent_outputs(output: Any) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """An RNN/LSTM/GRU's ``(output, h_n)`` or ``(output, (h_n, c_n))``: the output sequence
+    (a packed sequence's data: one row per token) and the final states."""
+    if not isinstance(output, tuple) or len(output) != 2:
+        return _first_tensor(output), []
+    seq, hidden = output
+    if isinstance(seq, nn.utils.rnn.PackedSequence):
+        seq = seq.data
+    states = list(hidden) if isinstance(hidden, tuple) else [hidden]
+    tensors = [h for h in states if isinstance(h, torch.Tensor) and h.is_floating_point()]
+    return (seq if isinstance(seq, torch.Tensor) else None), tensors
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
@@ -729,9 +787,18 @@ def _describe(name: str, module: nn.Module) -> _Layer:
         module=module,
         kind=_kind(module),
         units_last=isinstance(module, _UNITS_LAST),
+        recurrent=_bounded_recurrent(module),
+        time_first=isinstance(module, nn.RNNBase) and not module.batch_first,
         dead=isinstance(module, _DEAD_TYPES),
         saturation=_SATURATION_TYPES.get(type(module)),
     )
+
+
+def _bounded_recurrent(module: nn.Module) -> bool:
+    """LSTM, GRU and tanh RNNs, whose outputs are bounded by a tanh (a ReLU RNN is not)."""
+    if isinstance(module, nn.RNN):
+        return module.nonlinearity == "tanh"
+    return isinstance(module, nn.LSTM | nn.GRU)
 
 
 def _kind(module: nn.Module) -> str:

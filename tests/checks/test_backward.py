@@ -228,18 +228,39 @@ def test_gradient_flow_chaotic_tanh_explodes(gaussian):
     assert found[0].evidence["ratio"] > 70
 
 
-def test_gradient_flow_frozen_layer(gaussian):
+def test_gradient_flow_frozen_layer_is_info_not_an_error(gaussian):
+    """Frozen on purpose (transfer learning) is context: FROZEN_PARAMS, named, at info."""
     x, y = gaussian
     model = bs.nn.mlp(40, [100, 100], N_CLASSES)
     for p in model[0].parameters():
         p.requires_grad_(False)
     found = run(backward.gradient_flow, model, x, y)
-    assert codes(found) == ["PARAMS_WITHOUT_GRAD"]
+    assert codes(found) == ["FROZEN_PARAMS"]
     f = found[0]
-    assert f.severity == "error" and f.layer == "0"
+    assert f.severity == "info" and f.layer == "0"
     assert f.evidence["parameters"] == ["0.weight", "0.bias"]
-    assert f.evidence["reason"] == "frozen"
-    assert "ignore=['PARAMS_WITHOUT_GRAD']" in f.advice
+    assert f.evidence["numel"] == 40 * 100 + 100
+    assert "on purpose" in f.advice
+
+
+def test_gradient_flow_all_frozen_is_a_warning(gaussian):
+    x, y = gaussian
+    model = bs.nn.mlp(40, [100], N_CLASSES).requires_grad_(False)
+    found = run(backward.gradient_flow, model, x, y)
+    assert codes(found) == ["FROZEN_PARAMS"]
+    assert found[0].severity == "warning" and "nothing" in found[0].message
+
+
+def test_gradient_flow_frozen_and_detached_are_told_apart(gaussian):
+    """A frozen backbone is info; a trainable layer cut off by .detach() is still an error."""
+    x, y = gaussian
+    model = nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 64), DetachedHead(64))
+    model[2].requires_grad_(False)
+    found = {f.code: f for f in run(backward.gradient_flow, model, x, y)}
+    assert set(found) == {"FROZEN_PARAMS", "PARAMS_WITHOUT_GRAD"}
+    assert found["FROZEN_PARAMS"].evidence["parameters"] == ["2.weight", "2.bias"]
+    assert found["PARAMS_WITHOUT_GRAD"].evidence["parameters"] == ["0.weight", "0.bias"]
+    assert found["PARAMS_WITHOUT_GRAD"].severity == "error"
 
 
 def test_gradient_flow_detached_branch(gaussian):
@@ -263,6 +284,83 @@ def test_gradient_flow_leaves_model_untouched(gaussian):
     x, y = gaussian
     model = bs.nn.mlp(40, [100, 100], N_CLASSES, batchnorm=True, dropout=0.2)
     assert_untouched(backward.gradient_flow, model, x, y)
+
+
+# -- recurrent layers ---------------------------------------------------------------------------
+
+
+class SequenceClassifier(nn.Module):
+    """Embedding -> RNN/LSTM/GRU -> Linear on the last step."""
+
+    def __init__(self, cell: type[nn.RNNBase] = nn.LSTM, layers: int = 1) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.rnn = cell(16, 32, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(x))
+        return self.head(out[:, -1])
+
+
+@pytest.fixture(scope="module")
+def tokens() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 50, (256, 12), generator=generator)
+    return x, x[:, -1] % 4
+
+
+@pytest.mark.parametrize("cell", [nn.RNN, nn.LSTM, nn.GRU])
+def test_recurrent_classifiers_are_silent(tokens, cell):
+    torch.manual_seed(0)
+    model = SequenceClassifier(cell, layers=2)
+    for check in (backward.gradient_flow, backward.recurrent_saturation, backward.gradient_check):
+        assert run(check, model, *tokens) == [], check.__name__
+
+
+def test_gradient_flow_includes_recurrent_layers(tokens):
+    torch.manual_seed(0)
+    ctx = make_ctx(SequenceClassifier(nn.LSTM), *tokens)
+    backward.gradient_flow(ctx)
+    assert list(ctx.cache["weight_grad_norms"]) == ["rnn", "head"]
+
+
+class RecurrentStack(nn.Module):
+    """Eight tanh RNN layers with N(0, 0.03²) weights: the signal shrinks ~6x per layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 32)
+        self.layers = nn.ModuleList(nn.RNN(32, 32, batch_first=True) for _ in range(8))
+        for p in self.layers.parameters():
+            nn.init.normal_(p, std=0.03)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for layer in self.layers:
+            h, _ = layer(h)
+        return self.head(h[:, -1])
+
+
+def test_vanishing_gradient_across_a_recurrent_stack(tokens):
+    """Before, recurrent layers were invisible to the gradient-flow rule (Linear/Conv only):
+    the only weight layer was the head, and nothing could be compared."""
+    torch.manual_seed(0)
+    found = run(backward.gradient_flow, RecurrentStack(), *tokens)
+    assert codes(found) == ["VANISHING_GRADIENTS"]
+    assert found[0].evidence["first_layer"] == "layers.0"
+    assert found[0].evidence["last_layer"] == "head"
+
+
+def test_saturated_rnn_is_found(tokens):
+    torch.manual_seed(0)
+    model = SequenceClassifier(nn.RNN)
+    for p in model.rnn.parameters():
+        nn.init.normal_(p, std=1.0)
+    found = run(backward.recurrent_saturation, model, *tokens)
+    assert codes(found) == ["SATURATED_ACTIVATIONS"]
+    assert found[0].layer == "rnn" and found[0].evidence["saturated_fraction"] > 0.5
 
 
 # -- gradient_check ----------------------------------------------------------------------------
@@ -411,13 +509,109 @@ def test_batch_independence_skips_integer_inputs():
 def test_registration():
     from babysit.checks._base import REGISTRY
 
-    flow, grad_check, batch = (
-        REGISTRY[name] for name in ("gradient_flow", "gradient_check", "batch_independence")
+    flow, grad_check, coords, batch, sym = (
+        REGISTRY[name]
+        for name in (
+            "gradient_flow",
+            "gradient_check",
+            "gradient_check_coordinates",
+            "batch_independence",
+            "symmetric_init",
+        )
     )
-    assert flow.codes == ("PARAMS_WITHOUT_GRAD", "VANISHING_GRADIENTS", "EXPLODING_GRADIENTS")
+    assert flow.codes == (
+        "PARAMS_WITHOUT_GRAD",
+        "VANISHING_GRADIENTS",
+        "EXPLODING_GRADIENTS",
+        "FROZEN_PARAMS",
+    )
     assert flow.needs_labels and not flow.slow
     assert "GRADIENT_CHECK_FAILED" in grad_check.codes
-    assert grad_check.slow and grad_check.needs_labels
+    assert not grad_check.slow and grad_check.needs_labels  # the fast check is a default one
+    assert coords.slow and "GRADIENT_CHECK_FAILED" in coords.codes
     assert batch.codes == ("BATCH_DEPENDENCE",)
     assert not batch.slow and not batch.needs_labels
-    assert {spec.family for spec in (flow, grad_check, batch)} == {"backward"}
+    assert sym.codes == ("SYMMETRIC_INIT",) and not sym.slow
+    assert {spec.family for spec in (flow, grad_check, coords, batch, sym)} == {"backward"}
+
+
+def test_default_diagnose_catches_a_wrong_custom_backward(gaussian):
+    """Item 7: a wrong autograd.Function is found by checks="default", not only "all"."""
+    x, y = gaussian
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 64), Apply(_DoubledReLU), nn.Linear(64, N_CLASSES))
+    diagnosis = bs.diagnose(model, (x, y), lr=1e-3, checks="default")
+    assert "GRADIENT_CHECK_FAILED" in diagnosis.codes and not diagnosis.ok
+
+
+# -- gradient_check_coordinates ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "build", "conv"), healthy_cases()[:4] + healthy_cases()[-1:])
+def test_gradient_check_coordinates_silent_on_healthy_models(mnist1d, name, build, conv):
+    x, y = mnist1d
+    torch.manual_seed(1)
+    found = run(
+        backward.gradient_check_coordinates,
+        build(),
+        x.unsqueeze(1) if conv else x,
+        y,
+        loss_fn=loss_for(name),
+    )
+    assert found == [], found
+
+
+class _ScaledBias(torch.autograd.Function):
+    """x + b whose backward gives b three times its gradient: wrong only for a tiny tensor."""
+
+    @staticmethod
+    def forward(ctx, x, b):
+        return x + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, 3 * grad.sum(0)
+
+
+class BiasWithWrongGrad(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ScaledBias.apply(x, self.shift)
+
+
+def test_gradient_check_coordinates_names_the_wrong_tensor(gaussian):
+    x, y = gaussian
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, N_CLASSES), BiasWithWrongGrad(N_CLASSES)
+    )
+    found = run(backward.gradient_check_coordinates, model, x, y)
+    assert codes(found) == ["GRADIENT_CHECK_FAILED"]
+    assert found[0].evidence["wrong_parameters"] == ["3.shift"]
+    assert found[0].layer == "3"
+
+
+def test_gradient_check_coordinates_leaves_model_untouched(gaussian):
+    x, y = gaussian
+    model = bs.nn.mlp(40, [100, 100], N_CLASSES, batchnorm=True, dropout=0.2)
+    assert_untouched(backward.gradient_check_coordinates, model, x, y)
+
+
+def test_backward_checks_read_a_dict_output_by_its_logits(gaussian):
+    """A model returning {"logits": ...} is checked, not skipped as if it failed in float64."""
+
+    class DictModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(40, 64), Apply(_DoubledReLU))
+            self.head = nn.Linear(64, N_CLASSES)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"features": x, "logits": self.head(self.body(x))}
+
+    torch.manual_seed(0)
+    assert codes(run(backward.gradient_check, DictModel(), *gaussian)) == ["GRADIENT_CHECK_FAILED"]
+    assert run(backward.gradient_flow, DictModel(), *gaussian) == []

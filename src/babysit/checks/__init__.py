@@ -64,6 +64,7 @@ HIDDEN_BY_FORWARD = {
     "data_scale": _INPUTS_HIDDEN,
     "batch_independence": _INPUTS_HIDDEN,
     "gradient_check": _INPUTS_HIDDEN,
+    "gradient_check_coordinates": _INPUTS_HIDDEN,
     "batch_order": "it reads the labels of the loader's batches, which forward= hides",
 }
 
@@ -343,4 +344,5 @@ _COST_IN_PASSES: dict[str, float] = {
     "lr_range_test": 70,
     "learning_rate": 60,
     "gradient_check": 3,
+    "gradient_check_coordinates": 10,
 }

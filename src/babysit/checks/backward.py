@@ -1,12 +1,15 @@
 """Backward checks: does every parameter get a gradient, is it the right one, and does each
 example's output depend on that example alone.
 
-- ``gradient_flow``: one backward of the loss on the probe batch. Parameters that get no gradient
-  (detached, unused, frozen) and the ratio of the first to the last weight layer's gradient
-  norm, the symptom AUTOTRAINER (Zhang et al., ICSE'21) uses for vanishing and exploding
-  gradients.
-- ``gradient_check`` (slow): the analytic gradient against central finite differences in
-  float64, along random directions (CS231n notes, "Gradient checks").
+- ``gradient_flow``: one backward of the loss on the probe batch. Trainable parameters that get
+  no gradient (detached, unused), frozen ones (named, as context), and the ratio of the first
+  to the last weight layer's gradient norm, the symptom AUTOTRAINER (Zhang et al., ICSE'21)
+  uses for vanishing and exploding gradients.
+- ``gradient_check``: the analytic gradient against central finite differences in float64,
+  along a few random directions (CS231n notes, "Gradient checks"; gradcheck's fast mode), in
+  the default set; ``gradient_check_coordinates`` (slow) checks sampled coordinates of every
+  parameter tensor.
+- ``symmetric_init``: units with identical weights *and* identical gradients never separate.
 - ``batch_independence``: the gradient of example i's output with respect to example j's input
   must be zero for j != i (Karpathy, "A Recipe for Training Neural Networks", 2019: "use
   backprop to chart dependencies").
@@ -29,11 +32,19 @@ from torch import nn
 
 from ..findings import Finding
 from ..gradient_flow import vanishing_or_exploding
-from ..nn.activations import WEIGHT_LAYERS
+from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ..outputs import read_output
 from ._base import Context, check, finding
+from .forward import activation_snapshot, dropout_off
 
-__all__ = ["batch_independence", "gradient_check", "gradient_flow"]
+__all__ = [
+    "batch_independence",
+    "gradient_check",
+    "gradient_check_coordinates",
+    "gradient_flow",
+    "recurrent_saturation",
+    "symmetric_init",
+]
 
 # Gradient check (CS231n notes): a few examples keep it cheap; float64 central differences have
 # truncation error O(eps^2) and round-off O(1e-16 |L| / eps), both far below the 1e-4 relative
@@ -42,14 +53,26 @@ __all__ = ["batch_independence", "gradient_check", "gradient_flow"]
 GRADCHECK_EXAMPLES = 4
 GRADCHECK_DIRECTIONS = 3
 GRADCHECK_EPS = 1e-6
+# Where most directions cross a kink (ReLU inputs exactly 0 behind a zero-initialised layer),
+# the check moves to a nearby generic point: weights jittered by this fraction of their scale.
+GRADCHECK_JITTER = 1e-2
+# The per-coordinate check (checks="all") samples this many coordinates of each tensor.
+GRADCHECK_COORDINATES = 8
 # Relative errors are taken against at least this multiple of the round-off in the numeric
 # derivative (machine epsilon times |L| over eps), so a flat loss is not judged on noise.
 _ROUNDOFF_MARGIN = 1e3
+# One-sided differences that disagree by more than this (relative) mark a kink within ε; on a
+# smooth loss they differ by ε·L'' (~1e-6 relative at ε = 1e-6, 1e-3 at the most curved).
+_SMOOTH_RTOL = 1e-2
 
 # Batch independence: a handful of examples, one backward per example (Karpathy, 2019).
 BATCH_EXAMPLES = 8
 
 _MAX_NAMED = 8  # names listed in a message; the evidence lists them all
+
+# The layers whose weight-gradient norms the gradient-flow rule compares, in forward order:
+# Linear/Conv, and recurrent layers (RNN/LSTM/GRU, their input and recurrent weights together).
+FLOW_LAYERS = (*WEIGHT_LAYERS, nn.RNNBase)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +82,7 @@ _MAX_NAMED = 8  # names listed in a message; the evidence lists them all
 
 @check(
     "gradient_flow",
-    codes=["PARAMS_WITHOUT_GRAD", "VANISHING_GRADIENTS", "EXPLODING_GRADIENTS"],
+    codes=["PARAMS_WITHOUT_GRAD", "VANISHING_GRADIENTS", "EXPLODING_GRADIENTS", "FROZEN_PARAMS"],
     needs_labels=True,
 )
 def gradient_flow(ctx: Context) -> list[Finding]:
@@ -70,7 +93,13 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     last layer: vanishing when ``‖g_first‖ / ‖g_last‖ < 1e-3`` and ``‖g_first‖ < 1e-4``,
     exploding when ``‖g_first‖ / ‖g_last‖ > 70``; a NaN/Inf gradient from a finite loss is
     exploding too. "First" and "last" are in the order the forward pass runs the Linear/Conv
-    layers.
+    and recurrent layers (``FLOW_LAYERS``): an embedding -> LSTM -> Linear classifier compares
+    the LSTM's weights with the head's, a stack of recurrent layers its first with its last.
+
+    The ratio is across depth, not through time. Through time, the gradient reaching the first
+    step of a sequence is ~1e-8 of the last step's for default-init LSTM, GRU and tanh RNN
+    classifiers on 40-step MNIST-1D sequences alike: at init every recurrent net forgets, and
+    they train anyway, so a rule on it would fire on every healthy recurrent model.
     """
     model = ctx.model
     found = _frozen(model)
@@ -88,29 +117,56 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     grad_of = {id(p): g for (_, p), g in zip(trainable, grads, strict=True)}
     norms = _weight_grad_norms(model, order, grad_of)
     ctx.cache["weight_grad_norms"] = norms
+    blocked = _behind_zero_layers(model, order, norms)
+    judged = {name: norm for name, norm in norms.items() if name not in blocked}
     if torch.isfinite(loss.detach()).all():
         found += _nonfinite_gradients(trainable, grads) or vanishing_or_exploding(
-            norms, ctx.thresholds
+            judged, ctx.thresholds
         )
     return found
 
 
+def _behind_zero_layers(model: nn.Module, order: list[str], norms: dict[str, float]) -> set[str]:
+    """Layers whose gradient is exactly 0 because a trainable layer after them has all-zero
+    weights (a zero-initialised head, a LoRA ``B = 0``): ``Wᵀδ = 0`` stops the gradient for
+    one step only, after which the zero layer has moved and the gradient flows. That is not
+    the vanishing the rule is about (a product of small factors across depth)."""
+    zero = [
+        i
+        for i, name in enumerate(order)
+        if (weights := _layer_weights(model.get_submodule(name)))
+        and all(w.requires_grad and not w.detach().any() for w in weights)
+    ]
+    if not zero:
+        return set()
+    return {name for i, name in enumerate(order) if norms.get(name) == 0.0 and i < zero[-1]}
+
+
 def _frozen(model: nn.Module) -> list[Finding]:
-    """Parameters with ``requires_grad=False``: the optimizer never moves them."""
+    """Parameters with ``requires_grad=False``: context, not a bug.
+
+    Freezing a pretrained backbone and training a new head is ordinary transfer learning, so
+    frozen parameters are named in an info finding; only a model with nothing left to train is
+    a warning. Trainable parameters that get no gradient are PARAMS_WITHOUT_GRAD.
+    """
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
     if not frozen:
         return []
     layers = _modules_of(frozen)
     numel = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    nothing_trains = numel == total
     return [
         finding(
-            "PARAMS_WITHOUT_GRAD",
-            f"{len(frozen)} parameter tensor(s) ({numel:,} values) are frozen "
-            f"(requires_grad=False) in layer(s) {_names(layers)}: they will never train",
-            "call p.requires_grad_(True) on them; if frozen on purpose (fine-tuning), pass "
-            "ignore=['PARAMS_WITHOUT_GRAD']",
-            {"parameters": frozen, "layers": layers, "numel": numel, "reason": "frozen"},
+            "FROZEN_PARAMS",
+            f"{len(frozen)} parameter tensor(s) ({numel:,} of {total:,} values) are frozen "
+            f"(requires_grad=False) in layer(s) {_names(layers)}: the optimizer will not move "
+            "them" + ("; nothing in the model can train" if nothing_trains else ""),
+            "nothing to do if they are frozen on purpose (fine-tuning a pretrained backbone); "
+            "otherwise call p.requires_grad_(True) on them",
+            {"parameters": frozen, "layers": layers, "numel": numel, "total_numel": total},
             layer=layers[0],
+            severity="warning" if nothing_trains else None,
         )
     ]
 
@@ -135,7 +191,7 @@ def _no_grad_finding(missing: list[str], model: nn.Module) -> Finding:
 def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], Any]:
     """The loss on the probe batch, and the weight layers in the order forward ran them."""
     order: list[str] = []
-    names = {m: name for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+    names = {m: name for name, m in model.named_modules() if isinstance(m, FLOW_LAYERS)}
 
     def seen(module: nn.Module, _args: Any) -> None:
         if names[module] not in order:
@@ -164,14 +220,25 @@ def _weight_grad_norms(
     """``{layer: ‖∂loss/∂W‖}`` for the Linear/Conv layers that got a weight gradient."""
     grads = {}
     for name in order:
-        weight = getattr(model.get_submodule(name), "weight", None)
-        g = grad_of.get(id(weight)) if isinstance(weight, torch.Tensor) else None
-        if g is not None:
-            grads[name] = torch.linalg.vector_norm(g.detach().double())
+        found = [grad_of.get(id(w)) for w in _layer_weights(model.get_submodule(name))]
+        found = [g for g in found if g is not None]
+        if found:
+            grads[name] = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g.detach().double()) for g in found])
+            )
     if not grads:
         return {}
     values = torch.stack(list(grads.values())).tolist()  # one transfer
     return dict(zip(grads, values, strict=True))
+
+
+def _layer_weights(module: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices of a flow layer: ``weight`` of a Linear/Conv; every
+    ``weight_ih_l*`` / ``weight_hh_l*`` of a recurrent layer (all its directions and layers)."""
+    if isinstance(module, nn.RNNBase):
+        return [p for name, p in module.named_parameters() if name.startswith("weight")]
+    weight = getattr(module, "weight", None)
+    return [weight] if isinstance(weight, torch.Tensor) else []
 
 
 def _nonfinite_gradients(
@@ -199,18 +266,143 @@ def _nonfinite_gradients(
 
 
 # ---------------------------------------------------------------------------------------------
+# recurrent_saturation
+# ---------------------------------------------------------------------------------------------
+
+
+@check("recurrent_saturation", codes=["SATURATED_ACTIVATIONS"])
+def recurrent_saturation(ctx: Context) -> list[Finding]:
+    """RNN/LSTM/GRU layers whose outputs and hidden states sit at ±1: their tanh passes almost
+    no gradient back through time or to the layers below.
+
+    Measured by the probe on the probe batch (``babysit.probes``: ``|h| > tanh(3.0)`` for the
+    outputs and ``h_n``, ``|c| > 3.0`` for an LSTM's ``c_n``; the pre-activations live inside
+    the fused kernel), judged with ``saturated_fraction`` as for tanh/sigmoid layers.
+    """
+    modules = dict(ctx.model.named_modules())
+    if not any(isinstance(m, nn.RNNBase) for m in modules.values()):
+        return []
+    found = []
+    for name, s in activation_snapshot(ctx).items():
+        if not isinstance(modules.get(name), nn.RNNBase) or s.saturated_fraction is None:
+            continue
+        if s.saturated_fraction > ctx.thresholds["saturated_fraction"]:
+            found.append(
+                finding(
+                    "SATURATED_ACTIVATIONS",
+                    f"{s.saturated_fraction:.0%} of the outputs and hidden states of the "
+                    f"{type(modules[name]).__name__} '{name}' are saturated (within 0.5% of "
+                    "±1): its tanh passes almost no gradient, through time or to the layers "
+                    "below",
+                    "shrink the recurrent layer's init (PyTorch's default U(-1/sqrt(H), "
+                    "1/sqrt(H)), or orthogonal weight_hh), standardize its inputs, or add "
+                    "LayerNorm before it",
+                    {"saturated_fraction": s.saturated_fraction, "std": s.std},
+                    layer=name,
+                )
+            )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# symmetric_init
+# ---------------------------------------------------------------------------------------------
+
+# Two units are "identical" when their incoming weights (and biases) agree to this relative
+# precision; their gradients too. Identical units compute bit-identical arithmetic, so only
+# summation-order round-off (float32 ulps, ~1e-7) separates them; distinct units differ at O(1).
+_SAME_UNITS_RTOL = 1e-5
+
+
+@check("symmetric_init", codes=["SYMMETRIC_INIT"], needs_labels=True)
+def symmetric_init(ctx: Context) -> list[Finding]:
+    """Units of a layer that are identical now *and* after a gradient step (lecture: ``W = 0``).
+
+    Units ``j`` and ``k`` stay identical under gradient descent exactly when their incoming
+    weights (and biases) are equal and their gradients are equal: then every update keeps them
+    equal, and symmetry never breaks. Equal weights alone are not enough: a zero-initialised
+    residual branch, a LoRA-style adapter with ``B = 0`` or a zero output layer has all-zero
+    rows, but each row gets a different gradient (``∂L/∂W_k = δ_k hᵀ`` with different ``δ_k``),
+    so the first step separates them; those are healthy and stay silent.
+
+    Only layers whose units already share their weights pay for the one backward of the loss
+    on the probe batch, taken with dropout off (its random masks would separate the units by
+    noise, not by learning) and with the model's buffers and modes restored.
+    """
+    model = ctx.model
+    candidates = [
+        (name, layer)
+        for name, layer in weight_layers(model)
+        if layer.weight.requires_grad and layer.weight.shape[0] >= 2 and _same_units(layer)
+    ]
+    if not candidates:
+        return []
+    params = [p for _, layer in candidates for p in _unit_params(layer)]
+    with _preserved(model), dropout_off(model), torch.enable_grad():
+        loss = _safe_loss(ctx.loss_fn, model, ctx)
+        if loss is None:
+            return []
+        grads = dict(zip(map(id, params), _param_grads(loss, params), strict=True))
+    found = []
+    for name, layer in candidates:
+        unit_grads = [grads[id(p)] for p in _unit_params(layer)]
+        if any(g is None for g in unit_grads):
+            continue  # no gradient at all: PARAMS_WITHOUT_GRAD names it
+        if not all(_same_rows(g) for g in unit_grads):
+            continue  # the first step separates the units (zero-init residual, adapter, head)
+        w = layer.weight.detach()
+        value = float(w.reshape(-1)[0])
+        found.append(
+            finding(
+                "SYMMETRIC_INIT",
+                f"all {w.shape[0]} units of layer '{name}' have identical weights "
+                f"({'all zero' if value == 0 else f'constant {value:g}'}) and get identical "
+                "gradients: every step keeps them identical, so symmetry never breaks",
+                "initialize with small random weights: "
+                "babysit.nn.init_model(model, 'he_normal') for ReLU, 'xavier' for tanh",
+                {
+                    "units": int(w.shape[0]),
+                    "value": value,
+                    "grad_spread": max(_row_spread(g) for g in unit_grads),
+                    "grad_max": max(float(g.abs().max()) for g in unit_grads),
+                },
+                layer=name,
+            )
+        )
+    return found
+
+
+def _unit_params(layer: nn.Module) -> list[nn.Parameter]:
+    """The weight and (trainable) bias of a layer: row ``k`` of each belongs to unit ``k``."""
+    bias = getattr(layer, "bias", None)
+    has_bias = isinstance(bias, torch.Tensor) and bias.requires_grad
+    return [layer.weight, bias] if has_bias else [layer.weight]
+
+
+def _same_units(layer: nn.Module) -> bool:
+    return all(_same_rows(p.detach()) for p in _unit_params(layer))
+
+
+def _row_spread(t: torch.Tensor) -> float:
+    rows = t.detach().reshape(t.shape[0], -1)
+    return float((rows - rows[0]).abs().max())
+
+
+def _same_rows(t: torch.Tensor) -> bool:
+    """Whether every row (unit) of ``t`` equals the first, to ``_SAME_UNITS_RTOL``."""
+    return _row_spread(t) <= _SAME_UNITS_RTOL * float(t.detach().abs().max())
+
+
+# ---------------------------------------------------------------------------------------------
 # gradient_check
 # ---------------------------------------------------------------------------------------------
 
 
-@check(
-    "gradient_check",
-    codes=["GRADIENT_CHECK_FAILED", "CHECKS_SKIPPED"],
-    slow=True,
-    needs_labels=True,
-)
+@check("gradient_check", codes=["GRADIENT_CHECK_FAILED", "CHECKS_SKIPPED"], needs_labels=True)
 def gradient_check(ctx: Context) -> list[Finding]:
-    r"""Analytic gradient against central finite differences, in float64 (CS231n notes).
+    r"""Analytic gradient against central finite differences, in float64 (CS231n notes): the
+    fast, directional check of the default set (the idea of ``torch.autograd.gradcheck``'s
+    ``fast_mode``: a few random directional derivatives instead of every coordinate).
 
     On a fresh float64 copy and the first ``GRADCHECK_EXAMPLES`` examples, along
     ``GRADCHECK_DIRECTIONS`` random unit directions :math:`v` over all trainable parameters:
@@ -225,6 +417,10 @@ def gradient_check(ctx: Context) -> list[Finding]:
     norm in train mode is a deterministic function of the batch. On failure each layer is
     checked alone to name where the gradient goes wrong. A model that cannot run in float64
     is skipped with a ``CHECKS_SKIPPED`` info finding.
+
+    Cost: a float64 copy of the model and ``1 + 2 × GRADCHECK_DIRECTIONS`` passes over
+    ``GRADCHECK_EXAMPLES`` examples, a few percent of the default ``diagnose``; the
+    per-coordinate check (:func:`gradient_check_coordinates`) is in ``checks="all"``.
     """
     if ctx.y is None:
         return []
@@ -235,27 +431,178 @@ def gradient_check(ctx: Context) -> list[Finding]:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return []
+    generator = torch.Generator().manual_seed(ctx.seed)
+    measured = _directions(params, loss_at, generator)
+    if measured is None:
+        return []
+    if _kinked(measured[0]):  # exact zeros at ReLUs, e.g. behind a zero-initialised layer
+        _jitter(params, generator)
+        measured = _directions(params, loss_at, generator)
+        if measured is None:
+            return []
+    results, grads, floor, center = measured
+    smooth = [r for r in results if r["smooth"]]
+    if _kinked(results):
+        return [_skipped(_KINKED.format(check="gradient_check", n=len(results) - len(smooth)))]
+    limit = ctx.thresholds["gradient_check_rel_error"]
+    failed = [r for r in smooth if r["rel_error"] > limit]
+    if 2 * len(failed) <= len(smooth):
+        return []
+    ctx.cache["gradient_check_failed"] = True
+    layers = _layer_checks(model, params, grads, loss_at, generator, floor, center)
+    return [_gradient_check_finding(results, layers, limit, ctx)]
+
+
+@check(
+    "gradient_check_coordinates",
+    codes=["GRADIENT_CHECK_FAILED", "CHECKS_SKIPPED"],
+    slow=True,
+    needs_labels=True,
+)
+def gradient_check_coordinates(ctx: Context) -> list[Finding]:
+    r"""The per-coordinate gradient check (CS231n notes, "gradient check" on sampled
+    coordinates), in float64, for ``checks="all"``.
+
+    For every trainable parameter tensor, ``GRADCHECK_COORDINATES`` coordinates ``i`` drawn at
+    random (all of them for a smaller tensor) are moved by ``±ε`` one at a time, and the central
+    difference is compared with ``∂L/∂θ_i``; a tensor fails when most of its coordinates have
+    a relative error above ``gradient_check_rel_error``. It names the wrong parameter tensors
+    even where a random direction over all parameters dilutes the error of a small one. When
+    the directional check already failed, it adds nothing.
+    """
+    if ctx.y is None or ctx.cache.get("gradient_check_failed"):
+        return []
+    setup = _float64_setup(ctx)
+    if isinstance(setup, str):
+        return [_skipped(setup.replace("gradient_check", "gradient_check_coordinates"))]
+    model, loss_at = setup
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        return []
     with torch.enable_grad():
         loss = loss_at()
     if not _usable_loss(loss):
         return []
+    grads = _param_grads(loss, [p for _, p in named])
+    floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, float(loss.detach().abs()))
+    floor /= GRADCHECK_EPS
+    generator = torch.Generator().manual_seed(ctx.seed)
+    limit = ctx.thresholds["gradient_check_rel_error"]
+    center = float(loss.detach())
+    errors: dict[str, list[float]] = {}
+    for (name, p), g in zip(named, grads, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        count = min(GRADCHECK_COORDINATES, p.numel())
+        picks = torch.randperm(p.numel(), generator=generator)[:count].tolist()
+        errors[name] = [_coordinate_error(p, g, i, loss_at, floor, center) for i in picks]
+    judged = {n: [e for e in errs if not math.isnan(e)] for n, errs in errors.items()}
+    wrong = [
+        n for n, errs in judged.items() if errs and 2 * sum(e > limit for e in errs) > len(errs)
+    ]
+    if not wrong:
+        if not any(judged.values()):
+            kinked = sum(len(errs) for errs in errors.values())
+            return [_skipped(_KINKED.format(check="gradient_check_coordinates", n=kinked))]
+        return []
+    worst = max(max(errors[n]) for n in wrong)
+    layers = _modules_of(wrong)
+    return [
+        finding(
+            "GRADIENT_CHECK_FAILED",
+            f"the analytic gradient disagrees with central finite differences (float64, "
+            f"per coordinate) for parameter(s) {_names(wrong)}: relative error up to "
+            f"{worst:.2g}",
+            "fix the backward() of the custom torch.autograd.Function (or hand-written "
+            "gradient) that these parameters flow through; test it with "
+            "torch.autograd.gradcheck in float64",
+            {
+                "coordinate_rel_errors": {n: _json_errors(e) for n, e in errors.items()},
+                "wrong_parameters": wrong,
+                "eps": GRADCHECK_EPS,
+                "threshold": limit,
+            },
+            layer=layers[0],
+        )
+    ]
+
+
+def _json_errors(errors: list[float]) -> list[float | None]:
+    """Relative errors for the evidence: ``None`` where a kink left nothing to judge."""
+    return [None if math.isnan(e) else e for e in errors]
+
+
+def _coordinate_error(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    i: int,
+    loss_at: Callable[[], torch.Tensor],
+    floor: float,
+    center: float,
+) -> float:
+    """Relative error of ``∂L/∂θ_i`` against the central difference along coordinate ``i``
+    (NaN where the loss has a kink along it: not judged)."""
+    flat = p.data.view(-1)
+    with torch.no_grad():
+        saved = float(flat[i])
+        flat[i] = saved + GRADCHECK_EPS
+        plus = float(loss_at())
+        flat[i] = saved - GRADCHECK_EPS
+        minus = float(loss_at())
+        flat[i] = saved
+    result = _compare(float(g.reshape(-1)[i]), plus, minus, center, floor)
+    return result["rel_error"] if result["smooth"] else math.nan
+
+
+_KINKED = (
+    "{check}: the loss has a kink within ε = 1e-6 of the weights along {n} test direction(s) "
+    "(one-sided differences disagree: ReLUs or max-pools sitting exactly at 0, e.g. after a "
+    "zero-initialised layer), so finite differences cannot judge the gradient here"
+)
+
+
+def _directions(
+    params: list[nn.Parameter], loss_at: Callable[[], torch.Tensor], generator: torch.Generator
+) -> tuple[list[dict[str, Any]], list[torch.Tensor], float, float] | None:
+    """The directional checks at the current weights: results, gradients, round-off floor and
+    the loss there; ``None`` when the loss is not a usable scalar."""
+    with torch.enable_grad():
+        loss = loss_at()
+    if not _usable_loss(loss):
+        return None
     grads = [
         torch.zeros_like(p) if g is None else g
         for p, g in zip(params, _param_grads(loss, params), strict=True)
     ]
-    generator = torch.Generator().manual_seed(ctx.seed)
-    floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, float(loss.detach().abs()))
+    center = float(loss.detach())
+    floor = _ROUNDOFF_MARGIN * torch.finfo(torch.float64).eps * max(1.0, abs(center))
     floor /= GRADCHECK_EPS
     results = [
-        _directional_check(params, grads, loss_at, _random_direction(params, generator), floor)
+        _directional_check(
+            params, grads, loss_at, _random_direction(params, generator), floor, center
+        )
         for _ in range(GRADCHECK_DIRECTIONS)
     ]
-    limit = ctx.thresholds["gradient_check_rel_error"]
-    failed = [r for r in results if r["rel_error"] > limit]
-    if 2 * len(failed) <= len(results):
-        return []
-    layers = _layer_checks(model, params, grads, loss_at, generator, floor)
-    return [_gradient_check_finding(results, layers, limit, ctx)]
+    return results, grads, floor, center
+
+
+def _kinked(results: list[dict[str, Any]]) -> bool:
+    """Most directions cross a kink: the finite differences cannot judge the gradient."""
+    return 2 * sum(bool(r["smooth"]) for r in results) <= len(results)
+
+
+def _jitter(params: list[nn.Parameter], generator: torch.Generator) -> None:
+    """Move the (float64 copy's) weights by ``GRADCHECK_JITTER`` of their own scale, so no
+    ReLU input sits exactly at 0 by construction (a zero-init layer, zero-gamma batch norm):
+    a backward is right or wrong at any point, and a generic point has no kink within ε."""
+    scales = [float(p.detach().pow(2).mean().sqrt()) for p in params]
+    largest = max(scales, default=0.0) or 1.0
+    with torch.no_grad():
+        for p, scale in zip(params, scales, strict=True):
+            # a zero tensor (or the round-off the directional shifts left in it) takes the
+            # largest tensor's scale
+            scale = scale if scale > 1e-6 * largest else largest
+            noise = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
+            p.add_(noise, alpha=GRADCHECK_JITTER * scale)
 
 
 def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]] | str:
@@ -292,8 +639,10 @@ def _directional_check(
     loss_at: Callable[[], torch.Tensor],
     direction: Sequence[torch.Tensor],
     floor: float,
-) -> dict[str, float]:
-    """Analytic ``∇L·v`` and the central difference along ``v``; their relative error."""
+    center: float,
+) -> dict[str, Any]:
+    """Analytic ``∇L·v`` and the central difference along ``v``; their relative error, and
+    whether the loss is smooth there (:func:`_compare`)."""
     analytic = float(sum(_dot(g, v) for g, v in zip(grads, direction, strict=True)))
     with torch.no_grad():  # θ -> θ + εv -> θ - εv -> θ, in place (a few ulps of drift at most)
         _shift(params, direction, GRADCHECK_EPS)
@@ -301,10 +650,30 @@ def _directional_check(
         _shift(params, direction, -2 * GRADCHECK_EPS)
         minus = float(loss_at())
         _shift(params, direction, GRADCHECK_EPS)
+    return _compare(analytic, plus, minus, center, floor)
+
+
+def _compare(analytic: float, plus: float, minus: float, center: float, floor: float) -> dict:
+    """The central difference ``n = (L₊ − L₋) / 2ε`` against the analytic derivative ``a``:
+    ``rel_error = |a − n| / max(|a|, |n|, floor)``.
+
+    ``smooth`` is False when the one-sided differences ``(L₊ − L₀)/ε`` and ``(L₀ − L₋)/ε``
+    disagree by more than ``_SMOOTH_RTOL``: the loss has a kink within ``ε`` (ReLUs or max-pools
+    sitting exactly at 0, as after a zero-initialised layer), where no finite difference can
+    judge a gradient. On a smooth loss they differ by ``ε·L''``, ~1e-6 of the derivative.
+    """
     numeric = (plus - minus) / (2 * GRADCHECK_EPS)
+    if not math.isfinite(numeric):
+        return {"analytic": analytic, "numeric": numeric, "rel_error": math.inf, "smooth": True}
+    forward, backward = (plus - center) / GRADCHECK_EPS, (center - minus) / GRADCHECK_EPS
     scale = max(abs(analytic), abs(numeric), floor)
-    rel = abs(analytic - numeric) / scale if math.isfinite(numeric) else math.inf
-    return {"analytic": analytic, "numeric": numeric, "rel_error": rel}
+    one_sided = max(abs(forward), abs(backward), floor)
+    return {
+        "analytic": analytic,
+        "numeric": numeric,
+        "rel_error": abs(analytic - numeric) / scale,
+        "smooth": abs(forward - backward) <= _SMOOTH_RTOL * one_sided,
+    }
 
 
 def _shift(params: Sequence[nn.Parameter], direction: Sequence[torch.Tensor], step: float) -> None:
@@ -333,9 +702,11 @@ def _layer_checks(
     loss_at: Callable[[], torch.Tensor],
     generator: torch.Generator,
     floor: float,
+    center: float,
 ) -> dict[str, float]:
     """``{module: relative error}`` along a random direction over that module's own
-    parameters, modules in forward order; only run once the whole-model check failed."""
+    parameters, modules in forward order (NaN where the loss has a kink along it); only run
+    once the whole-model check failed."""
     grad_of = {id(p): g for p, g in zip(params, grads, strict=True)}
     errors = {}
     for name, module in _forward_order(model, loss_at):
@@ -343,9 +714,14 @@ def _layer_checks(
         if not own or not all(id(p) in grad_of for p in own):
             continue
         result = _directional_check(
-            own, [grad_of[id(p)] for p in own], loss_at, _random_direction(own, generator), floor
+            own,
+            [grad_of[id(p)] for p in own],
+            loss_at,
+            _random_direction(own, generator),
+            floor,
+            center,
         )
-        errors[name or type(model).__name__] = result["rel_error"]
+        errors[name or type(model).__name__] = result["rel_error"] if result["smooth"] else math.nan
     return errors
 
 
@@ -372,7 +748,7 @@ def _gradient_check_finding(
         "there; test it with torch.autograd.gradcheck in float64",
         {
             "directions": results,
-            "layer_rel_errors": layers,
+            "layer_rel_errors": dict(zip(layers, _json_errors(list(layers.values())), strict=True)),
             "eps": GRADCHECK_EPS,
             "threshold": limit,
         },

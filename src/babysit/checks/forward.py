@@ -1,8 +1,9 @@
 """Forward statistics at init (lecture: "activation statistics"), measured with a Probe.
 
-Symmetric (zero/constant) init, activations that collapse or blow up with depth, saturated
-tanh/sigmoid units and dead ReLUs. The probe runs on a fresh copy with dropout off and batch
-norm in training mode, on the probe batch (>= 256 examples lets dead units be judged).
+Activations that collapse or blow up with depth, saturated tanh/sigmoid units and dead ReLUs
+(symmetric init needs a gradient: ``backward.symmetric_init``). The probe runs on a fresh
+copy with dropout off and batch norm in training mode, on the probe batch (>= 256 examples
+lets dead units be judged).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from ..findings import Finding
-from ..nn.activations import activation_name, weight_layers
+from ..nn.activations import activation_name
 from ..probes import LayerStats, Probe
 from ._base import Context, check, finding
 
@@ -70,38 +71,6 @@ class _Runner(nn.Module):
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self._ctx.run(self.inner, batch)[0]
-
-
-@check("symmetric_init", codes=["SYMMETRIC_INIT"])
-def symmetric_init(ctx: Context) -> list[Finding]:
-    """Units of a hidden layer with identical weights compute the same thing forever.
-
-    The lecture's first init: ``W = 0`` (or any constant). Every unit of the layer gets the same
-    gradient, so symmetry never breaks. The output layer is exempt: its rows get different
-    gradients from different classes.
-    """
-    layers = list(weight_layers(ctx.model))[:-1]
-    found = []
-    for name, layer in layers:
-        w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
-        if len(w) < 2:
-            continue
-        spread = float((w - w[0]).abs().max())
-        if spread <= 1e-12 * (float(w.abs().max()) + 1e-30):
-            value = float(w[0, 0])
-            found.append(
-                finding(
-                    "SYMMETRIC_INIT",
-                    f"all {len(w)} units of layer '{name}' have identical weights "
-                    f"({'all zero' if value == 0 else f'constant {value:g}'}): they get the "
-                    "same gradient and stay identical",
-                    "initialize with small random weights: "
-                    "babysit.nn.init_model(model, 'he_normal') for ReLU, 'xavier' for tanh",
-                    {"units": len(w), "value": value},
-                    layer=name,
-                )
-            )
-    return found
 
 
 @check("activation_scale", codes=["VANISHING_ACTIVATIONS", "EXPLODING_ACTIVATIONS"])
