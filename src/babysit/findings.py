@@ -71,6 +71,7 @@ CODES: dict[str, tuple[str, str]] = {
     "BEST_AT_EDGE": ("warning", "search optimum at the edge of a range"),
     "LR_SUGGESTION": ("info", "the LR range test's suggestion"),
     "CHECKS_SKIPPED": ("info", "checks not run, and why"),
+    "TARGET_SCALE": ("warning", "regression targets far from unit scale"),
 }
 
 

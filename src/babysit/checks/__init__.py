@@ -22,9 +22,10 @@ from .. import runs
 from ..batches import probe_batch
 from ..findings import Diagnosis, Finding, known_codes
 from ..optim import DEFAULT_LR, make_optimizer, optimizer_name
+from ..tasks import Task, default_loss, resolve_task
 from ..thresholds import resolve
 from . import _base
-from ._base import REGISTRY, Context, finding
+from ._base import REGISTRY, CannotCheck, Context, finding
 
 __all__ = ["CHECK_SETS", "FAMILIES", "build_context", "diagnose", "list_checks"]
 
@@ -70,6 +71,7 @@ def diagnose(
     budget_s: float | None = None,
     device: str | torch.device = "cpu",
     run_dir: str | Path | None = None,
+    task: str | Task = "auto",
 ) -> Diagnosis:
     """Run the pre-flight checks of CS231n Lecture 6 on ``model`` and ``data``.
 
@@ -93,6 +95,11 @@ def diagnose(
             nothing was checked, so nothing may look fine).
         device: where the checks run.
         run_dir: if given, ``findings.json`` is written there.
+        task: what the output means (:mod:`babysit.tasks`): ``"auto"`` infers it from
+            ``loss_fn``; a kind name (``"classification"``, ``"multilabel"``,
+            ``"regression"``, ``"custom"``) or a :class:`babysit.Task` (``class_dim``,
+            ``ignore_index``). A kind without ``loss_fn`` uses the kind's default loss; a task
+            that contradicts the loss or the targets is a ``ValueError``.
 
     Returns:
         A :class:`~babysit.findings.Diagnosis`, most severe findings first.
@@ -113,6 +120,7 @@ def diagnose(
             thresholds=thresholds,
             seed=seed,
             device=device,
+            task=task,
         )
         findings = _run_checks(ctx, selected, budget_s, start)
     diagnosis = Diagnosis(f for f in findings if f.code not in ignored)
@@ -133,6 +141,7 @@ def build_context(
     thresholds: Mapping[str, float] | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    task: str | Task = "auto",
 ) -> Context:
     """The :class:`Context` that ``diagnose`` hands to every check (seeds torch's global RNG).
 
@@ -146,14 +155,20 @@ def build_context(
     device = torch.device(device)
     torch.manual_seed(seed)
     x, y, n_examples = probe_batch(data, PROBE_BATCH, seed, entry="diagnose")
+    resolved = resolve_task(task, loss_fn, y)
+    if num_classes is not None and resolved.num_classes not in (None, num_classes):
+        raise ValueError(
+            f"num_classes={num_classes} contradicts Task(num_classes={resolved.num_classes}): "
+            "pass one of them"
+        )
     ctx = Context(
         model=copy.deepcopy(model).to(device),
         x=x.to(device),
         y=None if y is None else y.to(device),
         data=data,
-        loss_fn=loss_fn or nn.CrossEntropyLoss(),
-        classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
-        num_classes=num_classes,
+        loss_fn=loss_fn or default_loss(resolved),
+        classification=resolved.kind == "classification",
+        num_classes=num_classes or resolved.num_classes,
         optimizer=lambda params, lr_, wd: make_optimizer(optimizer, params, lr_, wd),
         optimizer_name=optimizer_name(optimizer),
         lr=lr,
@@ -164,8 +179,10 @@ def build_context(
         n_examples=n_examples,
         batch_size=getattr(data, "batch_size", None) or DEFAULT_BATCH_SIZE,
         _original=model,
+        task=resolved,
     )
     ctx.cache["default_lr"] = DEFAULT_LR.get(ctx.optimizer_name, 1e-3)
+    ctx.cache["task_given"] = not (isinstance(task, str) and task.strip().lower() == "auto")
     return ctx
 
 
@@ -203,6 +220,7 @@ def _run_checks(
 ) -> list[Finding]:
     findings: list[Finding] = []
     skipped: dict[str, str] = {}
+    warn = False  # a check that could not judge this set-up (CannotCheck(warning=True))
     for spec in selected:
         if ctx.cache.get("stop"):
             skipped[spec.name] = ctx.cache["stop"]
@@ -218,6 +236,9 @@ def _run_checks(
         torch.manual_seed(ctx.seed)
         try:
             findings += spec.run(ctx)
+        except CannotCheck as err:
+            skipped[spec.name] = err.reason
+            warn = warn or err.warning
         except Exception as err:  # a failing check must not cost the user the other findings
             if os.environ.get("BABYSIT_STRICT_CHECKS") == "1":
                 raise
@@ -230,8 +251,8 @@ def _run_checks(
                 f"{len(skipped)} check(s) not run: {', '.join(skipped)}"
                 + ("; no check ran, so nothing was checked" if nothing_ran else ""),
                 "raise budget_s, or fix the errors above and run diagnose again",
-                {"skipped": skipped},
-                severity="warning" if nothing_ran else None,
+                {"skipped": skipped, "task": ctx.task.to_dict()},
+                severity="warning" if nothing_ran or warn else None,
             )
         )
     return findings

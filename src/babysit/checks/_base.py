@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..findings import CODES, Finding, finding
+from ..tasks import Task
 
-__all__ = ["REGISTRY", "CheckSpec", "Context", "check", "finding"]
+__all__ = ["REGISTRY", "CannotCheck", "CheckSpec", "Context", "check", "finding"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float, float], torch.optim.Optimizer]
 
@@ -48,6 +49,7 @@ class Context:
     batch_size: int
     cache: dict[str, Any] = field(default_factory=dict)  # measurements shared between checks
     _original: nn.Module | None = None
+    task: Task = field(default_factory=lambda: Task("classification"))  # babysit.tasks
 
     def fresh_model(self) -> nn.Module:
         """Another deep copy of the user's model, untouched by earlier checks."""
@@ -60,6 +62,18 @@ class Context:
 
 
 Check = Callable[[Context], list[Finding]]
+
+
+class CannotCheck(Exception):
+    """Raised by a check that cannot judge this set-up: ``diagnose`` lists it in
+    ``CHECKS_SKIPPED`` with ``reason`` (which names the argument that would let it run); a
+    ``warning`` makes that finding a warning (docs/architecture.md, "Cannot check means say
+    so")."""
+
+    def __init__(self, reason: str, *, warning: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.warning = warning
 
 
 @dataclass(frozen=True)

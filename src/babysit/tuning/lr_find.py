@@ -38,6 +38,7 @@ from ..range_test import (
     check_args,
     range_test,
 )
+from ..tasks import Task, default_loss, resolve_task
 
 __all__ = [
     "DEFAULT_RULE",
@@ -64,6 +65,7 @@ def lr_find(
     weight_decay: float = 0.0,
     device: str | torch.device = "cpu",
     run_dir: str | os.PathLike | None = None,
+    task: str | Task = "auto",
 ) -> LRFinderResult:
     """Run the LR range test on a copy of ``model`` (the model itself is never changed).
 
@@ -81,6 +83,9 @@ def lr_find(
         weight_decay: passed to a named optimizer.
         device: where the copy trains.
         run_dir: if given, the result is written there as ``lr_find.json``.
+        task: ``"auto"`` (inferred from ``loss_fn``), a kind name or a :class:`babysit.Task`;
+            its rules check the targets, and a kind without ``loss_fn`` trains with the kind's
+            default loss (``babysit.tasks.default_loss``).
 
     Returns:
         An :class:`LRFinderResult`: ``.suggestion``, ``.suggestions``, ``.confident``,
@@ -96,10 +101,11 @@ def lr_find(
         raise TypeError(f"lr_find needs an nn.Module as model, got {type(model).__name__}")
     x, y, _ = probe_batch(data, MAX_EXAMPLES, seed, entry="lr_find")
     device = torch.device(device)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    resolved = resolve_task(task, loss_fn, y)
+    loss_fn = loss_fn or default_loss(resolved)
     swept = copy.deepcopy(model).to(device)
     x, y = x.to(device), None if y is None else y.to(device)
-    y = check_lr_find_data(swept, x, y, loss_fn, batch_size=batch_size)
+    y = check_lr_find_data(swept, x, y, loss_fn, batch_size=batch_size, task=resolved)
 
     def factory(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return make_optimizer(optimizer, params, lr, weight_decay)
