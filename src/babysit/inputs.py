@@ -244,23 +244,26 @@ def _multilabel_problem(out: torch.Tensor, y: torch.Tensor) -> TargetProblem | N
 
 
 def _regression_problem(out: torch.Tensor, y: torch.Tensor) -> TargetProblem | None:
+    """Shapes that broadcast to a third shape: the loss runs, silently comparing every output
+    with every target (torch only warns). Shapes that do not broadcast make the loss raise."""
     if out.shape == y.shape:
         return None
     try:
         both = torch.broadcast_shapes(out.shape, y.shape)
     except RuntimeError:
-        both = None
-    if both is not None and both == out.shape and y.numel() == 1:
+        return None  # the loss raises, and the entry point names it
+    if both == out.shape and y.numel() == 1:
         return None  # a scalar target: broadcasting is what is meant
     fix = ""
     if out.dim() == y.dim() + 1 and out.shape[-1] == 1:
         fix = " (y.unsqueeze(-1), or output.squeeze(-1))"
+    elif y.dim() == out.dim() + 1 and y.shape[-1] == 1:
+        fix = " (y.squeeze(-1))"
     return TargetProblem(
         None,
         f"the model outputs shape {tuple(out.shape)} but the targets have shape "
-        f"{tuple(y.shape)}: the element-wise loss would "
-        + (f"broadcast them to {tuple(both)}" if both is not None else "fail")
-        + f" and compare every output with every target. Give both one shape{fix}",
+        f"{tuple(y.shape)}: the element-wise loss would broadcast them to {tuple(both)} and "
+        f"compare every output with every target. Give both one shape{fix}",
         {"output_shape": list(out.shape), "target_shape": list(y.shape)},
     )
 
