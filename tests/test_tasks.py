@@ -437,3 +437,21 @@ def test_watch_records_the_task(tmp_path):
         pass
     config = json.loads((tmp_path / "w" / "config.json").read_text())
     assert config["task"]["kind"] == "regression"
+
+
+def test_search_trains_its_builtin_model_for_the_task():
+    """Was: the built-in objective was classification only (one output per class, accuracy)."""
+    x = _x(256, 5)
+    y = x @ torch.arange(1.0, 6.0) / 5  # 1-D targets: the default model gets one output
+    result = bs.search(
+        {"lr": bs.loguniform(1e-3, 1e-2), "hidden": bs.choice([16])},
+        data=((x[:192], y[:192]), (x[192:], y[192:])),
+        task="regression",
+        metric="val_r2",
+        n_trials=2,
+        stages=1,
+        epochs=2,
+        progress=False,
+    )
+    assert len(result.trials) == 2
+    assert all(t["state"] == "COMPLETE" and math.isfinite(t["value"]) for t in result.trials)
