@@ -455,3 +455,11 @@ def test_search_trains_its_builtin_model_for_the_task():
     )
     assert len(result.trials) == 2
     assert all(t["state"] == "COMPLETE" and math.isfinite(t["value"]) for t in result.trials)
+
+
+def test_the_labels_check_selected_alone_reads_the_output_itself():
+    """Was: checks=["labels"] missed labels >= C (it read the width from another check)."""
+    x = _x()
+    y = torch.randint(0, 10, (512,), generator=torch.Generator().manual_seed(6))
+    diagnosis = bs.diagnose(_mlp(5), (x, y), lr=1e-3, checks=["labels"])
+    assert "LABELS_OUT_OF_RANGE" in diagnosis.codes
