@@ -42,8 +42,9 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
     "init_loss_ratio": (
         10.0,
         "regression: loss at init over the best constant predictor's loss (the target variance "
-        "for MSE); a He-init MLP on standardized targets starts at ~3x (its output variance ~2 "
-        "adds to the target variance 1)",
+        "for MSE). Measured (MNIST-1D inputs, standardized targets, MLPs of depth 2-6, 3 seeds): "
+        "PyTorch default, Xavier and He init start at 0.97-2.25x; inputs x10 75x, raw digits "
+        "27x, N(0, 1) weights 2e5x",
     ),
     "reg_min_increase": (1e-4, "relative loss increase that weight decay must cause"),
     "reg_dominance": (1.0, "reg term over data loss above which regularization dominates"),
