@@ -463,3 +463,14 @@ def test_the_labels_check_selected_alone_reads_the_output_itself():
     y = torch.randint(0, 10, (512,), generator=torch.Generator().manual_seed(6))
     diagnosis = bs.diagnose(_mlp(5), (x, y), lr=1e-3, checks=["labels"])
     assert "LABELS_OUT_OF_RANGE" in diagnosis.codes
+
+
+def test_diagnose_says_when_regression_targets_would_broadcast():
+    """Was: silent; every check judged an (N, N) loss comparing each output with each target."""
+    x = _x()
+    y = x[:, 0]  # (N,) against the model's (N, 1)
+    diagnosis = bs.diagnose(_mlp(1), (x, y), loss_fn=nn.MSELoss(), lr=1e-3, checks=LABEL_CHECKS)
+    (skipped,) = [f for f in diagnosis.findings if f.code == "CHECKS_SKIPPED"]
+    assert skipped.severity == "warning"
+    assert "broadcast" in skipped.evidence["skipped"]["labels"]
+    assert "unsqueeze" in skipped.evidence["skipped"]["labels"]

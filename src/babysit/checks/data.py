@@ -106,10 +106,12 @@ def labels(ctx: Context) -> list[Finding]:
     """Targets the task can read (:func:`babysit.inputs.target_problem`): classification labels
     are integers in [0, C) or the loss's ``ignore_index``, C the output's size along
     ``class_dim``, or class probabilities of the output's shape; multilabel targets lie in
-    [0, 1]."""
-    if ctx.y is None or ctx.task.kind in ("regression", "custom"):
-        if ctx.task.kind == "custom":
-            raise custom_skip(ctx, "the targets' format is unknown")
+    [0, 1]. Shapes that the loss would fail on or silently broadcast (regression ``(N, 1)``
+    against ``(N,)``) cannot be judged further: a warning ``CHECKS_SKIPPED`` names them and the
+    fix."""
+    if ctx.task.kind == "custom":
+        raise custom_skip(ctx, "the targets' format is unknown")
+    if ctx.y is None:
         return []
     out = model_output(ctx)
     task = ctx.task
@@ -120,7 +122,9 @@ def labels(ctx: Context) -> list[Finding]:
     problem = target_problem(out, ctx.y, task, ctx.loss_fn)
     if problem is None and task.kind == "classification" and task.num_classes:
         problem = _beyond_num_classes(ctx.y, task)
-    if problem is None or problem.code is None:
+    if problem is not None and problem.code is None:  # shapes the loss fails on or broadcasts
+        raise CannotCheck(f"the targets do not fit the output: {problem.message}", warning=True)
+    if problem is None:
         return []
     advice = (
         "relabel the classes to 0..C-1 (e.g. y - y.min()), give the model's last layer one "
