@@ -11,9 +11,9 @@ The user's learning rate is judged by the ``learning_rate`` check instead.
 "Fitted" depends on the task (:mod:`babysit.tasks`): classification and multilabel reach
 ``overfit_accuracy`` (accuracy as :func:`babysit.tasks.hits` counts it: ``class_dim``,
 ``ignore_index``, probability targets, thresholded multilabel outputs; label smoothing keeps
-the loss above 0 but not the accuracy below 100%); regression drives the loss below 1% of the
-best constant predictor's on the same examples (for MSE: 1% of the targets' variance, R² ≥
-0.99), so a start far from the targets cannot make a poor fit look good. A custom loss has no
+the loss above 0 but not the accuracy below 100%); regression drives the loss below 5% of the
+best constant predictor's on the same examples (for MSE: 5% of the targets' variance, R² ≥
+0.95), so a start far from the targets cannot make a poor fit look good. A custom loss has no
 known floor: the check is skipped, and said to be.
 """
 
@@ -33,7 +33,11 @@ from .data import custom_skip
 OVERFIT_EXAMPLES = 20  # lecture: "~20 examples"
 OVERFIT_STEPS = 200  # full-batch Adam steps per attempt
 OVERFIT_LRS = (1e-3, 1e-2)  # Adam's default, then 10x for slow starters
-REGRESSION_FIT = 1e-2  # regression: fitted below 1% of the best constant's loss (or its start)
+# Regression: fitted below 5% of the best constant predictor's loss on the same examples (R² ≥
+# 0.95 for MSE). Measured: a sigmoid conv autoencoder on 20 digits reaches 1.9% in 200 steps
+# (its outputs cannot reach 0 and 1 exactly); a model that only learns the mean stays at 100%.
+REGRESSION_FIT_OF_BEST = 0.05
+REGRESSION_FIT = 1e-2  # without a known best constant (another loss): 1% of the loss's start
 STALL_WINDOW = 50  # an attempt stops early when the loss fell by < 1% over this many steps
 STALL_DECREASE = 0.01
 CURVE_POINTS = 50  # evidence curves are downsampled to at most this many points
@@ -198,12 +202,13 @@ class _Subset:
 
 def _fitted(ctx: Context, attempt: _Attempt) -> bool:
     """Classification, multilabel: accuracy >= ``overfit_accuracy``; regression: loss below
-    1% of the best constant predictor's (else of its start)."""
+    5% of the best constant predictor's (else 1% of its start)."""
     if attempt.accuracy is not None:
         return attempt.accuracy >= ctx.thresholds["overfit_accuracy"]
     start, now = attempt.losses[0], attempt.losses[-1]
-    reference = attempt.floor if attempt.floor is not None else start
-    return now <= REGRESSION_FIT * reference or now <= 1e-8
+    if attempt.floor is not None:
+        return now <= REGRESSION_FIT_OF_BEST * attempt.floor or now <= 1e-8
+    return now <= REGRESSION_FIT * start or now <= 1e-8
 
 
 def _cannot_overfit(ctx: Context, attempts: list[_Attempt], n: int) -> Finding:
