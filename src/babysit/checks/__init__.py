@@ -250,7 +250,8 @@ def _run_checks(
                 "CHECKS_SKIPPED",
                 f"{len(skipped)} check(s) not run: {', '.join(skipped)}"
                 + ("; no check ran, so nothing was checked" if nothing_ran else ""),
-                "raise budget_s, or fix the errors above and run diagnose again",
+                "raise budget_s, or fix the errors above and run diagnose again"
+                + ("; each reason names the argument that lets its check run" if warn else ""),
                 {"skipped": skipped, "task": ctx.task.to_dict()},
                 severity="warning" if nothing_ran or warn else None,
             )
