@@ -50,9 +50,11 @@ class Baseline:
     rule: str  # how ``best`` was computed, for the message
 
 
-def baseline(ctx: Context, out: torch.Tensor) -> Baseline | None:
-    """The :class:`Baseline` for the task, or ``None`` when the loss gives no such number."""
-    y, kind = ctx.y, ctx.task.kind
+def baseline(ctx: Context, out: torch.Tensor, y: torch.Tensor | None = None) -> Baseline | None:
+    """The :class:`Baseline` for the task on targets ``y`` (default: the probe batch's) and
+    outputs shaped as ``out``, or ``None`` when the loss gives no such number."""
+    y = ctx.y if y is None else y
+    kind = ctx.task.kind
     if y is None:
         return None
     with torch.no_grad():

@@ -184,20 +184,10 @@ def _floor(ctx: Context, x: torch.Tensor, y: torch.Tensor) -> float | None:
     try:
         with torch.no_grad():
             out = ctx.fresh_model()(x)
-        base = baseline(_Subset(ctx, y), out)
+        base = baseline(ctx, out, y)
     except Exception:  # the loss check reports what fails
         return None
     return base.best if base is not None and base.best > 0 else None
-
-
-class _Subset:
-    """``ctx`` seen with other targets (the overfit examples'), for :func:`loss.baseline`."""
-
-    def __init__(self, ctx: Context, y: torch.Tensor) -> None:
-        self._ctx, self.y = ctx, y
-
-    def __getattr__(self, name: str):
-        return getattr(self._ctx, name)
 
 
 def _fitted(ctx: Context, attempt: _Attempt) -> bool:
