@@ -70,7 +70,7 @@ def baseline(ctx: Context, out: torch.Tensor, y: torch.Tensor | None = None) -> 
 def _constant(values: torch.Tensor, out: torch.Tensor, dim: int) -> torch.Tensor:
     """``values`` (length ``out.shape[dim]``) broadcast along ``dim`` to ``out``'s shape."""
     shape = [out.shape[dim] if i == dim else 1 for i in range(out.dim())]
-    return values.to(out.dtype).view(shape).expand_as(out)
+    return values.to(device=out.device, dtype=out.dtype).view(shape).expand_as(out)
 
 
 def _loss(ctx: Context, output: torch.Tensor, y: torch.Tensor) -> float:

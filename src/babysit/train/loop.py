@@ -710,7 +710,7 @@ class _Sums:
             e = (output.detach() - target).double()
             y = target.double()
             sums = torch.stack([e.abs().sum(), e.pow(2).sum(), y.sum(), y.pow(2).sum()])
-        self.reg = sums if self.reg is None else self.reg + sums
+        self.reg = sums if self.reg is None else self.reg.to(sums.device) + sums
         self.reg_n += target.numel()
 
     def _fold(self) -> None:
