@@ -474,3 +474,43 @@ def test_diagnose_says_when_regression_targets_would_broadcast():
     assert skipped.severity == "warning"
     assert "broadcast" in skipped.evidence["skipped"]["labels"]
     assert "unsqueeze" in skipped.evidence["skipped"]["labels"]
+
+
+class _CrashAt(bs.Callback):
+    def __init__(self, step):
+        self.at = step
+
+    def on_train_batch_end(self, trainer, loss, batch_index):
+        if trainer.step == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def test_regression_metrics_survive_a_mid_epoch_resume(tmp_path):
+    """The epoch's running regression sums travel in the checkpoint: mae and r2 of a resumed
+    run equal the uninterrupted run's."""
+    x = _x(640, 5)
+    y = x @ torch.arange(1.0, 6.0).unsqueeze(1) / 5
+
+    def train(run, resume=False, crash=None):
+        torch.manual_seed(0)
+        callbacks = [bs.Checkpoint(every_steps=7)] + ([_CrashAt(crash)] if crash else [])
+        return bs.fit(
+            nn.Linear(5, 1),
+            (x, y),
+            task="regression",
+            epochs=2,
+            lr=0.01,
+            progress=False,
+            run_dir=run,
+            resume=resume,
+            callbacks=callbacks,
+        )
+
+    full = train(tmp_path / "full")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tmp_path / "part", crash=9)
+    state = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["position"]["batch"] == 7 and state["sums"]["reg"] is not None
+    resumed = train(tmp_path / "part", resume=True)
+    assert resumed["train_mae"] == full["train_mae"]
+    assert resumed["train_r2"] == full["train_r2"]
