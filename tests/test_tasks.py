@@ -514,3 +514,22 @@ def test_regression_metrics_survive_a_mid_epoch_resume(tmp_path):
     resumed = train(tmp_path / "part", resume=True)
     assert resumed["train_mae"] == full["train_mae"]
     assert resumed["train_r2"] == full["train_r2"]
+
+
+class _DictModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _mlp(5)
+
+    def forward(self, x):
+        return {"scores": self.net(x)}
+
+
+def test_an_output_the_target_checks_cannot_read_is_said():
+    """Was: the labels and loss-at-init checks returned nothing for a dict output, as if fine."""
+    x = _x()
+    y = torch.randint(0, 5, (512,))
+    diagnosis = bs.diagnose(_DictModel(), (x, y), lr=1e-3, checks=["labels"])
+    (skipped,) = [f for f in diagnosis.findings if f.code == "CHECKS_SKIPPED"]
+    assert skipped.severity == "warning" and "dict" in skipped.evidence["skipped"]["labels"]
+    assert "forward=" in skipped.evidence["skipped"]["labels"]

@@ -90,7 +90,9 @@ def data_scale(ctx: Context) -> list[Finding]:
 
 def model_output(ctx: Context) -> torch.Tensor | None:
     """The model's output on the probe batch: the ``forward_runs`` check's, else computed here
-    (a check selected by name computes what it needs); ``None`` when there is no tensor."""
+    (a check selected by name computes what it needs); ``None`` when the model raises (the
+    forward check reports it). An output that is not a tensor cannot be judged: ``CannotCheck``
+    (a warning)."""
     out = ctx.cache.get("output")
     if not isinstance(out, torch.Tensor):
         try:
@@ -98,7 +100,13 @@ def model_output(ctx: Context) -> torch.Tensor | None:
                 out = ctx.forward()
         except Exception:  # the forward check reports it
             return None
-    return out if isinstance(out, torch.Tensor) else None
+    if not isinstance(out, torch.Tensor):
+        raise CannotCheck(
+            f"the model returns a {type(out).__name__}, not a tensor, so the targets cannot be "
+            "compared with it: pass forward=lambda model, batch: (output_tensor, target)",
+            warning=True,
+        )
+    return out
 
 
 @check("labels", codes=["LABELS_NOT_INTEGER", "LABELS_OUT_OF_RANGE"], needs_labels=True)
