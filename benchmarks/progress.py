@@ -34,6 +34,7 @@ import time
 import torch
 
 import babysit as bs
+from _common import add_write_docs_arg, emit
 from babysit.data import Standardize, load
 
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=7)
+    add_write_docs_arg(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     _instrument()
@@ -110,30 +112,25 @@ def main() -> None:
 
     epoch = statistics.median(column(False, 0))
     hooks = column(True, 2)
-    print(
+    cpu_epoch = statistics.median(column(False, 1))
+    lines = [
         f"digits, mlp(64, [32], 10), batch 64, {args.epochs} epochs x {args.repeats} repeats; "
         f"stderr -> /dev/null (not a terminal); torch {torch.__version__}, 1 thread, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
-    )
-    print()
-    print("| ms per epoch | progress=False | progress=True | difference (paired) |")
-    print("|---|---|---|---|")
-    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
+        "",
+        "| ms per epoch | progress=False | progress=True | difference (paired) |",
+        "|---|---|---|---|",
         f"| wall | {cell(column(False, 0), 1e3, '.2f')} | {cell(column(True, 0), 1e3, '.2f')} "
-        f"| {cell(paired(0), 1e3, '.3f')} |"
-    )
-    print(
+        f"| {cell(paired(0), 1e3, '.3f')} |",
         f"| CPU, all threads | {cell(column(False, 1), 1e3, '.2f')} | "
-        f"{cell(column(True, 1), 1e3, '.2f')} | {cell(paired(1), 1e3, '.3f')} |"
-    )
-    print(f"| inside the progress hooks | | {cell(hooks, 1e3, '.3f')} | |")
-    print()
-    cpu_epoch = statistics.median(column(False, 1))
-    print(
+        f"{cell(column(True, 1), 1e3, '.2f')} | {cell(paired(1), 1e3, '.3f')} |",
+        f"| inside the progress hooks | | {cell(hooks, 1e3, '.3f')} | |",
+        "",
         f"progress hooks: {statistics.median(hooks) / epoch:.2%} of a {epoch * 1e3:.1f} ms wall "
         f"epoch, {statistics.median(hooks) / cpu_epoch:.2%} of its {cpu_epoch * 1e3:.1f} ms of CPU "
-        "(medians; target <= 1 %)"
-    )
+        "(medians; target <= 1 %)",
+    ]
+    emit(args, __file__, lines)
     sys.stdout.flush()
 
 

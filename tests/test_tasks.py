@@ -525,11 +525,68 @@ class _DictModel(nn.Module):
         return {"scores": self.net(x)}
 
 
-def test_an_output_the_target_checks_cannot_read_is_said():
-    """Was: the labels and loss-at-init checks returned nothing for a dict output, as if fine."""
+def test_a_dict_output_is_read_by_the_target_checks():
+    """Was: the labels and loss-at-init checks returned nothing for a dict output, as if fine;
+    then (wp-F) a warning CHECKS_SKIPPED. Since main's babysit.outputs.read_output a dict output
+    is read as its first tensor, so the labels check judges it like any output."""
     x = _x()
     y = torch.randint(0, 5, (512,))
+    y[0] = 7  # a label the 5 outputs cannot score
     diagnosis = bs.diagnose(_DictModel(), (x, y), lr=1e-3, checks=["labels"])
-    (skipped,) = [f for f in diagnosis.findings if f.code == "CHECKS_SKIPPED"]
-    assert skipped.severity == "warning" and "dict" in skipped.evidence["skipped"]["labels"]
-    assert "forward=" in skipped.evidence["skipped"]["labels"]
+    codes = [f.code for f in diagnosis.findings]
+    assert "LABELS_OUT_OF_RANGE" in codes and "CHECKS_SKIPPED" not in codes
+
+
+# -- tasks under forward= (main's outputs/forward= infrastructure, merged) ---------------------
+
+
+class _DictBatches(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"features": self.x[i], "target": self.y[i]}
+
+
+def _by_key(model, batch):
+    return model(batch["features"]), batch["target"]
+
+
+def test_diagnose_judges_the_targets_forward_returns_by_the_task():
+    x = _x()
+    y = x[:, :3].sum(1, keepdim=True) * 30 + 500
+    data = _DictBatches(x, y)
+    checks = ["labels", "initial_loss", "target_scale", "overfit_small_sample"]
+    diagnosis = bs.diagnose(
+        _mlp(1), data, forward=_by_key, loss_fn=nn.MSELoss(), lr=1e-3, checks=checks
+    )
+    assert {"TARGET_SCALE", "INIT_LOSS_MISMATCH"} <= diagnosis.codes
+    scale = next(f for f in diagnosis.findings if f.code == "TARGET_SCALE")
+    assert scale.evidence["task"]["kind"] == "regression"
+    with pytest.raises(ValueError, match="pass task='regression'"):  # checked against forward's
+        bs.diagnose(_mlp(1), data, forward=_by_key, task="classification", checks=checks)
+
+
+def test_lr_find_applies_the_task_rules_to_the_targets_forward_returns():
+    x = _x()
+    y = (x[:, :4] > 0.5).float() * 3  # multilabel targets outside [0, 1]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        bs.lr_find(_mlp(4), _DictBatches(x, y), forward=_by_key, loss_fn=nn.BCEWithLogitsLoss())
+    result = bs.lr_find(
+        _mlp(4), _DictBatches(x, y / 3), forward=_by_key, task="multilabel", steps=10
+    )
+    assert len(result.losses) > 0
+
+
+def test_overfit_skips_all_ignored_examples_under_forward():
+    x = _x(64)
+    y = torch.randint(0, 5, (64,))
+    y[:30] = -100  # the first 30 examples have no target the loss counts
+    diagnosis = bs.diagnose(
+        _mlp(5), _DictBatches(x, y), forward=_by_key, lr=1e-3, checks=["overfit_small_sample"]
+    )
+    assert "CANNOT_OVERFIT" not in diagnosis.codes
+    assert not [f for f in diagnosis.findings if f.code == "CHECKS_SKIPPED"]

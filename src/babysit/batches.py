@@ -2,9 +2,10 @@
 
 ``data`` is ``(X, y)`` tensors or arrays, a ``Dataset``, a ``DataLoader`` or (for ``fit``) any
 re-iterable of batches. :func:`make_batches` cuts it into minibatches in a reproducible order
-(``fit``); :func:`probe_batch` draws up to ``n`` examples as one ``(x, y)`` pair (``diagnose``,
-``lr_find``). Both convert arrays with :func:`as_tensor` and name the entry point in their
-errors. What the examples and targets must look like is checked in :mod:`babysit.inputs`.
+(``fit``); :func:`probe_examples` draws up to ``n`` examples as one batch (``diagnose``,
+``lr_find``), an ``(x, y)`` pair unless ``forward=`` says how to read it. Both convert arrays
+with :func:`as_tensor` and name the entry point in their errors. What the examples and targets
+must look like is checked in :mod:`babysit.inputs`.
 
 In-memory tensors (``(X, y)``, arrays, a ``TensorDataset``) are batched by indexing with a
 shuffled permutation: no ``DataLoader``, whose per-batch Python cost is 1.3-1.6x a small MLP's
@@ -20,7 +21,9 @@ a resume re-creates the same order (:class:`UserLoader`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from .inputs import as_labels
+from .outputs import FORWARD_HINT, Forward, batch_size_of, describe_batch, map_tensors, take
 
 __all__ = [
     "Batches",
@@ -36,7 +40,8 @@ __all__ = [
     "UserLoader",
     "as_tensor",
     "make_batches",
-    "probe_batch",
+    "preserved_rng",
+    "probe_examples",
     "to_device",
 ]
 
@@ -171,82 +176,153 @@ def make_batches(
     )
 
 
-def probe_batch(
-    data: Any, n: int, seed: int, *, entry: str
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Up to ``n`` examples of ``data`` as ``(x, y, n_examples_in_data)``.
+def probe_examples(
+    data: Any, n: int, seed: int, *, entry: str, forward: Forward | None = None
+) -> tuple[Any, int]:
+    """Up to ``n`` examples of ``data`` as one batch, and the number of examples in ``data``.
 
-    ``data``: ``(X, y)`` tensors or arrays (or ``X`` alone), a ``Dataset`` or a ``DataLoader``
-    yielding ``(x, y)``. From tensors and datasets the examples are drawn at random (seeded);
-    from a loader, its first batches are taken in its own order. ``entry`` (``"diagnose"``,
-    ``"lr_find"``) names the caller in error messages. Integer targets come back as int64.
+    ``data``: ``(X, y)`` tensors or arrays (or ``X`` alone), a ``Dataset`` or a ``DataLoader``.
+    From tensors and datasets the examples are drawn at random (seeded); from a loader, its
+    first batches are taken in its own order and concatenated. ``entry`` (``"diagnose"``,
+    ``"lr_find"``) names the caller in error messages. Integer targets of an ``(x, y)`` batch
+    come back as int64. Without ``forward`` a batch must be ``(x, y)`` or ``x``: three or more
+    items, or a dict, are a ``ValueError`` naming ``forward=`` (never silently read as
+    ``(x, y)``). Torch's global RNG and the loader's generator are left as they were
+    (:func:`preserved_rng`).
     """
-    if isinstance(data, DataLoader):
-        return _probe(*_from_loader(data, n, entry))
-    if isinstance(data, Dataset):
-        return _probe(*_from_dataset(data, n, seed, entry))
+    with preserved_rng(data):
+        if isinstance(data, DataLoader):
+            batch, size = _from_loader(data, n, entry)
+        elif isinstance(data, Dataset):
+            batch, size = _from_dataset(data, n, seed, entry)
+        else:
+            batch, size = _from_arrays(data, n, seed, entry, forward)
+    if forward is None:
+        batch = _pair(batch, entry)
+    return map_tensors(batch, torch.Tensor.detach), size  # the checks' graphs start here
+
+
+def _from_arrays(data: Any, n: int, seed: int, entry: str, forward: Forward | None):
     if isinstance(data, torch.Tensor | np.ndarray):
         data = (data,)
-    if isinstance(data, tuple | list) and 1 <= len(data) <= 2:
-        x = as_tensor(data[0], "X")
-        y = as_tensor(data[1], "y") if len(data) == 2 else None
-        if y is not None and len(y) != len(x):
+    if not isinstance(data, tuple | list) or not data:
+        raise TypeError(
+            f"data must be (X, y) tensors or arrays, a Dataset or a DataLoader, got "
+            f"{type(data).__name__}"
+        )
+    if len(data) > 2 and forward is None:
+        raise ValueError(
+            f"{entry}: data has {len(data)} arrays; babysit reads (X, y) by default, and "
+            f"would not guess which is the target: {FORWARD_HINT}"
+        )
+    tensors = [
+        as_tensor(t, "X" if i == 0 else "y" if i == 1 else f"data[{i}]") for i, t in enumerate(data)
+    ]
+    if len({len(t) for t in tensors}) > 1:
+        if len(tensors) == 2:
             raise ValueError(
-                f"X and y differ in length: {len(x)} inputs but {len(y)} targets; "
-                "pass one target per example"
+                f"X and y differ in length: {len(tensors[0])} inputs but {len(tensors[1])} "
+                "targets; pass one target per example"
             )
-        _non_empty(len(x), entry)
-        index = _sample(len(x), n, seed)
-        return _probe(x[index], None if y is None else y[index], len(x))
-    raise TypeError(
-        f"data must be (X, y) tensors or arrays, a Dataset or a DataLoader, got "
-        f"{type(data).__name__}"
+        raise ValueError(
+            f"the arrays of data differ in length ({[len(t) for t in tensors]}); pass one row "
+            "per example in each"
+        )
+    _non_empty(len(tensors[0]), entry)
+    index = _sample(len(tensors[0]), n, seed)
+    return tuple(t[index] for t in tensors), len(tensors[0])
+
+
+def _pair(batch: Any, entry: str) -> Any:
+    """An ``(x, y)`` or ``(x,)`` batch with int64 labels; anything else names ``forward=``."""
+    if isinstance(batch, torch.Tensor):
+        return (batch,)
+    if isinstance(batch, tuple | list) and 1 <= len(batch) <= 2:
+        x = as_tensor(batch[0], "x")
+        if len(batch) == 1:
+            return (x,)
+        return (x, as_labels(as_tensor(batch[1], "y")))
+    raise ValueError(
+        f"{entry}: the data gives {describe_batch(batch)}; babysit reads (x, y) batches by "
+        f"default and never guesses which item is the target: {FORWARD_HINT}"
     )
 
 
-def _probe(
-    x: torch.Tensor, y: torch.Tensor | None, size: int
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    return x, None if y is None else as_labels(y), size
+@contextmanager
+def preserved_rng(data: Any = None, device: Any = None) -> Iterator[None]:
+    """Leave torch's global CPU and CUDA generators, Python's and NumPy's global RNGs, and a
+    ``DataLoader``'s own generator (and its sampler's) as they were on entry.
+
+    Drawing a probe batch from a shuffled ``DataLoader`` advances its generator (or torch's
+    global one); ``diagnose`` and ``lr_find`` must not change what the user's next epoch sees.
+    CUDA generators are saved when CUDA is already initialized or ``device`` is a CUDA device
+    (saving them initializes CUDA, which a CPU-only run should not pay for).
+    """
+    generators = []
+    if isinstance(data, DataLoader):
+        for owner in (data, getattr(data, "sampler", None), getattr(data, "batch_sampler", None)):
+            g = getattr(owner, "generator", None)
+            if isinstance(g, torch.Generator) and all(g is not h for h, _ in generators):
+                generators.append((g, g.get_state()))
+        inner = getattr(getattr(data, "batch_sampler", None), "sampler", None)
+        g = getattr(inner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not h for h, _ in generators):
+            generators.append((g, g.get_state()))
+    py_state, np_state = random.getstate(), np.random.get_state()
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    cuda = torch.cuda.is_available() and (torch.cuda.is_initialized() or on_cuda)
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        for g, state in generators:
+            g.set_state(state)
 
 
-def _from_dataset(data: Dataset, n: int, seed: int, entry: str):
+def _from_dataset(data: Dataset, n: int, seed: int, entry: str) -> tuple[Any, int]:
     try:
         size = len(data)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"a Dataset passed to {entry} needs __len__; pass a DataLoader") from None
     _non_empty(size, entry)
-    return (*_split(default_collate([data[int(i)] for i in _sample(size, n, seed)])), size)
+    return default_collate([data[int(i)] for i in _sample(size, n, seed)]), size
 
 
-def _from_loader(loader: DataLoader, n: int, entry: str):
+def _from_loader(loader: DataLoader, n: int, entry: str) -> tuple[Any, int]:
     batches, count = [], 0
     for batch in loader:
-        x, y = _split(batch)
-        batches.append((x, y))
-        count += len(x)
+        if isinstance(batch, np.ndarray):
+            batch = as_tensor(batch, "x")
+        batches.append(batch)
+        count += batch_size_of(batch) or 0
         if count >= n:
             break
     _non_empty(count, entry)
-    x = torch.cat([b[0] for b in batches])[:n]
-    y = None if batches[0][1] is None else torch.cat([b[1] for b in batches])[:n]
+    batch = take(_concat(batches), slice(0, n))
     try:
         size = len(loader.dataset)  # type: ignore[arg-type]
     except TypeError:
         size = count
-    return x, y, size
+    return batch, size
 
 
-def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(batch, torch.Tensor):
-        return batch, None
-    if isinstance(batch, tuple | list) and len(batch) >= 1:
-        x = as_tensor(batch[0], "x")
-        return x, as_tensor(batch[1], "y") if len(batch) > 1 else None
-    raise TypeError(
-        f"batches must be tensors or (x, y) pairs, got {type(batch).__name__}; for other "
-        "batches, train with babysit.fit(..., forward=lambda model, batch: (output, target))"
-    )
+def _concat(batches: list[Any]) -> Any:
+    """One batch from several of the same structure (tensors concatenated along dim 0)."""
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(batches) if first.dim() else first
+    if isinstance(first, Mapping):
+        return type(first)({k: _concat([b[k] for b in batches]) for k in first})  # type: ignore[call-arg]
+    if isinstance(first, tuple | list):
+        return type(first)(_concat(list(items)) for items in zip(*batches, strict=True))
+    if isinstance(first, np.ndarray):
+        return torch.cat([as_tensor(b, "batch") for b in batches])
+    return first
 
 
 def _sample(size: int, n: int, seed: int) -> torch.Tensor:

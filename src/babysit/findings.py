@@ -71,6 +71,8 @@ CODES: dict[str, tuple[str, str]] = {
     "BEST_AT_EDGE": ("warning", "search optimum at the edge of a range"),
     "LR_SUGGESTION": ("info", "the LR range test's suggestion"),
     "CHECKS_SKIPPED": ("info", "checks not run, and why"),
+    "LOSS_FAILED": ("error", "the loss cannot be computed on the model's output"),
+    "UNREGISTERED_PARAMS": ("error", "tensors requiring grad used in the loss but not registered"),
     "TARGET_SCALE": ("warning", "regression targets far from unit scale"),
 }
 

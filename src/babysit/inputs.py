@@ -4,9 +4,10 @@
 message per mistake that names the entry point and the fix, before torch fails obscurely
 (``Target 6 is out of bounds``, ``mat1 and mat2 shapes cannot be multiplied``, ``expected
 scalar type Long but found Int``) or trains silently on nonsense. ``diagnose`` reads its probe
-batch through the same :func:`babysit.batches.probe_batch` and :func:`as_labels`, and reports
-the same problems (:func:`target_problem`) as findings (``DATA_NAN``, ``LABELS_OUT_OF_RANGE``,
-``LABELS_NOT_INTEGER``, ``FORWARD_FAILED``): finding such mistakes is its job.
+batch through the same :func:`babysit.batches.probe_examples` and :func:`as_labels`, and
+reports the same problems (:func:`target_problem`) as findings (``DATA_NAN``,
+``LABELS_OUT_OF_RANGE``, ``LABELS_NOT_INTEGER``, ``FORWARD_FAILED``): finding such mistakes is
+its job.
 
 The rules depend on the task (:class:`babysit.tasks.Task`):
 
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .outputs import read_output
 from .tasks import CLASSIFICATION_LOSSES, Task
 
 __all__ = [
@@ -254,6 +256,16 @@ def _regression_problem(out: torch.Tensor, y: torch.Tensor) -> TargetProblem | N
         return None  # the loss raises, and the entry point names it
     if both == out.shape and y.numel() == 1:
         return None  # a scalar target: broadcasting is what is meant
+    shapes = {"output_shape": list(out.shape), "target_shape": list(y.shape)}
+    if out.dim() and y.dim() and out.shape[0] != y.shape[0]:
+        return TargetProblem(
+            None,
+            f"the model outputs shape {tuple(out.shape)} for targets of shape "
+            f"{tuple(y.shape)}: {out.shape[0]} output rows for {y.shape[0]} targets, so a "
+            "reshape mixes examples across the batch and the loss only broadcasts; keep the "
+            "batch dimension first (x.flatten(1), not x.view(-1, k))",
+            shapes,
+        )
     fix = ""
     if out.dim() == y.dim() + 1 and out.shape[-1] == 1:
         fix = " (y.unsqueeze(-1), or output.squeeze(-1))"
@@ -264,7 +276,7 @@ def _regression_problem(out: torch.Tensor, y: torch.Tensor) -> TargetProblem | N
         f"the model outputs shape {tuple(out.shape)} but the targets have shape "
         f"{tuple(y.shape)}: the element-wise loss would broadcast them to {tuple(both)} and "
         f"compare every output with every target. Give both one shape{fix}",
-        {"output_shape": list(out.shape), "target_shape": list(y.shape)},
+        shapes,
     )
 
 
@@ -321,7 +333,7 @@ def check_lr_find_data(
     model.eval()
     try:
         with torch.no_grad():
-            output = first_forward(model, x[:batch_size], entry="lr_find")
+            output = read_output(first_forward(model, x[:batch_size], entry="lr_find"))[0]
             check_targets(output, y[:batch_size], task, loss_fn)
             try:
                 loss = loss_fn(output, y[:batch_size])

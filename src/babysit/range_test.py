@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .divergence import diverged
+from .outputs import Forward, batch_size_of, run_batch, take
 
 __all__ = ["LR_FIND_FILE", "RULES", "LRFinderResult", "range_test"]
 
@@ -197,15 +198,18 @@ def range_test(
     batch_size: int = 64,
     seed: int = 0,
     optimizer: str = "adam",
+    forward: Forward | None = None,
 ) -> LRFinderResult:
     """The sweep itself, on ``model`` in place (pass a copy) and tensors already on its device.
 
     ``make_opt(params, lr)`` builds the optimizer. :func:`babysit.lr_find` and the ``diagnose``
-    checks both call this, after :mod:`babysit.inputs` validated ``x`` and ``y``.
+    checks both call this, after :mod:`babysit.inputs` validated ``x`` and ``y``. With
+    ``forward(model, batch) -> (output, target)``, ``x`` is the whole batch (any structure,
+    sliced by :func:`babysit.outputs.take`) and ``y`` is unused.
     """
     check_args(start_lr, end_lr, steps, batch_size)
     lrs, raw, stopped = _sweep(
-        model, x, y, make_opt, loss_fn, start_lr, end_lr, steps, batch_size, seed
+        model, x, y, make_opt, loss_fn, start_lr, end_lr, steps, batch_size, seed, forward
     )
     result = LRFinderResult(
         suggestion=None,
@@ -220,7 +224,7 @@ def range_test(
         end_lr=end_lr,
         steps=steps,
         batch_size=batch_size,
-        n_examples=len(x),
+        n_examples=batch_size_of((x, y) if forward is None else x) or 0,
     )
     _suggest(result)
     return result
@@ -252,6 +256,7 @@ def _sweep(
     steps: int,
     batch_size: int,
     seed: int,
+    forward: Forward | None = None,
 ) -> tuple[list[float], list[float], str]:
     """Train with an exponentially growing lr; returns (lrs, losses, why it stopped).
 
@@ -261,7 +266,9 @@ def _sweep(
     best loss of 0.1 or more) after the burn-in, or at the first non-finite loss, which is not
     recorded.
     """
-    if len(x) == 0:
+    batch = (x, y) if forward is None else x
+    n = batch_size_of(batch) or 0
+    if n == 0:
         raise ValueError("data is empty: lr_find needs examples (ideally >= 1000)")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -270,7 +277,7 @@ def _sweep(
     opt = make_opt(params, start_lr)
     gamma = (end_lr / start_lr) ** (1.0 / (steps - 1))
     burn_in = _burn_in(steps)
-    batches = _batches(len(x), batch_size, seed)
+    batches = _batches(n, batch_size, seed)
     lrs: list[float] = []
     losses: list[float] = []
     avg, best = 0.0, math.inf
@@ -279,7 +286,8 @@ def _sweep(
         for group in opt.param_groups:
             group["lr"] = lr
         index = next(batches)
-        loss = loss_fn(model(x[index]), y[index])
+        output, target, _ = run_batch(model, take(batch, index, n), forward)
+        loss = loss_fn(output, target)
         value = float(loss.detach())
         if not math.isfinite(value):
             return lrs, losses, "nan"

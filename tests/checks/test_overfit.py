@@ -12,7 +12,7 @@ from torch import nn
 
 import babysit as bs
 from babysit.checks import build_context, overfit
-from babysit.checks._base import REGISTRY, Context
+from babysit.checks._base import REGISTRY, CannotCheck, Context
 from babysit.findings import Finding
 
 
@@ -148,4 +148,5 @@ def test_downsample_keeps_ends():
 
 def test_labels_the_loss_cannot_take_are_left_to_the_labels_check(mnist1d):
     x, y = mnist1d
-    assert run(bs.nn.mlp(40, [100], 10), x, y + 10) == []  # labels 10..19 for 10 outputs
+    with pytest.raises(CannotCheck, match="LOSS_FAILED"):  # listed as not run, not a silent []
+        run(bs.nn.mlp(40, [100], 10), x, y + 10)  # labels 10..19 for 10 outputs

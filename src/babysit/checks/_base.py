@@ -20,20 +20,53 @@ import torch
 from torch import nn
 
 from ..findings import CODES, Finding, finding
+from ..outputs import Forward, batch_size_of, read_output, run_batch, take
 from ..tasks import Task
 
-__all__ = ["REGISTRY", "CannotCheck", "CheckSpec", "Context", "check", "finding"]
+__all__ = ["REGISTRY", "CannotCheck", "CheckSpec", "Context", "Probed", "check", "finding"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float, float], torch.optim.Optimizer]
 
 
+class CannotCheck(Exception):
+    """Raised by a check (directly, or through :class:`Context`) that cannot judge this set-up:
+    the forward pass, the loss or the output could not be read, or the task leaves the check
+    nothing to judge. ``diagnose`` lists the check in ``CHECKS_SKIPPED`` with ``reason``, which
+    names the argument that would let it run; a *warning* unless ``warning=False`` (a check the
+    user knowingly made inapplicable, e.g. ``task="custom"``: info)."""
+
+    def __init__(self, reason: str, *, warning: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.warning = warning
+
+
+@dataclass
+class Probed:
+    """One forward of the probe batch through ``ctx.model`` (no gradients), or its failure."""
+
+    output: torch.Tensor | None = None
+    target: Any = None
+    source: str = "output"  # where the output tensor was read (babysit.outputs.read_output)
+    error: BaseException | None = None
+    layer: str | None = None  # the leaf module that ran last before the error
+    loss: float | None = None
+    loss_error: BaseException | None = None
+
+
 @dataclass
 class Context:
-    """Everything a check may read. Tensors live on ``device``."""
+    """Everything a check may read. Tensors live on ``device``.
+
+    Checks read the probe batch through :meth:`run` and :meth:`loss` (they honour the user's
+    ``forward=`` and read tuple/dict/``ModelOutput`` outputs); :meth:`probe` and
+    :meth:`output_width` are computed on first use, so a check selected alone by name finds
+    what it needs without relying on another check having run.
+    """
 
     model: nn.Module  # a deep copy of the user's model, in the user's train/eval mode
-    x: torch.Tensor  # the probe batch: up to PROBE_BATCH examples of the data
-    y: torch.Tensor | None  # its targets (None for unsupervised data)
+    x: torch.Tensor | None  # the inputs of an (x, y) probe batch; None with forward=
+    y: Any  # its targets (None for unsupervised data); with forward=, what forward returned
     data: Any  # what the user passed, for checks on the loader itself
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     classification: bool  # cross-entropy style loss on integer class labels
@@ -50,30 +83,115 @@ class Context:
     cache: dict[str, Any] = field(default_factory=dict)  # measurements shared between checks
     _original: nn.Module | None = None
     task: Task = field(default_factory=lambda: Task("classification"))  # babysit.tasks
+    batch: Any = None  # the probe batch as the data gives it ((x, y) or (x,) by default)
+    forward_fn: Forward | None = None  # the user's forward(model, batch) -> (output, target)
+
+    def __post_init__(self) -> None:
+        if self.batch is None and self.x is not None:
+            self.batch = (self.x,) if self.y is None else (self.x, self.y)
 
     def fresh_model(self) -> nn.Module:
         """Another deep copy of the user's model, untouched by earlier checks."""
         source = self._original if self._original is not None else self.model
         return copy.deepcopy(source).to(self.device)
 
+    @property
+    def n(self) -> int:
+        """Examples in the probe batch."""
+        return batch_size_of(self.batch) or 0
+
+    def take(self, n: int) -> Any:
+        """The first ``n`` examples of the probe batch (every tensor of it sliced)."""
+        return take(self.batch, slice(0, n))
+
+    def run(self, model: nn.Module | None = None, batch: Any = None) -> tuple[torch.Tensor, Any]:
+        """``(output tensor, target)`` of ``batch`` (default: the probe batch) through
+        ``model`` (default: ``ctx.model``), by the user's ``forward`` or ``(x, y)``."""
+        output, target, _ = run_batch(
+            self.model if model is None else model,
+            self.batch if batch is None else batch,
+            self.forward_fn,
+        )
+        return output, target
+
+    def loss(self, model: nn.Module | None = None, batch: Any = None) -> torch.Tensor:
+        """``loss_fn(*run(model, batch))``."""
+        return self.loss_fn(*self.run(model, batch))
+
     def forward(self, model: nn.Module | None = None, x: torch.Tensor | None = None):
-        """``model(x)`` with the probe batch by default."""
-        return (model or self.model)(self.x if x is None else x)
+        """The output tensor of ``model(x)``, or of the probe batch when ``x`` is None."""
+        if x is not None:
+            return read_output((self.model if model is None else model)(x))[0]
+        return self.run(model)[0]
+
+    def probe(self) -> Probed:
+        """One forward of the probe batch through ``ctx.model`` under ``no_grad`` and the loss
+        on it, cached. Failures are kept (with the leaf module that ran last), not raised."""
+        if "probed" in self.cache:
+            return self.cache["probed"]
+        probed = Probed()
+        entered: list[str] = []
+        names = {module: name for name, module in self.model.named_modules()}
+        hooks = [
+            module.register_forward_pre_hook(lambda m, _a: entered.append(names[m]))
+            for module in names
+            if not list(module.children())
+        ]
+        try:
+            with torch.no_grad():
+                probed.output, probed.target, probed.source = run_batch(
+                    self.model, self.batch, self.forward_fn
+                )
+        except Exception as err:  # any error in the user's model or forward is the finding
+            probed.error = err
+            probed.layer = entered[-1] if entered else None
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if probed.error is None and probed.target is not None:
+            try:
+                with torch.no_grad():
+                    value = self.loss_fn(probed.output, probed.target)
+                if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                    raise ValueError(
+                        f"loss_fn returned {shape}, not a scalar: use reduction='mean'"
+                    )
+                probed.loss = float(value)
+            except Exception as err:  # reported as LOSS_FAILED
+                probed.loss_error = err
+        self.cache["probed"] = probed
+        return probed
+
+    def output(self) -> torch.Tensor:
+        """The probe batch's output tensor (no gradients); :class:`CannotCheck` when the
+        forward pass failed."""
+        probed = self.probe()
+        if probed.error is not None:
+            raise CannotCheck(
+                f"the model failed on the data (FORWARD_FAILED: {type(probed.error).__name__})"
+            )
+        return probed.output  # type: ignore[return-value]
+
+    def require_loss(self) -> float:
+        """The loss on the probe batch; :class:`CannotCheck` when it could not be computed."""
+        probed = self.probe()
+        self.output()
+        if probed.target is None:
+            raise CannotCheck("the data has no targets: pass (X, y), or forward= returning them")
+        if probed.loss_error is not None:
+            raise CannotCheck("the loss cannot be computed on the output (LOSS_FAILED)")
+        return probed.loss  # type: ignore[return-value]
+
+    def output_width(self) -> int | None:
+        """``num_classes`` if given, else the output's size along dim 1 (classes)."""
+        if self.num_classes:
+            return self.num_classes
+        out = self.output()
+        return int(out.shape[1]) if out.dim() >= 2 else None
 
 
 Check = Callable[[Context], list[Finding]]
-
-
-class CannotCheck(Exception):
-    """Raised by a check that cannot judge this set-up: ``diagnose`` lists it in
-    ``CHECKS_SKIPPED`` with ``reason`` (which names the argument that would let it run); a
-    ``warning`` makes that finding a warning (docs/architecture.md, "Cannot check means say
-    so")."""
-
-    def __init__(self, reason: str, *, warning: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.warning = warning
 
 
 @dataclass(frozen=True)

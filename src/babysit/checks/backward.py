@@ -30,6 +30,7 @@ from torch import nn
 from ..findings import Finding
 from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS
+from ..outputs import read_output
 from ._base import Context, check, finding
 
 __all__ = ["batch_independence", "gradient_check", "gradient_flow"]
@@ -143,7 +144,7 @@ def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], An
     hooks = [m.register_forward_pre_hook(seen) for m in names]
     try:
         with torch.enable_grad():
-            loss = _safe_loss(ctx.loss_fn, model, ctx.x, ctx.y)
+            loss = _safe_loss(ctx.loss_fn, model, ctx)
     finally:
         for hook in hooks:
             hook.remove()
@@ -272,7 +273,7 @@ def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]]
 
     def loss_at() -> torch.Tensor:
         torch.manual_seed(ctx.seed)
-        return loss_fn(model(x), y)
+        return loss_fn(read_output(model(x))[0], y)
 
     try:
         with torch.no_grad():
@@ -586,13 +587,12 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 def _safe_loss(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
+    ctx: Context,
 ) -> torch.Tensor | None:
-    """``loss_fn(model(x), y)``, or ``None`` when it raises or is not a scalar: the data,
-    label and forward checks report those causes."""
+    """``loss_fn(output, target)`` of the probe batch, or ``None`` when it raises or is not a
+    scalar: the forward, loss and label checks report those causes."""
     try:
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(*ctx.run(model))
     except Exception:  # reported by forward_runs / labels; this check has nothing to add
         return None
     return loss if _usable_loss(loss) else None
@@ -600,7 +600,7 @@ def _safe_loss(
 
 def _safe_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     try:
-        out = model(x)
+        out = read_output(model(x))[0]
     except Exception:  # reported by forward_runs
         return None
     return out if isinstance(out, torch.Tensor) else None

@@ -88,27 +88,6 @@ def data_scale(ctx: Context) -> list[Finding]:
     return found
 
 
-def model_output(ctx: Context) -> torch.Tensor | None:
-    """The model's output on the probe batch: the ``forward_runs`` check's, else computed here
-    (a check selected by name computes what it needs); ``None`` when the model raises (the
-    forward check reports it). An output that is not a tensor cannot be judged: ``CannotCheck``
-    (a warning)."""
-    out = ctx.cache.get("output")
-    if not isinstance(out, torch.Tensor):
-        try:
-            with torch.no_grad():
-                out = ctx.forward()
-        except Exception:  # the forward check reports it
-            return None
-    if not isinstance(out, torch.Tensor):
-        raise CannotCheck(
-            f"the model returns a {type(out).__name__}, not a tensor, so the targets cannot be "
-            "compared with it: pass forward=lambda model, batch: (output_tensor, target)",
-            warning=True,
-        )
-    return out
-
-
 @check("labels", codes=["LABELS_NOT_INTEGER", "LABELS_OUT_OF_RANGE"], needs_labels=True)
 def labels(ctx: Context) -> list[Finding]:
     """Targets the task can read (:func:`babysit.inputs.target_problem`): classification labels
@@ -121,12 +100,10 @@ def labels(ctx: Context) -> list[Finding]:
         raise custom_skip(ctx, "the targets' format is unknown")
     if ctx.y is None:
         return []
-    out = model_output(ctx)
+    out = ctx.output()  # computed here when the check runs alone; CannotCheck if it failed
     task = ctx.task
     if ctx.num_classes and task.num_classes is None:
         task = replace(task, num_classes=ctx.num_classes)
-    if out is None:
-        return []  # the forward check reports why there is no output
     problem = target_problem(out, ctx.y, task, ctx.loss_fn)
     if problem is None and task.kind == "classification" and task.num_classes:
         problem = _beyond_num_classes(ctx.y, task)
@@ -181,7 +158,9 @@ def target_scale(ctx: Context) -> list[Finding]:
     square (MSE), so targets of scale 1000 need a learning rate ~1e6 times smaller, and a
     freshly initialised network (outputs ~N(0, 1)) starts far from them."""
     y = ctx.y
-    if ctx.task.kind != "regression" or y is None or not y.is_floating_point() or len(y) < 2:
+    if ctx.task.kind != "regression" or not isinstance(y, torch.Tensor):
+        return []
+    if not y.is_floating_point() or len(y) < 2:
         return []
     finite = y[torch.isfinite(y)].double()
     if finite.numel() < 2:

@@ -8,6 +8,7 @@ norm in training mode, on the probe batch (>= 256 examples lets dead units be ju
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,13 +36,40 @@ def dropout_off(model: nn.Module):
 
 
 def activation_snapshot(ctx: Context) -> dict[str, LayerStats]:
-    """Per-layer statistics of one forward of the probe batch (cached for other checks)."""
+    """Per-layer statistics of one forward of the probe batch (cached for other checks).
+
+    With ``forward=`` the probe hooks a wrapper that runs ``forward(model, batch)``; its
+    ``inner.`` prefix is dropped so the names are the model's own.
+    """
     if "activations" not in ctx.cache:
+        ctx.output()  # CannotCheck when the forward pass failed
         model = ctx.fresh_model()
         with dropout_off(model):
-            probe = Probe(model, layers="all", max_examples=None, max_units=1 << 16)
-            ctx.cache["activations"] = probe.snapshot(ctx.x)
+            if ctx.x is not None:
+                probe = Probe(model, layers="all", max_examples=None, max_units=1 << 16)
+                ctx.cache["activations"] = probe.snapshot(ctx.x)
+            else:
+                runner = _Runner(model, ctx)
+                probe = Probe(runner, layers="all", max_examples=None, max_units=1 << 16)
+                stats = probe.snapshot(ctx.batch)
+                ctx.cache["activations"] = {
+                    name.removeprefix("inner."): s
+                    for name, s in stats.items()
+                    if name.startswith("inner.")
+                }
     return ctx.cache["activations"]
+
+
+class _Runner(nn.Module):
+    """``runner(batch)`` = the output of ``forward(model, batch)``, for a Probe."""
+
+    def __init__(self, model: nn.Module, ctx: Context) -> None:
+        super().__init__()
+        self.inner = model
+        self._ctx = ctx
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self._ctx.run(self.inner, batch)[0]
 
 
 @check("symmetric_init", codes=["SYMMETRIC_INIT"])
@@ -87,9 +115,9 @@ def activation_scale(ctx: Context) -> list[Finding]:
         return []  # a first layer that outputs nothing is reported by dead_units / symmetric_init
     stds = {name: s.std for name, s in acts}
     ratio = last.std / max(first.std, 1e-30)
-    scale = input_rms(ctx.x)
+    scale = input_rms(ctx.x) if ctx.x is not None else None  # unknown behind forward=
     evidence = {"std_per_layer": stds, "last_over_first": ratio, "input_rms": scale}
-    tiny = last.std < ctx.thresholds["activation_std_min"] * max(scale, 1e-30)
+    tiny = scale is not None and last.std < ctx.thresholds["activation_std_min"] * max(scale, 1e-30)
     if ratio < ctx.thresholds["activation_collapse"] or tiny:
         return [
             finding(

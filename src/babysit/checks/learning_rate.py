@@ -33,6 +33,7 @@ from torch import nn
 
 from ..divergence import diverged
 from ..findings import Finding
+from ..outputs import default_forward
 from ..range_test import LRFinderResult, range_test
 from ._base import Context, check, finding
 from .overfit import downsample, loss_computable
@@ -76,12 +77,13 @@ def range_result(ctx: Context) -> LRFinderResult:
         torch.manual_seed(ctx.seed)
         result = range_test(
             ctx.fresh_model().to(ctx.device),
-            ctx.x,
-            ctx.y,
+            ctx.batch,
+            None,
             lambda params, lr: ctx.optimizer(params, lr, ctx.weight_decay),
             loss_fn=ctx.loss_fn,
             steps=RANGE_STEPS,
-            batch_size=min(ctx.batch_size, len(ctx.x)),
+            batch_size=min(ctx.batch_size, ctx.n),
+            forward=ctx.forward_fn or default_forward,
             seed=ctx.seed,
             optimizer=ctx.optimizer_name,
         )
@@ -197,6 +199,7 @@ def _lr_to_judge(ctx: Context) -> tuple[float, str]:
     """The user's lr; with ``lr=None``, the range test's confident suggestion or the default."""
     if ctx.lr is not None:
         return float(ctx.lr), "yours"
+    range_result(ctx)  # computed here when this check runs alone (cached otherwise)
     if ctx.cache.get("lr_suggestion") is not None:
         return float(ctx.cache["lr_suggestion"]), SUGGESTION
     return float(ctx.cache.get("default_lr", 1e-3)), "the default"
@@ -213,7 +216,7 @@ def _short_run(ctx: Context, lr: float) -> _Run:
     weights = _weight_tensors(model)
     opt = ctx.optimizer(params, lr, ctx.weight_decay)
     for step in range(LR_STEPS + 1):
-        loss = ctx.loss_fn(model(ctx.x), ctx.y)
+        loss = ctx.loss(model)
         value = float(loss.detach())
         run.losses.append(value)
         if not math.isfinite(value):

@@ -23,7 +23,7 @@ from torch import nn
 from ..findings import Finding
 from ..inputs import target_problem
 from ._base import CannotCheck, Context, check, finding
-from .data import custom_skip, model_output
+from .data import custom_skip
 from .forward import dropout_off
 
 _ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)
@@ -34,7 +34,7 @@ def initial_loss(ctx: Context) -> float | None:
     if "initial_loss" not in ctx.cache:
         model = ctx.fresh_model()
         with torch.no_grad(), dropout_off(model):
-            loss = float(ctx.loss_fn(model(ctx.x), ctx.y))
+            loss = float(ctx.loss(model))
         ctx.cache["initial_loss"] = loss if math.isfinite(loss) else None
     return ctx.cache["initial_loss"]
 
@@ -134,8 +134,8 @@ def initial_loss_check(ctx: Context) -> list[Finding]:
     kind = ctx.task.kind
     if kind == "custom":
         raise custom_skip(ctx, "the loss an uninformed model should start at is unknown")
-    out = model_output(ctx)
-    if out is None or ctx.y is None:
+    out = ctx.output()  # CannotCheck when the forward pass failed
+    if ctx.y is None:
         return []
     if target_problem(out, ctx.y, ctx.task, ctx.loss_fn) is not None:
         return []  # the labels check (or the loss's own failure) reports it

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..findings import Finding
+from ..outputs import take
 from ..tasks import hits
 from ._base import Context, check, finding
 from .data import custom_skip
@@ -57,53 +59,48 @@ def overfit_small_sample(ctx: Context) -> list[Finding]:
     """Train a fresh copy on ~20 examples; warn when it cannot reach 100% (or ~0 loss)."""
     if ctx.task.kind == "custom":
         raise custom_skip(ctx, "what 'fitted' means (the loss's floor) is unknown")
-    if ctx.y is None or len(ctx.x) < 2 or not loss_computable(ctx):
+    if ctx.y is None or ctx.n < 2 or not loss_computable(ctx):
         return []
-    x, y = _examples(ctx)
-    floor = _floor(ctx, x, y)
+    batch = _examples(ctx)
+    floor = _floor(ctx, batch)
     attempts = []
     for lr in OVERFIT_LRS:
-        attempt = _attempt(ctx, x, y, lr, floor)
+        attempt = _attempt(ctx, batch, lr, floor)
         attempts.append(attempt)
         if attempt.fitted:
             return []
-    return [_cannot_overfit(ctx, attempts, len(x))]
+    return [_cannot_overfit(ctx, attempts, min(ctx.n, OVERFIT_EXAMPLES))]
 
 
-def _examples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+def _examples(ctx: Context) -> Any:
     """The first ``OVERFIT_EXAMPLES`` examples of the probe batch that have a target the loss
     counts (an example whose every position is ``ignore_index`` teaches nothing, and a batch of
     only such examples has a NaN loss)."""
-    x, y = ctx.x, ctx.y
-    ignore = ctx.task.ignore_index
-    if ctx.task.kind == "classification" and ignore is not None and not y.is_floating_point():
+    y, ignore = ctx.y, ctx.task.ignore_index
+    if (
+        ctx.task.kind == "classification"
+        and ignore is not None
+        and isinstance(y, torch.Tensor)
+        and not y.is_floating_point()
+        and y.dim() > 0
+        and len(y) == ctx.n  # one target row per example of the batch (also under forward=)
+    ):
         keep = (y != ignore).reshape(len(y), -1).any(1)
-        if bool(keep.any()):
-            x, y = x[keep], y[keep]
-    return x[:OVERFIT_EXAMPLES], y[:OVERFIT_EXAMPLES]
+        if bool(keep.any()) and not bool(keep.all()):
+            kept = keep.nonzero().flatten()[:OVERFIT_EXAMPLES]
+            return take(ctx.batch, kept)
+    return ctx.take(OVERFIT_EXAMPLES)
 
 
 def loss_computable(ctx: Context) -> bool:
-    """Whether ``loss_fn(model(x), y)`` gives a scalar on the probe batch. When it raises
-    (labels out of range, a model that fails), the data and forward checks report the cause
-    and the training checks have nothing to add. Cached in ``ctx.cache``."""
-    if "loss_computable" not in ctx.cache:
-        try:
-            with torch.no_grad():
-                out = ctx.cache.get("output")
-                if out is None:
-                    out = ctx.fresh_model().to(ctx.device)(ctx.x)
-                loss = ctx.loss_fn(out, ctx.y)
-            ok = isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()
-        except Exception:  # reported by forward_runs / labels
-            ok = False
-        ctx.cache["loss_computable"] = ok
-    return ctx.cache["loss_computable"]
+    """Whether ``loss_fn`` gives a scalar on the probe batch's output. When the forward pass
+    or the loss fails (FORWARD_FAILED / LOSS_FAILED report the cause), this raises
+    :class:`~babysit.checks._base.CannotCheck`, so ``diagnose`` lists the check as not run."""
+    ctx.require_loss()
+    return True
 
 
-def _attempt(
-    ctx: Context, x: torch.Tensor, y: torch.Tensor, lr: float, floor: float | None = None
-) -> _Attempt:
+def _attempt(ctx: Context, batch: Any, lr: float, floor: float | None = None) -> _Attempt:
     """Up to ``OVERFIT_STEPS`` full-batch Adam steps on a fresh copy, stopping once fitted or
     once stalled (the loss fell by < 1% over the last ``STALL_WINDOW`` steps)."""
     torch.manual_seed(ctx.seed)
@@ -114,7 +111,7 @@ def _attempt(
         return attempt
     opt = _adam(params, lr)
     for _ in range(OVERFIT_STEPS + 1):
-        out = model(x)
+        out, y = ctx.run(model, batch)
         loss = ctx.loss_fn(out, y)
         value = float(loss.detach())
         attempt.losses.append(value)
@@ -174,7 +171,7 @@ def _accuracy(ctx: Context, out: torch.Tensor, y: torch.Tensor) -> float | None:
     return float((correct & mask).sum()) / n if n else None
 
 
-def _floor(ctx: Context, x: torch.Tensor, y: torch.Tensor) -> float | None:
+def _floor(ctx: Context, batch: Any) -> float | None:
     """Regression: the best constant predictor's loss on the overfit examples (None when the
     loss gives no such number: then the fit is judged against the loss's start)."""
     if ctx.task.kind != "regression":
@@ -183,7 +180,7 @@ def _floor(ctx: Context, x: torch.Tensor, y: torch.Tensor) -> float | None:
 
     try:
         with torch.no_grad():
-            out = ctx.fresh_model()(x)
+            out, y = ctx.run(ctx.fresh_model(), batch)
         base = baseline(ctx, out, y)
     except Exception:  # the loss check reports what fails
         return None

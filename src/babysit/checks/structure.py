@@ -1,4 +1,4 @@
-"""Structure checks: does the model run, and what its layer order makes explicit.
+"""Structure checks: what the model's layer order makes explicit.
 
 Static checks judge only what ``nn.Sequential`` order states. A model written with functional
 calls in ``forward`` is never flagged for what cannot be seen (docs/architecture.md, "Healthy
@@ -6,8 +6,6 @@ means silent").
 """
 
 from __future__ import annotations
-
-import time
 
 import torch
 from torch import nn
@@ -26,55 +24,6 @@ _AFFINE = (
     nn.modules.batchnorm._BatchNorm,
 )
 _OUTPUT_SQUASHERS = {"relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu", "gelu", "silu"}
-
-
-@check("forward_runs", codes=["FORWARD_FAILED"])
-def forward_runs(ctx: Context) -> list[Finding]:
-    """Run the model once on the probe batch; name the layer that raises."""
-    entered: list[str] = []
-    names = {module: name for name, module in ctx.model.named_modules()}
-    hooks = [
-        module.register_forward_pre_hook(lambda m, _a: entered.append(names[m]))
-        for module in names
-        if not list(module.children())
-    ]
-    try:
-        with torch.no_grad():
-            out = ctx.forward()
-    except Exception as err:  # any error in the user's model becomes the finding
-        ctx.cache["stop"] = "the model failed on the data (FORWARD_FAILED)"
-        layer = entered[-1] if entered else None
-        module = ctx.model.get_submodule(layer) if layer else None
-        where = f" in layer '{layer}' ({module})" if layer else ""
-        return [
-            finding(
-                "FORWARD_FAILED",
-                f"the model raised {type(err).__name__}{where} on a batch of shape "
-                f"{tuple(ctx.x.shape)}: {err}",
-                "make the input shape match the first layer (flatten images for an MLP, "
-                "(N, C, L) for Conv1d), or fix the layer named here",
-                {"error": f"{type(err).__name__}: {err}", "input_shape": list(ctx.x.shape)},
-                layer=layer,
-            )
-        ]
-    finally:
-        for hook in hooks:
-            hook.remove()
-    ctx.cache["output"] = out
-    if out.dim() >= 2:
-        ctx.cache["output_width"] = out.shape[1]
-    _time_one_pass(ctx)
-    return []
-
-
-def _time_one_pass(ctx: Context) -> None:
-    """Seconds of one forward+backward of the probe batch, for ``budget_s`` estimates."""
-    start = time.perf_counter()
-    out = ctx.forward()
-    if out.requires_grad:
-        out.float().pow(2).mean().backward()
-        ctx.model.zero_grad(set_to_none=True)
-    ctx.cache["pass_s"] = time.perf_counter() - start
 
 
 @check("layer_order", codes=["MISSING_NONLINEARITY", "ACTIVATION_ON_OUTPUT", "DROPOUT_TOO_HIGH"])
@@ -153,7 +102,7 @@ def _last_leaf(model: nn.Module) -> tuple[str, nn.Module] | None:
 @check("output_kind", codes=["DOUBLE_SOFTMAX"], needs_labels=True)
 def output_kind(ctx: Context) -> list[Finding]:
     """Probabilities fed to a loss that expects logits (CrossEntropyLoss) or log-probs (NLL)."""
-    out = ctx.cache.get("output")
+    out = ctx.output()
     if out is None or not ctx.classification or out.dim() != 2 or out.shape[1] < 2:
         return []
     out = out.detach().double()
@@ -208,6 +157,13 @@ def batch_order(ctx: Context) -> list[Finding]:
     ]
 
 
+def _frozen_on_purpose(module: nn.Module) -> bool:
+    """A batch norm whose parameters are all frozen, kept in eval mode: a fine-tune keeping the
+    pretrained statistics (fit keeps it in eval too), not a forgotten model.train()."""
+    params = list(module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
 @check("model_mode", codes=["MODEL_IN_EVAL_MODE"])
 def model_mode(ctx: Context) -> list[Finding]:
     """Dropout and batch norm behave as at test time when their module is in eval mode."""
@@ -216,6 +172,7 @@ def model_mode(ctx: Context) -> list[Finding]:
         for name, module in ctx.model.named_modules()
         if not module.training
         and isinstance(module, nn.modules.dropout._DropoutNd | nn.modules.batchnorm._BatchNorm)
+        and not _frozen_on_purpose(module)
     ]
     if not stuck:
         return []

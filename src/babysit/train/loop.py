@@ -28,6 +28,7 @@ from .. import inputs, runs
 from ..batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from ..findings import Finding
 from ..optim import make_optimizer
+from ..outputs import read_output, run_batch
 from ..tasks import Task, default_loss, hits, resolve_task
 from .activation_snapshots import ActivationSnapshots
 from .callbacks import Callback
@@ -181,6 +182,10 @@ class Trainer(Session):
         self.epochs = config.epochs
         batch_size = config.batch_size
         self.forward_fn: Forward | None = forward
+        # The user's per-module choices: modules put in eval mode under a model in train mode
+        # (a frozen BatchNorm in a fine-tune) stay in eval while fit trains (docs/architecture.md,
+        # "Data: tasks, batches and forward="). A model wholly in eval mode is trained as usual.
+        self._kept_eval = [m for m in model.modules() if not m.training] if model.training else []
         self.metric_fns: dict[str, Metric] = dict(metrics or {})
         self.batches = make_batches(
             data, batch_size, shuffle=True, seed=self.seed, device=self.device, name="data"
@@ -257,7 +262,7 @@ class Trainer(Session):
     def run(self) -> History:
         torch.manual_seed(self.seed)
         self._prepare_run_dir()
-        self.model.train()
+        self._train_mode()
         self.call("on_fit_start")
         try:
             for epoch in range(self._start[0], self.epochs):
@@ -282,7 +287,7 @@ class Trainer(Session):
         )
 
     def _train_epoch(self, start: int) -> None:
-        self.model.train()
+        self._train_mode()
         self.call("on_train_epoch_start")
         started = time.perf_counter()
         sums = self._sums = self._resume_sums or _Sums()
@@ -355,14 +360,23 @@ class Trainer(Session):
 
     def _forward(self, batch: Any, on_device: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if self.forward_fn is not None:
-            return self.forward_fn(self.model, to_device(batch, self.device))
+            output, target, _ = run_batch(
+                self.model, to_device(batch, self.device), self.forward_fn
+            )
+            return output, target
         x, y = _xy(batch)
         if not on_device:  # in-memory tensors were moved (and int labels widened) at the start
             x, y = to_device(x, self.device), to_device(y, self.device)
             y = inputs.as_labels(y) if isinstance(y, torch.Tensor) else y
         if self.step == self._start_step:
-            return _first_forward(self.model, x), y
-        return self.model(x), y
+            return read_output(_first_forward(self.model, x))[0], y
+        return read_output(self.model(x))[0], y
+
+    def _train_mode(self) -> None:
+        """``model.train()``, keeping the modules the user had put in eval mode in eval."""
+        self.model.train()
+        for module in self._kept_eval:
+            module.eval()
 
     @torch.no_grad()
     def evaluate(self, batches: Batches) -> dict[str, float]:
@@ -376,7 +390,7 @@ class Trainer(Session):
                 output, target = self._forward(batch, on_device)
                 sums.add(self.loss_fn(output, target).item(), output, target, self)
         finally:
-            self.model.train()
+            self._train_mode()
             self.call("on_validation_end")
         return sums.means("val")
 

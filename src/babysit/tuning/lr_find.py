@@ -25,9 +25,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..batches import probe_batch
-from ..inputs import check_lr_find_data
+from ..batches import preserved_rng, probe_examples, to_device
+from ..inputs import check_loss, check_lr_find_data, check_targets
 from ..optim import make_optimizer, optimizer_name
+from ..outputs import (
+    Forward,
+    ForwardContractError,
+    default_forward,
+    describe_batch,
+    run_batch,
+    take,
+)
 from ..range_test import (
     DEFAULT_RULE,
     LR_FIND_FILE,
@@ -65,6 +73,7 @@ def lr_find(
     weight_decay: float = 0.0,
     device: str | torch.device = "cpu",
     run_dir: str | os.PathLike | None = None,
+    forward: Forward | None = None,
     task: str | Task = "auto",
 ) -> LRFinderResult:
     """Run the LR range test on a copy of ``model`` (the model itself is never changed).
@@ -83,6 +92,10 @@ def lr_find(
         weight_decay: passed to a named optimizer.
         device: where the copy trains.
         run_dir: if given, the result is written there as ``lr_find.json``.
+        forward: ``forward(model, batch) -> (output, target)`` for batches that are not
+            ``(x, y)`` (dicts, several inputs, masks), as in ``fit``. Without it a batch of
+            three or more items is a ``ValueError``. A tuple, dict or ``ModelOutput`` output is
+            read as its ``"logits"``, else its first tensor.
         task: ``"auto"`` (inferred from ``loss_fn``), a kind name or a :class:`babysit.Task`;
             its rules check the targets, and a kind without ``loss_fn`` trains with the kind's
             default loss (``babysit.tasks.default_loss``).
@@ -94,28 +107,47 @@ def lr_find(
     Raises:
         ValueError: bad arguments (the message names the value and the fix), empty data,
             data without targets, NaN/Inf inputs, labels or shapes that do not fit the model
-            and the loss (the same messages as ``fit``).
+            and the loss (the same messages as ``fit``); a batch of 3+ items without
+            ``forward``; an output whose rows differ from the targets'.
+        TypeError: a ``forward`` that does not return ``(output, target)``.
+
+    Torch's global CPU and CUDA generators, Python's and NumPy's, and a ``DataLoader``'s own
+    generator are left as they were; the user's model (weights, buffers, modes) is untouched.
     """
     check_args(start_lr, end_lr, steps, batch_size)
     if not isinstance(model, nn.Module):
         raise TypeError(f"lr_find needs an nn.Module as model, got {type(model).__name__}")
-    x, y, _ = probe_batch(data, MAX_EXAMPLES, seed, entry="lr_find")
+    if forward is not None and not callable(forward):
+        raise TypeError(
+            f"forward must be a function (model, batch) -> (output, target), got "
+            f"{type(forward).__name__}"
+        )
     device = torch.device(device)
-    resolved = resolve_task(task, loss_fn, y)
-    loss_fn = loss_fn or default_loss(resolved)
-    swept = copy.deepcopy(model).to(device)
-    x, y = x.to(device), None if y is None else y.to(device)
-    y = check_lr_find_data(swept, x, y, loss_fn, batch_size=batch_size, task=resolved)
 
     def factory(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return make_optimizer(optimizer, params, lr, weight_decay)
 
-    with torch.random.fork_rng(devices=[]):
+    with preserved_rng(data, device):
+        batch, _ = probe_examples(data, MAX_EXAMPLES, seed, entry="lr_find", forward=forward)
+        batch = to_device(batch, device)
+        swept = copy.deepcopy(model).to(device)
+        # the task against the targets (under forward=, _check_first_batch applies its rules)
+        targets = batch[1] if forward is None and len(batch) == 2 else None
+        resolved = resolve_task(task, loss_fn, targets)
+        loss_fn = loss_fn or default_loss(resolved)
+        if forward is None:
+            x, y = batch[0], batch[1] if len(batch) == 2 else None
+            batch = (
+                x,
+                check_lr_find_data(swept, x, y, loss_fn, batch_size=batch_size, task=resolved),
+            )
+        _check_first_batch(swept, take(batch, slice(0, batch_size)), forward, loss_fn, resolved)
+        # (without forward, check_lr_find_data has already called loss_fn on the first batch)
         torch.manual_seed(seed)
         result = range_test(
             swept,
-            x,
-            y,
+            batch,
+            None,
             factory,
             loss_fn=loss_fn,
             start_lr=start_lr,
@@ -124,9 +156,75 @@ def lr_find(
             batch_size=batch_size,
             seed=seed,
             optimizer=optimizer_name(optimizer),
+            forward=forward or default_forward,
         )
     if run_dir is not None:
         from .. import runs
 
         runs.write_json(run_dir, LR_FIND_FILE, result.to_dict())
     return result
+
+
+def _check_first_batch(
+    model: nn.Module,
+    batch: Any,
+    forward: Forward | None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    task: Task,
+) -> None:
+    """One forward of the first batch (eval mode, no gradients) through ``forward``: it must
+    return ``(output, target)``, the output must hold a tensor, the targets must fit it by the
+    task's rules (:func:`babysit.inputs.check_targets`), the loss must take it (one output row
+    per target for torch's losses) and be a scalar. Each failure names the fix."""
+    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                output, target, source = run_batch(model, batch, forward)
+            except ForwardContractError as err:
+                raise ForwardContractError(f"lr_find: {err}") from err
+            except Exception as err:
+                if forward is None:
+                    raise
+                raise RuntimeError(
+                    f"lr_find: forward(model, batch) raised on the first batch "
+                    f"({describe_batch(batch)}): {type(err).__name__}: {err}"
+                ) from err
+            if target is None:
+                raise ValueError(
+                    "lr_find needs targets: forward(model, batch) returned (output, None); "
+                    "return (output, target)"
+                )
+            shapes = f"{source} of shape {tuple(output.shape)}, targets " + (
+                f"of shape {tuple(target.shape)}"
+                if isinstance(target, torch.Tensor)
+                else type(target).__name__
+            )
+            if (
+                isinstance(loss_fn, nn.modules.loss._Loss)
+                and isinstance(target, torch.Tensor)
+                and output.dim() > 0
+                and target.dim() > 0
+                and output.shape[0] != target.shape[0]
+            ):
+                raise ValueError(
+                    f"lr_find: the loss cannot be computed on the model's output ({shapes}): "
+                    f"{output.shape[0]} output rows for {target.shape[0]} targets; keep the "
+                    "batch dimension first (x.flatten(1), not x.view(-1, k)), or pass forward="
+                )
+            if forward is None:
+                return  # check_lr_find_data computed the loss on this batch already
+            check_targets(output, target, task, loss_fn)
+            try:
+                loss = loss_fn(output, target)
+            except Exception as err:
+                raise RuntimeError(
+                    f"lr_find: loss_fn raised on the first batch ({shapes}): {err}"
+                ) from err
+            check_loss(loss)
+    finally:
+        model.train(was_training)
+        for m, mode in modes.items():
+            m.training = mode

@@ -3,8 +3,8 @@
 Every ``every``-th training step a probe records each nonlinearity's output (dead ReLU units,
 saturated tanh/sigmoid pre-activations), and the weight gradients the step's own backward left
 in ``.grad`` give each weight layer's gradient norm (one ``_foreach_norm``). Between sampled
-steps no hook is registered. A sampled step costs ~0.4 ms more than a plain one on the MNIST-1D
-MLP (a probe of every layer with backward hooks: ~1.3 ms), so every 100 steps is ~0.6%.
+steps no hook is registered, so the cost is one probed step in ``every`` (``benchmarks/probes.py``
+measures it; its table is in docs/benchmarks.md, "Probe overhead").
 
 Rules (definitions in docs/architecture.md):
 
@@ -12,8 +12,8 @@ Rules (definitions in docs/architecture.md):
   training batch is usually smaller, so at every sample the dead sets of the latest sampled
   steps that together cover 256 examples are intersected (a sliding window): a unit counts as
   dead only if it was dead at each of them. Warning from 70% of a layer (AUTOTRAINER, ICSE'21),
-  info from 10%. Measured (``benchmarks/monitors.py``): healthy nets <= 12%, SGD-momentum 0.5
-  (which kills the ReLUs of the MNIST-1D MLP) 95-99%.
+  info from 10%; ``benchmarks/monitors.py`` measures healthy and ReLU-killing runs against
+  these lines (docs/benchmarks.md, "Training monitors").
 - ``SATURATED_ACTIVATIONS``: more than 50% of a tanh/sigmoid layer's pre-activations beyond
   |z| = 3.0 / 5.3 on two consecutive samples (one batch can be unlucky).
 - ``VANISHING_GRADIENTS`` / ``EXPLODING_GRADIENTS``: AUTOTRAINER's ratio of the first to the

@@ -22,8 +22,19 @@ _MODE_MODULES = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
 def modules_in_eval(model: nn.Module) -> list[str]:
-    """Names of the dropout and batch-norm modules that are in eval mode."""
-    return [n for n, m in model.named_modules() if isinstance(m, _MODE_MODULES) and not m.training]
+    """Names of the dropout and batch-norm modules that are in eval mode; a batch norm whose
+    parameters are all frozen (requires_grad=False) is frozen on purpose (fine-tuning) and not
+    listed."""
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, _MODE_MODULES) and not m.training and not _frozen_on_purpose(m)
+    ]
+
+
+def _frozen_on_purpose(module: nn.Module) -> bool:
+    params = list(module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
 
 
 class EvalMode(Monitor):
