@@ -9,6 +9,7 @@ from .checks import diagnose
 from .findings import Diagnosis, Finding
 from .probes import LayerStats, Probe
 from .reporting import report
+from .tasks import Task
 from .train import Callback, Checkpoint, History, Watcher, fit, watch
 from .tuning import LRFinderResult, choice, intuniform, loguniform, lr_find, search, uniform
 from .version import __version__
@@ -22,6 +23,7 @@ __all__ = [
     "LRFinderResult",
     "LayerStats",
     "Probe",
+    "Task",
     "Watcher",
     "__version__",
     "choice",

@@ -74,6 +74,7 @@ CODES: dict[str, tuple[str, str]] = {
     "FROZEN_PARAMS": ("info", "parameters frozen with requires_grad=False"),
     "LOSS_FAILED": ("error", "the loss cannot be computed on the model's output"),
     "UNREGISTERED_PARAMS": ("error", "tensors requiring grad used in the loss but not registered"),
+    "TARGET_SCALE": ("warning", "regression targets far from unit scale"),
 }
 
 

@@ -25,6 +25,7 @@ from ..batches import preserved_rng, probe_examples, to_device
 from ..findings import Diagnosis, Finding, known_codes
 from ..optim import DEFAULT_LR, make_optimizer, optimizer_name
 from ..outputs import Forward, ForwardContractError
+from ..tasks import Task, default_loss, resolve_task
 from ..thresholds import resolve
 from . import _base
 from ._base import REGISTRY, CannotCheck, Context, finding
@@ -112,6 +113,7 @@ def diagnose(
     budget_s: float | None = None,
     device: str | torch.device = "cpu",
     run_dir: str | Path | None = None,
+    task: str | Task = "auto",
 ) -> Diagnosis:
     """Run the pre-flight checks of CS231n Lecture 6 on ``model`` and ``data``.
 
@@ -140,6 +142,11 @@ def diagnose(
             output or the loss is listed in a *warning* ``CHECKS_SKIPPED`` naming what to pass.
         device: where the checks run.
         run_dir: if given, ``findings.json`` is written there.
+        task: what the output means (:mod:`babysit.tasks`): ``"auto"`` infers it from
+            ``loss_fn``; a kind name (``"classification"``, ``"multilabel"``,
+            ``"regression"``, ``"custom"``) or a :class:`babysit.Task` (``class_dim``,
+            ``ignore_index``). A kind without ``loss_fn`` uses the kind's default loss; a task
+            that contradicts the loss or the targets is a ``ValueError``.
 
     Returns:
         A :class:`~babysit.findings.Diagnosis`, most severe findings first.
@@ -161,6 +168,7 @@ def diagnose(
             seed=seed,
             device=device,
             forward=forward,
+            task=task,
         )
         findings = _run_checks(ctx, selected, budget_s, start)
     diagnosis = Diagnosis(f for f in findings if f.code not in ignored)
@@ -182,6 +190,7 @@ def build_context(
     seed: int = 0,
     device: str | torch.device = "cpu",
     forward: Forward | None = None,
+    task: str | Task = "auto",
 ) -> Context:
     """The :class:`Context` that ``diagnose`` hands to every check (seeds torch's global RNG).
 
@@ -206,14 +215,15 @@ def build_context(
     x = y = None
     if forward is None:
         x, y = batch[0], batch[1] if len(batch) == 2 else None
+    resolved = _resolve_task(task, loss_fn, y, num_classes)
     ctx = Context(
         model=copy.deepcopy(model).to(device),
         x=x,
         y=y,
         data=data,
-        loss_fn=loss_fn or nn.CrossEntropyLoss(),
-        classification=loss_fn is None or isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss),
-        num_classes=num_classes,
+        loss_fn=loss_fn or default_loss(resolved),
+        classification=resolved.kind == "classification",
+        num_classes=num_classes or resolved.num_classes,
         optimizer=lambda params, lr_, wd: make_optimizer(optimizer, params, lr_, wd),
         optimizer_name=optimizer_name(optimizer),
         lr=lr,
@@ -224,6 +234,7 @@ def build_context(
         n_examples=n_examples,
         batch_size=getattr(data, "batch_size", None) or DEFAULT_BATCH_SIZE,
         _original=model,
+        task=resolved,
         batch=batch,
         forward_fn=forward,
     )
@@ -232,8 +243,21 @@ def build_context(
         if isinstance(probed.error, ForwardContractError):
             raise ForwardContractError(f"diagnose: {probed.error}") from probed.error
         ctx.y = probed.target  # what forward returns as the target (None if it failed)
+        if isinstance(ctx.y, torch.Tensor):  # the task against the targets forward returns
+            ctx.task = _resolve_task(task, loss_fn, ctx.y, num_classes)
     ctx.cache["default_lr"] = DEFAULT_LR.get(ctx.optimizer_name, 1e-3)
+    ctx.cache["task_given"] = not (isinstance(task, str) and task.strip().lower() == "auto")
     return ctx
+
+
+def _resolve_task(task: str | Task, loss_fn: Any, y: Any, num_classes: int | None) -> Task:
+    resolved = resolve_task(task, loss_fn, y)
+    if num_classes is not None and resolved.num_classes not in (None, num_classes):
+        raise ValueError(
+            f"num_classes={num_classes} contradicts Task(num_classes={resolved.num_classes}): "
+            "pass one of them"
+        )
+    return resolved
 
 
 def _check_budget(budget_s: float | None) -> None:
@@ -300,9 +324,10 @@ def _run_checks(
             found = spec.run(ctx)
             _say_where_the_output_was_read(ctx, spec, found)
             findings += found
-        except CannotCheck as why:  # the output or the loss cannot be read: say so
-            skipped[spec.name] = str(why)
-            unreadable.add(spec.name)
+        except CannotCheck as why:  # cannot judge this set-up: say so, and what to pass
+            skipped[spec.name] = why.reason
+            if why.warning:
+                unreadable.add(spec.name)
         except Exception as err:  # a failing check must not cost the user the other findings
             if os.environ.get("BABYSIT_STRICT_CHECKS") == "1":
                 raise
@@ -318,7 +343,7 @@ def _run_checks(
                 + ("; no check ran, so nothing was checked" if nothing_ran else ""),
                 "fix the errors above, pass what the reasons name, or raise budget_s, and run "
                 "diagnose again",
-                {"skipped": skipped, "unreadable": sorted(unreadable)},
+                {"skipped": skipped, "unreadable": sorted(unreadable), "task": ctx.task.to_dict()},
                 severity="warning" if nothing_ran or unreadable else None,
             )
         )

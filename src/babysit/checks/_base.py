@@ -21,6 +21,7 @@ from torch import nn
 
 from ..findings import CODES, Finding, finding
 from ..outputs import Forward, batch_size_of, read_output, run_batch, take
+from ..tasks import Task
 
 __all__ = ["REGISTRY", "CannotCheck", "CheckSpec", "Context", "Probed", "check", "finding"]
 
@@ -28,9 +29,16 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter], float, float], torch.optim.
 
 
 class CannotCheck(Exception):
-    """Raised by a check (through :class:`Context`) that cannot judge: the forward pass, the
-    loss or the output could not be read. ``diagnose`` lists the check in a *warning*
-    ``CHECKS_SKIPPED`` with this message, which names the argument that would let it run."""
+    """Raised by a check (directly, or through :class:`Context`) that cannot judge this set-up:
+    the forward pass, the loss or the output could not be read, or the task leaves the check
+    nothing to judge. ``diagnose`` lists the check in ``CHECKS_SKIPPED`` with ``reason``, which
+    names the argument that would let it run; a *warning* unless ``warning=False`` (a check the
+    user knowingly made inapplicable, e.g. ``task="custom"``: info)."""
+
+    def __init__(self, reason: str, *, warning: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.warning = warning
 
 
 @dataclass
@@ -74,6 +82,7 @@ class Context:
     batch_size: int
     cache: dict[str, Any] = field(default_factory=dict)  # measurements shared between checks
     _original: nn.Module | None = None
+    task: Task = field(default_factory=lambda: Task("classification"))  # babysit.tasks
     batch: Any = None  # the probe batch as the data gives it ((x, y) or (x,) by default)
     forward_fn: Forward | None = None  # the user's forward(model, batch) -> (output, target)
 

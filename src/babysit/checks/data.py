@@ -1,14 +1,19 @@
-"""Data checks: NaN/Inf, centring and scale (lecture: zero-centre, normalize), labels, classes.
+"""Data checks: NaN/Inf, centring and scale (lecture: zero-centre, normalize), labels and
+targets as the task reads them (:mod:`babysit.tasks`), classes.
 
-They read only the probe batch, before any forward pass.
+They read the probe batch; the labels check also reads the model's output (the number of
+classes, the shape the targets must have).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..findings import Finding
-from ._base import Context, check, finding
+from ..inputs import TargetProblem, target_problem
+from ._base import CannotCheck, Context, check, finding
 
 
 @check("data_finite", codes=["DATA_NAN"])
@@ -85,36 +90,94 @@ def data_scale(ctx: Context) -> list[Finding]:
 
 @check("labels", codes=["LABELS_NOT_INTEGER", "LABELS_OUT_OF_RANGE"], needs_labels=True)
 def labels(ctx: Context) -> list[Finding]:
-    """Class labels must be integers in [0, C), C = the model's output width."""
-    if not ctx.classification or ctx.y is None:
+    """Targets the task can read (:func:`babysit.inputs.target_problem`): classification labels
+    are integers in [0, C) or the loss's ``ignore_index``, C the output's size along
+    ``class_dim``, or class probabilities of the output's shape; multilabel targets lie in
+    [0, 1]. Shapes that the loss would fail on or silently broadcast (regression ``(N, 1)``
+    against ``(N,)``) cannot be judged further: a warning ``CHECKS_SKIPPED`` names them and the
+    fix."""
+    if ctx.task.kind == "custom":
+        raise custom_skip(ctx, "the targets' format is unknown")
+    if ctx.y is None:
         return []
+    out = ctx.output()  # computed here when the check runs alone; CannotCheck if it failed
+    task = ctx.task
+    if ctx.num_classes and task.num_classes is None:
+        task = replace(task, num_classes=ctx.num_classes)
+    problem = target_problem(out, ctx.y, task, ctx.loss_fn)
+    if problem is None and task.kind == "classification" and task.num_classes:
+        problem = _beyond_num_classes(ctx.y, task)
+    if problem is not None and problem.code is None:  # shapes the loss fails on or broadcasts
+        raise CannotCheck(f"the targets do not fit the output: {problem.message}", warning=True)
+    if problem is None:
+        return []
+    advice = (
+        "relabel the classes to 0..C-1 (e.g. y - y.min()), give the model's last layer one "
+        "output per class, or mark skipped positions with the loss's ignore_index"
+        if problem.code == "LABELS_OUT_OF_RANGE"
+        else "cast class labels with y.long(); for regression pass task='regression' (or "
+        "loss_fn=nn.MSELoss()) to diagnose/fit"
+    )
+    evidence = {**problem.evidence, "task": ctx.task.to_dict()}
+    if ctx.y.is_floating_point():
+        y = ctx.y
+        evidence["whole_values"] = bool(torch.isfinite(y).all() and (y == y.round()).all())
+        evidence["example"] = y.reshape(-1)[:5].tolist()
+    return [finding(problem.code, problem.message, advice, evidence)]
+
+
+def _beyond_num_classes(y: torch.Tensor, task) -> TargetProblem | None:
+    """Labels >= ``num_classes`` when the user named fewer classes than the output has."""
+    if y.is_floating_point():
+        return None
+    counted = y if task.ignore_index is None else y[y != task.ignore_index]
+    if not counted.numel() or int(counted.max()) < task.num_classes:
+        return None
+    return TargetProblem(
+        "LABELS_OUT_OF_RANGE",
+        f"label {int(counted.max())} seen, but num_classes={task.num_classes} (labels must "
+        f"lie in [0, {task.num_classes}))",
+        {"max_label": int(counted.max()), "num_classes": task.num_classes},
+    )
+
+
+def custom_skip(ctx: Context, what: str) -> CannotCheck:
+    """A task-dependent check on a custom loss: a warning when the task was inferred (the user
+    may not know), info when the user said ``task="custom"``."""
+    return CannotCheck(
+        f"{what} for the custom loss {type(ctx.loss_fn).__name__}: pass task='classification'"
+        ", 'multilabel' or 'regression' (or a standard loss_fn) to run it",
+        warning=not ctx.cache.get("task_given", False),
+    )
+
+
+@check("target_scale", codes=["TARGET_SCALE"], needs_labels=True)
+def target_scale(ctx: Context) -> list[Finding]:
+    """Regression targets near unit scale (lecture: "normalize the data" holds for the targets
+    too): the loss, its gradients and so the useful learning rate scale with the targets'
+    square (MSE), so targets of scale 1000 need a learning rate ~1e6 times smaller, and a
+    freshly initialised network (outputs ~N(0, 1)) starts far from them."""
     y = ctx.y
-    if y.is_floating_point() or y.is_complex():
-        whole = bool(torch.isfinite(y).all() and (y == y.round()).all())
-        return [
-            finding(
-                "LABELS_NOT_INTEGER",
-                f"targets are {str(y.dtype).replace('torch.', '')} "
-                + ("with whole values" if whole else "with fractional values")
-                + " but the loss is a classification loss (it wants integer class indices)",
-                "cast class labels with y.long(); for regression pass loss_fn=nn.MSELoss() "
-                "(and metrics) to diagnose/fit",
-                {"dtype": str(y.dtype), "whole_values": whole, "example": y[:5].tolist()},
-            )
-        ]
-    classes = ctx.output_width()
-    low, high = int(y.min()), int(y.max())
-    if low >= 0 and (classes is None or high < classes):
+    if ctx.task.kind != "regression" or not isinstance(y, torch.Tensor):
         return []
-    bad = (y < 0) | (y >= classes) if classes else y < 0
+    if not y.is_floating_point() or len(y) < 2:
+        return []
+    finite = y[torch.isfinite(y)].double()
+    if finite.numel() < 2:
+        return []
+    mean, std = float(finite.mean()), float(finite.std())
+    rms = float(finite.pow(2).mean().sqrt())
+    high, low = ctx.thresholds["target_scale_high"], ctx.thresholds["target_scale_low"]
+    if low <= rms <= high:
+        return []
     return [
         finding(
-            "LABELS_OUT_OF_RANGE",
-            f"{int(bad.sum())} labels outside [0, {classes}): seen {low}..{high} while the "
-            f"model outputs {classes} classes",
-            "relabel the classes to 0..C-1 (e.g. y - y.min()), or give the model's last layer "
-            "one output per class",
-            {"min_label": low, "max_label": high, "num_classes": classes},
+            "TARGET_SCALE",
+            f"regression targets are far from unit scale: rms {rms:.3g} (mean {mean:.3g}, "
+            f"std {std:.3g}); the network's outputs start near N(0, 1)",
+            f"standardize the targets (y - {mean:.3g}) / {std:.3g} for training and undo it "
+            "on predictions, or set the last layer's bias to the targets' mean",
+            {"rms": rms, "mean": mean, "std": std, "task": ctx.task.to_dict()},
         )
     ]
 

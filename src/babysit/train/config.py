@@ -29,7 +29,7 @@ import torch
 from ..optim import OPTIMIZERS
 from .schedules import SCHEDULES
 
-__all__ = ["RESUME_KEYS", "FitConfig", "conflicts", "same_value"]
+__all__ = ["RESUME_KEYS", "FitConfig", "check_task", "conflicts", "same_value"]
 
 # Settings a resumed run must share with the run it continues (config.json keys).
 RESUME_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "batch_size", "seed")
@@ -56,6 +56,7 @@ class FitConfig:
     thresholds: Mapping[str, float] | None = None
     ignore: str | Iterable[str] = ()  # kept as a tuple of codes
     progress: bool = True
+    task: Any = "auto"  # "auto", a kind name (lower-cased) or a babysit.tasks.Task
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalised values are set once, here
@@ -107,6 +108,7 @@ class FitConfig:
         ignore = self.ignore
         set_(self, "ignore", (ignore,) if isinstance(ignore, str) else tuple(ignore))
         set_(self, "progress", bool(self.progress))
+        set_(self, "task", check_task(self.task))
 
     @property
     def optimizer_name(self) -> str:
@@ -177,6 +179,20 @@ def conflicts(
         for key in keys
         if key in given and key in recorded and not same_value(given[key], recorded[key])
     ]
+
+
+def check_task(value: Any) -> Any:
+    """``"auto"``, a kind name or a :class:`Task` (resolved against the loss by the trainer)."""
+    from ..tasks import KINDS, Task
+
+    if isinstance(value, Task):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("auto", *KINDS):
+        return value.strip().lower()
+    raise ValueError(
+        f"task must be 'auto', one of {', '.join(map(repr, KINDS))} or babysit.Task(...), "
+        f"got {value!r}"
+    )
 
 
 def _int(name: str, value: Any) -> int:

@@ -29,6 +29,7 @@ from ..batches import Batches, TensorBatches, UserLoader, make_batches, to_devic
 from ..findings import Finding
 from ..optim import make_optimizer
 from ..outputs import read_output, run_batch
+from ..tasks import Task, default_loss, hits, resolve_task
 from .activation_snapshots import ActivationSnapshots
 from .callbacks import Callback
 from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_checkpoint
@@ -43,7 +44,6 @@ __all__ = ["fit"]
 
 Forward = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 Metric = Callable[[torch.Tensor, torch.Tensor], Any]
-_CLASSIFICATION_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
 # Training examples evaluated in eval mode at each epoch's end (``train_eval_acc``), with
 # validation: the gap monitors compare like with like (no dropout on either side).
 TRAIN_SAMPLE = 1000
@@ -72,6 +72,7 @@ def fit(
     device: str | torch.device = "cpu",
     thresholds: Mapping[str, float] | None = None,
     ignore: Iterable[str] = (),
+    task: str | Task = "auto",
 ) -> History:
     """Train ``model`` on ``data`` with the lecture's babysitting running alongside.
 
@@ -86,9 +87,14 @@ def fit(
         lr: learning rate; ``None`` takes the optimizer's default (or the factory's).
         weight_decay: L2 regularization strength, passed to the optimizer.
         schedule: ``"cosine"``, ``"step"``, ``"onecycle"`` or ``optimizer -> scheduler``.
-        loss_fn: default cross-entropy (classification: accuracy is measured too); for
-            regression pass e.g. ``nn.MSELoss()``.
-        metrics: extra ``{name: fn(output, target)}``, averaged over examples, train and val.
+        loss_fn: default: the task's (cross-entropy for classification); for regression pass
+            e.g. ``nn.MSELoss()`` or ``task="regression"``.
+        metrics: extra ``{name: fn(output, target)}``, averaged over examples, train and val
+            (a name that is also a built-in metric replaces it). Built in, by the task:
+            ``acc`` for classification (argmax along ``class_dim``, ``ignore_index``
+            positions not counted, probability targets by their argmax) and multilabel (each
+            output thresholded), ``mae`` and ``r2`` (1 - SSE/SST over every target value of
+            the epoch) for regression with an output of the targets' shape.
         forward: ``(model, batch) -> (output, target)`` for batches that are not ``(x, y)``.
         callbacks: extra :class:`Callback` s (a :class:`Checkpoint` replaces the default one).
         monitors: ``"default"``, ``"all"``, ``None`` (a plain loop), or a list of monitors
@@ -106,6 +112,10 @@ def fit(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         thresholds: overrides of :data:`babysit.thresholds.THRESHOLDS` for the monitors.
         ignore: finding codes to silence.
+        task: what the output means (:mod:`babysit.tasks`): ``"auto"`` (from ``loss_fn``), a
+            kind name or a :class:`babysit.Task`; it decides the target checks and the
+            metrics, and is recorded in ``config.json``. A task that contradicts the loss or
+            the targets is a ``ValueError``.
 
     Returns:
         A :class:`History`: per-epoch metrics, ``.findings``, ``.stop_reason``, ``.rollbacks``.
@@ -123,6 +133,7 @@ def fit(
         thresholds=thresholds,
         ignore=ignore,
         progress=progress,
+        task=task,
     )
     trainer = Trainer(
         model,
@@ -175,15 +186,19 @@ class Trainer(Session):
         # (a frozen BatchNorm in a fine-tune) stay in eval while fit trains (docs/architecture.md,
         # "Data: tasks, batches and forward="). A model wholly in eval mode is trained as usual.
         self._kept_eval = [m for m in model.modules() if not m.training] if model.training else []
-        self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-        self.classification = isinstance(self.loss_fn, _CLASSIFICATION_LOSSES)
         self.metric_fns: dict[str, Metric] = dict(metrics or {})
-        model.to(self.device)
-        opt = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
-        built_lr = float(opt.param_groups[0]["lr"])  # before a schedule moves it (onecycle)
         self.batches = make_batches(
             data, batch_size, shuffle=True, seed=self.seed, device=self.device, name="data"
         )
+        tensors = getattr(self.batches, "tensors", None)
+        sample = tensors[1] if tensors is not None and len(tensors) == 2 else None
+        self.task = resolve_task(config.task, loss_fn, sample)
+        self.loss_fn = loss_fn if loss_fn is not None else default_loss(self.task)
+        self.classification = self.task.kind == "classification"
+        self.probabilities = isinstance(self.loss_fn, nn.BCELoss)  # multilabel accuracy at 0.5
+        model.to(self.device)
+        opt = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
+        built_lr = float(opt.param_groups[0]["lr"])  # before a schedule moves it (onecycle)
         self.val_batches = (
             None
             if val is None
@@ -600,12 +615,15 @@ class Trainer(Session):
         tensors = getattr(batches, "tensors", None)
         if tensors is not None:
             labels = self.classification and self.forward_fn is None
-            inputs.check_examples(tensors[0], tensors[1], name=name, labels=labels)
+            ignore = self.task.ignore_index
+            inputs.check_examples(
+                tensors[0], tensors[1], name=name, labels=labels, ignore_index=ignore
+            )
 
     def _check_targets(self, output: Any, target: Any) -> None:
-        """Cross-entropy's shape rules, stated before torch fails obscurely (first step)."""
-        if self.classification:
-            inputs.check_targets(output, target)
+        """The task's target rules (:func:`babysit.inputs.check_targets`), stated before torch
+        fails obscurely or the loss trains on nonsense (first step)."""
+        inputs.check_targets(output, target, self.task, self.loss_fn)
 
     def _check_loss(self, loss: Any) -> None:
         inputs.check_loss(loss)
@@ -631,6 +649,7 @@ class Trainer(Session):
             "n_parameters": n_params,
             **self.settings.record(lr=lr),
             "loss_fn": repr(self.loss_fn),
+            "task": self.task.to_dict(),
             "monitors": [type(c).__name__ for c in self.callbacks],
             "n_train": self.batches.n_examples,
             "n_val": None if self.val_batches is None else self.val_batches.n_examples,
@@ -638,38 +657,89 @@ class Trainer(Session):
 
 
 class _Sums:
-    """Running sums of loss, correct predictions and custom metrics over an epoch.
+    """Running sums of loss, accuracy counts, regression errors and custom metrics over an epoch.
 
-    Accuracy costs one op per step: the argmax is kept and compared with the targets when the
-    epoch's numbers are read (``means``), not summed into a tensor step by step.
+    Accuracy costs one op per step: the prediction (argmax, or thresholded outputs) is kept and
+    compared with the targets when the epoch's numbers are read (``means``), not summed into a
+    tensor step by step. Regression keeps four running sums as one tensor (|e|, e², y, y²) and
+    a count of target values, for ``mae`` and ``r2``.
     """
 
     def __init__(self) -> None:
         self.loss = 0.0
         self.n = 0
         self.correct = 0  # counted so far (from a checkpoint, or folded in by ``_fold``)
-        self.counted = False  # whether accuracy applies (classification outputs seen)
+        self.acc_n = 0  # predictions counted for accuracy (positions not ignored)
+        self.counted = False  # whether accuracy applies (classification/multilabel outputs)
         self.preds: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
+        self.kind: tuple[Task, bool] | None = None  # what ``preds`` hold (task, probabilities)
+        self.reg: torch.Tensor | None = None  # running [Σ|e|, Σe², Σy, Σy²]
+        self.reg_n = 0
         self.custom: dict[str, Any] = {}
 
     def add(self, loss: float, output: torch.Tensor, target: torch.Tensor, t: Trainer) -> None:
         n = len(target) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
         self.loss += loss * n
         self.n += n
-        if t.classification and output.dim() == 2 and target.dim() == 1:
-            self.preds.append(output.argmax(1))
-            self.targets.append(target)
-            self.counted = True
+        kind = t.task.kind
+        if kind in ("classification", "multilabel") and isinstance(output, torch.Tensor):
+            self._keep_prediction(output.detach(), target, t)
+        elif kind == "regression":
+            self._add_errors(output, target)
         for name, fn in t.metric_fns.items():
             with torch.no_grad():
                 value = fn(output, target) * n
             self.custom[name] = value + self.custom.get(name, 0.0)
 
+    def _keep_prediction(self, output: torch.Tensor, target: Any, t: Trainer) -> None:
+        if not isinstance(target, torch.Tensor):
+            return
+        task = t.task
+        if task.kind == "classification":
+            if output.dim() < 2:
+                return
+            dim = task.class_dim % output.dim()
+            pred = output.argmax(dim)
+            if target.is_floating_point():
+                if target.shape != output.shape:
+                    return
+                target = target.argmax(dim)
+        else:
+            if output.shape != target.shape:
+                return
+            pred = output
+        if pred.shape != target.shape:
+            return
+        self.kind = (task, t.probabilities)
+        self.preds.append(pred)
+        self.targets.append(target)
+        self.counted = True
+
+    def _add_errors(self, output: Any, target: Any) -> None:
+        ok = isinstance(output, torch.Tensor) and isinstance(target, torch.Tensor)
+        if not ok or output.shape != target.shape or not target.is_floating_point():
+            return
+        with torch.no_grad():
+            e = (output.detach() - target).double()
+            y = target.double()
+            sums = torch.stack([e.abs().sum(), e.pow(2).sum(), y.sum(), y.pow(2).sum()])
+        self.reg = sums if self.reg is None else self.reg.to(sums.device) + sums
+        self.reg_n += target.numel()
+
     def _fold(self) -> None:
-        if self.preds:
-            hits = torch.cat(self.preds) == torch.cat(self.targets)
-            self.correct += int(hits.sum())
+        if self.preds and self.kind is not None:
+            task, probabilities = self.kind
+            pred = torch.cat([p.reshape(-1) for p in self.preds])
+            target = torch.cat([t.reshape(-1) for t in self.targets])
+            if task.kind == "classification":  # pred is the argmax already
+                correct = pred == target
+                mask = None if task.ignore_index is None else target != task.ignore_index
+            else:
+                correct, _ = hits(pred, target, task, probabilities=probabilities)  # type: ignore
+                mask = None
+            self.correct += int((correct if mask is None else correct & mask).sum())
+            self.acc_n += len(target) if mask is None else int(mask.sum())
             self.preds, self.targets = [], []
 
     def state_dict(self) -> dict[str, Any]:
@@ -678,6 +748,9 @@ class _Sums:
             "loss": self.loss,
             "n": self.n,
             "correct": self.correct if self.counted else None,
+            "acc_n": self.acc_n,
+            "reg": None if self.reg is None else [float(v) for v in self.reg],
+            "reg_n": self.reg_n,
             "custom": {k: float(v) for k, v in self.custom.items()},
         }
 
@@ -687,6 +760,10 @@ class _Sums:
         sums.loss, sums.n, sums.custom = state["loss"], state["n"], dict(state["custom"])
         if state["correct"] is not None:
             sums.correct, sums.counted = state["correct"], True
+            sums.acc_n = state.get("acc_n", state["n"])  # older checkpoints: one per example
+        if state.get("reg") is not None:
+            sums.reg = torch.tensor(state["reg"], dtype=torch.float64)
+            sums.reg_n = state["reg_n"]
         return sums
 
     def means(self, split: str) -> dict[str, float]:
@@ -694,8 +771,14 @@ class _Sums:
             return {}
         self._fold()
         out = {f"{split}_loss": self.loss / self.n}
-        if self.counted:
-            out[f"{split}_acc"] = self.correct / self.n
+        if self.counted and self.acc_n:
+            out[f"{split}_acc"] = self.correct / self.acc_n
+        if self.reg is not None and self.reg_n:
+            abs_e, sq_e, sum_y, sum_y2 = (float(v) for v in self.reg)
+            out[f"{split}_mae"] = abs_e / self.reg_n
+            total = sum_y2 - sum_y * sum_y / self.reg_n
+            if total > 0:
+                out[f"{split}_r2"] = 1.0 - sq_e / total
         for name, total in self.custom.items():
             out[f"{split}_{name}"] = float(total) / self.n
         return out

@@ -46,6 +46,7 @@ def watch(
     thresholds: Mapping[str, float] | None = None,
     ignore: Iterable[str] = (),
     progress: bool = False,
+    task: Any = "auto",
 ) -> Watcher:
     """Attach babysit's monitors to a training loop you keep; add ``watcher.observe(loss)``.
 
@@ -57,6 +58,9 @@ def watch(
             written there (at each :meth:`Watcher.end_epoch` and at :meth:`Watcher.close`).
         thresholds, ignore: as in :func:`babysit.diagnose`.
         progress: print a line per finding as it fires.
+        task: what the loop's output means (``"auto"``, a kind name or a
+            :class:`babysit.Task`); recorded in ``config.json`` (the loop's loss is not seen,
+            so ``"auto"`` stays unresolved).
     """
     return Watcher(
         model,
@@ -66,6 +70,7 @@ def watch(
         thresholds=thresholds,
         ignore=ignore,
         progress=progress,
+        task=task,
     )
 
 
@@ -82,7 +87,9 @@ class Watcher(Session):
         thresholds: Mapping[str, float] | None = None,
         ignore: Iterable[str] = (),
         progress: bool = False,
+        task: Any = "auto",
     ) -> None:
+        from .config import check_task
         from .monitors import resolve_monitors
 
         if not isinstance(model, nn.Module):
@@ -92,6 +99,8 @@ class Watcher(Session):
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
         run_dir = None if run_dir is None else Path(run_dir)
+        task = check_task(task)
+        self.task = task if isinstance(task, str) else task.to_dict()
         super().__init__(
             model,
             optimizer,
@@ -179,5 +188,6 @@ class Watcher(Session):
             "model_repr": repr(self.model),
             "optimizer": type(self.optimizer).__name__,
             "lr": self.lr(),
+            "task": self.task,
             "monitors": [type(c).__name__ for c in self.callbacks],
         }

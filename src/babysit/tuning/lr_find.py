@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..batches import preserved_rng, probe_examples, to_device
-from ..inputs import check_loss, check_lr_find_data, check_targets, is_classification
+from ..inputs import check_loss, check_lr_find_data, check_targets
 from ..optim import make_optimizer, optimizer_name
 from ..outputs import (
     Forward,
@@ -46,6 +46,7 @@ from ..range_test import (
     check_args,
     range_test,
 )
+from ..tasks import Task, default_loss, resolve_task
 
 __all__ = [
     "DEFAULT_RULE",
@@ -74,6 +75,7 @@ def lr_find(
     run_dir: str | os.PathLike | None = None,
     forward: Forward | None = None,
     verify: bool = True,
+    task: str | Task = "auto",
 ) -> LRFinderResult:
     """Run the LR range test on a copy of ``model`` (the model itself is never changed).
 
@@ -98,6 +100,9 @@ def lr_find(
         verify: check the curve's pick with short constant-lr probes and re-run an unclear
             sweep longer (the default; ``False``: the curve's ``minimum`` rule alone, 100
             steps).
+        task: ``"auto"`` (inferred from ``loss_fn``), a kind name or a :class:`babysit.Task`;
+            its rules check the targets, and a kind without ``loss_fn`` trains with the kind's
+            default loss (``babysit.tasks.default_loss``).
 
     Returns:
         An :class:`LRFinderResult`: ``.suggestion``, ``.suggestions``, ``.confident``,
@@ -122,7 +127,6 @@ def lr_find(
             f"{type(forward).__name__}"
         )
     device = torch.device(device)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
 
     def factory(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return make_optimizer(optimizer, params, lr, weight_decay)
@@ -131,10 +135,17 @@ def lr_find(
         batch, _ = probe_examples(data, MAX_EXAMPLES, seed, entry="lr_find", forward=forward)
         batch = to_device(batch, device)
         swept = copy.deepcopy(model).to(device)
+        # the task against the targets (under forward=, _check_first_batch applies its rules)
+        targets = batch[1] if forward is None and len(batch) == 2 else None
+        resolved = resolve_task(task, loss_fn, targets)
+        loss_fn = loss_fn or default_loss(resolved)
         if forward is None:
             x, y = batch[0], batch[1] if len(batch) == 2 else None
-            batch = (x, check_lr_find_data(swept, x, y, loss_fn, batch_size=batch_size))
-        _check_first_batch(swept, take(batch, slice(0, batch_size)), forward, loss_fn)
+            batch = (
+                x,
+                check_lr_find_data(swept, x, y, loss_fn, batch_size=batch_size, task=resolved),
+            )
+        _check_first_batch(swept, take(batch, slice(0, batch_size)), forward, loss_fn, resolved)
         # (without forward, check_lr_find_data has already called loss_fn on the first batch)
         torch.manual_seed(seed)
         result = range_test(
@@ -164,10 +175,12 @@ def _check_first_batch(
     batch: Any,
     forward: Forward | None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    task: Task,
 ) -> None:
     """One forward of the first batch (eval mode, no gradients) through ``forward``: it must
-    return ``(output, target)``, the output must hold a tensor, the loss must take it (one
-    output row per target for torch's losses) and be a scalar. Each failure names the fix."""
+    return ``(output, target)``, the output must hold a tensor, the targets must fit it by the
+    task's rules (:func:`babysit.inputs.check_targets`), the loss must take it (one output row
+    per target for torch's losses) and be a scalar. Each failure names the fix."""
     was_training = model.training
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -208,8 +221,7 @@ def _check_first_batch(
                 )
             if forward is None:
                 return  # check_lr_find_data computed the loss on this batch already
-            if is_classification(loss_fn):
-                check_targets(output, target)
+            check_targets(output, target, task, loss_fn)
             try:
                 loss = loss_fn(output, target)
             except Exception as err:

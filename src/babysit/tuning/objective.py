@@ -104,6 +104,7 @@ class Builtin:
         cv: int | None,
         seed: int,
         models_dir: Path | None,
+        task: Any = "auto",
     ) -> None:
         if data is None:
             raise ValueError(
@@ -111,6 +112,13 @@ class Builtin:
                 "objective=lambda params, trial: <metric>"
             )
         self.train, self.val, self.test, self.in_features, self.classes = splits(data)
+        self.task = task
+        kind = task if isinstance(task, str) else task.kind
+        if kind == "regression":  # one output per target column, targets (N, outputs)
+            self.train, self.val, self.test = (
+                _columns(s) for s in (self.train, self.val, self.test)
+            )
+            self.classes = int(self.train[1].shape[1])
         self.model, self.metric, self.cv, self.seed = model, metric, cv, seed
         self.models_dir = models_dir
 
@@ -149,6 +157,7 @@ class Builtin:
             monitors=None,
             progress=False,
             seed=trial.number,
+            task=self.task,
             callbacks=[TrialReporter(trial, self.metric, report=report)],
         )
         if self.metric not in history.final:
@@ -215,6 +224,15 @@ class Builtin:
             "best_single_test_acc": singles[0],
             "trials": [(t["stage"], t["number"]) for t in trials],
         }
+
+
+def _columns(split: Any) -> Any:
+    """``(x, y)`` with 1-D targets as one column, the shape a one-output model's MSE needs."""
+    if split is None:
+        return None
+    x, y = split
+    y = torch.as_tensor(y)
+    return x, (y.unsqueeze(1) if y.dim() == 1 else y).float()
 
 
 def splits(data: Any) -> tuple[Any, Any, Any, int, int]:

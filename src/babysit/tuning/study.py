@@ -29,6 +29,7 @@ import optuna
 import torch
 
 from ..findings import Finding
+from ..train.config import check_task
 from .objective import Builtin, check_names
 from .pruners import BreakOutPruner
 from .result import SearchFailed, SearchResult, best_trial, trial_rows, write_run
@@ -77,6 +78,7 @@ def search(
     seed: int = 0,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    task: Any = "auto",
 ) -> SearchResult:
     """Coarse -> fine random search in log space, with the lecture's break-out pruning.
 
@@ -103,6 +105,10 @@ def search(
             extend that range and run one more stage.
         run_dir: where ``search.db``, ``config.json``, ``trials.csv`` and ``findings.json`` go.
         progress: a progress bar per stage (trials done by all workers, best so far).
+        task: the built-in objective's task, passed to :func:`babysit.fit` (``"auto"``:
+            classification; ``"regression"`` trains with MSE and the default model gets one
+            output per target column; score it with ``metric="val_r2"`` or ``"val_loss"``
+            and ``direction="minimize"``). Recorded with the settings when not ``"auto"``.
 
     Raises:
         ValueError: bad arguments, a parameter the built-in objective does not use, or a run
@@ -136,12 +142,15 @@ def search(
         pruner=pruner,
         cv=cv,
     )
+    task = check_task(task)
+    if task != "auto":
+        wanted["task"] = task if isinstance(task, str) else task.to_dict()
     if run_path is not None and run_path.is_dir():
         check_run_dir(run_path, wanted, name, given)  # reads only: refused before any write
     builtin = None
     if objective is None:
         models_dir = run_path / "models" if run_path is not None else None
-        builtin = Builtin(model, data, metric, cv, seed, models_dir)
+        builtin = Builtin(model, data, metric, cv, seed, models_dir, task=task)
     run = objective or builtin
     if storage is None and run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
