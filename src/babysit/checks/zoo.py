@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -81,7 +81,7 @@ class Setup:
         return out
 
     def compute(self, model: nn.Module, batch: Any) -> tuple[Any, Any]:
-        """``(output, target)`` of one batch, as ``forward`` (or the default ``(x, y)``) reads it."""
+        """``(output, target)`` of one batch, read by ``forward`` (default: ``(x, y)``)."""
         if self.forward is not None:
             return self.forward(model, batch)
         x, y = batch
@@ -659,8 +659,9 @@ _HEALTHY = [
     Entry("resnet20_bn", "cnn", "ResNet-20 with batch norm (0.27M) on 3×32×32, Adam 1e-3",
           lambda: Setup(ResNet(), images()), slow=True),
     Entry("resnet_zero_init_residual", "cnn",
-          "small ResNet (1 block per stage) with zero-init residual BN scales, SGD-momentum 0.05",
-          lambda: Setup(ResNet(blocks=1, width=8, zero_init_residual=True), images(128, 16),
+          "small ResNet (1 block per stage, 8×8 images), zero-init residual BN scales, "
+          "SGD-momentum 0.05",
+          lambda: Setup(ResNet(blocks=1, width=8, zero_init_residual=True), images(128, 8),
                         optimizer="momentum", lr=0.05)),
     Entry("digits_cnn", "cnn", "2-conv net on 1×8×8 digits, Adam 1e-3",
           lambda: Setup(DigitsCNN(), digit_images())),
@@ -682,7 +683,8 @@ _HEALTHY = [
           lambda: Setup(mlp(8, [64], 1), regression(), loss_fn=nn.SmoothL1Loss())),
     Entry("gaussian_nll", "regression",
           "mean and softplus variance, GaussianNLL (a loss that goes below 0)",
-          lambda: Setup(GaussianHead(), heteroscedastic(), loss_fn=gaussian_nll)),
+          lambda: Setup(GaussianHead(), heteroscedastic(), loss_fn=gaussian_nll,
+                        task="regression")),
     Entry("multilabel_bce", "multilabel", "MLP, 5 multi-hot labels, BCEWithLogitsLoss",
           lambda: Setup(mlp(20, [64], 5), multilabel(), loss_fn=nn.BCEWithLogitsLoss())),
     Entry("binary_bce", "multilabel", "one output, (N, 1) 0/1 targets, BCEWithLogitsLoss",
@@ -694,7 +696,7 @@ _HEALTHY = [
     Entry("negative_cosine", "custom_loss",
           "embedding regressor, loss −cos(output, target): starts near 0 and goes below it",
           lambda: Setup(mlp(8, [64], 8), (tabular(), F.normalize(tabular() @ torch.randn(8, 8))),
-                        loss_fn=negative_cosine)),
+                        loss_fn=negative_cosine, task="custom")),
     Entry("label_smoothing", "custom_loss", "MNIST-1D MLP, CrossEntropyLoss(label_smoothing=0.1)",
           lambda: Setup(mlp(40, [100, 100], 10), mnist1d(),
                         loss_fn=nn.CrossEntropyLoss(label_smoothing=0.1))),
@@ -729,7 +731,8 @@ _HEALTHY = [
 _BROKEN = [
     Entry("transformer_batch_first_confusion", "transformer",
           "encoder built with batch_first=False, fed (N, T, E): attention across the batch",
-          lambda: Setup(TransformerClassifier(mistake="batch_first"), token_sequences()),
+          lambda: Setup(TransformerClassifier(mistake="batch_first"),
+                        tuple(t[:96] for t in token_sequences())),
           (_f("BATCH_DEPENDENCE"),)),
     Entry("transformer_view_not_transpose", "transformer",
           "(N, T, E) -> (T, N, E) by view instead of transpose: examples interleaved",
@@ -771,10 +774,11 @@ _BROKEN = [
     Entry("cnn_dead_relu_init", "cnn", "digits CNN whose conv biases start at -5",
           lambda: Setup(DigitsCNN(bias=-5.0), digit_images()), (_f("DEAD_RELU"),)),
     Entry("resnet_raw_pixels", "cnn", "small ResNet on 0..255 pixel values",
-          lambda: Setup(ResNet(blocks=1, width=8), (images(128, 16)[0] * 60 + 128, images(128, 16)[1])),
+          lambda: Setup(ResNet(blocks=1, width=8),
+                        (images(128, 8)[0] * 60 + 128, images(128, 8)[1])),
           (_f("DATA_SCALE", "DATA_NOT_CENTERED"),)),
     Entry("resnet_zero_conv_init", "cnn", "small ResNet with every conv weight set to 0",
-          lambda: Setup(_zero_convs(ResNet(blocks=1, width=8)), images(128, 16)),
+          lambda: Setup(_zero_convs(ResNet(blocks=1, width=8)), images(128, 8)),
           (_f("SYMMETRIC_INIT"),)),
     Entry("regression_unscaled_targets", "regression",
           "house-price-like targets (mean 2e5, std 5e4) with MSELoss",
@@ -796,7 +800,8 @@ _BROKEN = [
           (_f("LABELS_NOT_INTEGER", "LOSS_FAILED"),)),
     Entry("gaussian_nll_negative_variance", "regression",
           "the variance head without softplus: GaussianNLL gets negative variances",
-          lambda: Setup(GaussianHead(positive=False), heteroscedastic(), loss_fn=gaussian_nll),
+          lambda: Setup(GaussianHead(positive=False), heteroscedastic(), loss_fn=gaussian_nll,
+                        task="regression"),
           (_f("LOSS_FAILED"),)),
     Entry("multilabel_sigmoid_before_bce_logits", "multilabel",
           "a Sigmoid module before BCEWithLogitsLoss (sigmoid applied twice)",
