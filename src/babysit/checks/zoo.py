@@ -105,6 +105,24 @@ class Entry:
     def healthy(self) -> bool:
         return not self.expect
 
+    def wrong(self, findings: Any) -> str | None:
+        """Why ``diagnose``'s findings on this entry are wrong, or None when they are right.
+
+        Healthy: no warning or error; an entry of the ``outputs`` family (a classifier on float
+        features, where every default check applies) must also skip no check, since a skipped
+        check there means the output was not read. Broken: each item of ``expect`` has a code
+        found at warning or error severity.
+        """
+        loud = {f.code for f in findings if f.severity != "info"}
+        if self.healthy:
+            if loud:
+                return f"false alarm: {sorted(loud)}"
+            if self.family == "outputs" and any(f.code == "CHECKS_SKIPPED" for f in findings):
+                return "silent only because checks were skipped (CHECKS_SKIPPED)"
+            return None
+        missed = [sorted(alt) for alt in self.expect if not alt & loud]
+        return f"not found: {missed} (loud: {sorted(loud)})" if missed else None
+
     def build(self) -> Setup:
         """A fresh, seeded :class:`Setup`."""
         torch.manual_seed(0)
