@@ -223,11 +223,14 @@ def diagnose_entry(name: str) -> dict[str, Any]:
     return row
 
 
-def fit_entry(name: str, run_dir: Path) -> str:
+def fit_entry(name: str, run_dir: Path | None, lr: float | None = None) -> str:
+    """``fit`` for ``ZOO_EPOCHS`` epochs at the entry's learning rate (or ``lr``)."""
     setup = ZOO[name].build()
     kwargs, note = _in_use_kwargs(bs.fit, setup)
     if kwargs is None:
         return note
+    if lr is not None:
+        kwargs["lr"] = lr
     if kwargs["lr"] is None:
         kwargs.pop("lr")
     try:
@@ -273,19 +276,21 @@ def watch_entry(name: str) -> str:
     return _verdict(watcher.findings)
 
 
-def lr_find_entry(name: str) -> str:
+def lr_find_entry(name: str) -> tuple[str, float | None]:
+    """The cell, and the suggested learning rate (None when there is none)."""
     setup = ZOO[name].build()
     kwargs, note = _in_use_kwargs(bs.lr_find, setup)
     if kwargs is None:
-        return note
+        return note, None
     kwargs.pop("lr")
     try:
         result = bs.lr_find(setup.model, setup.data, batch_size=64, **kwargs)
     except Exception as err:
-        return _raised(err) + note
+        return _raised(err) + note, None
     if result.suggestion is None:
-        return "no suggestion" + note
-    return f"{result.suggestion:.1e}" + ("" if result.confident else " (not confident)") + note
+        return "no suggestion" + note, None
+    cell = f"{result.suggestion:.1e}" + ("" if result.confident else " (not confident)")
+    return cell + note, result.suggestion
 
 
 def report_entry(run_dir: Path) -> str:
@@ -363,24 +368,24 @@ def zoo_section(names: list[str]) -> list[str]:
     ]
     out += [
         "",
-        f"Healthy entries in use: `fit` ({ZOO_EPOCHS} epochs, default monitors), `watch` in a "
-        f"plain loop ({ZOO_EPOCHS} epochs), `lr_find` (100 steps, its suggestion), the report "
-        "of the fit's run directory.",
+        f"Healthy entries in use: `fit` ({ZOO_EPOCHS} epochs, default monitors, the entry's "
+        f"lr), `watch` in a plain loop ({ZOO_EPOCHS} epochs), `lr_find` (100 steps, its "
+        "suggestion), `fit` again at that suggestion (issue 12: no UPDATE_RATIO_HIGH at the "
+        "suggested lr), the report of the first fit's run directory.",
         "",
-        "| entry | fit | watch (plain loop) | lr_find | report |",
-        "|---|---|---|---|---|",
+        "| entry | fit | watch (plain loop) | lr_find | fit at the suggestion | report |",
+        "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="babysit-zoo-") as tmp:
         for name in names:
             if not ZOO[name].healthy:
                 continue
             run_dir = Path(tmp) / name
-            cells = [
-                fit_entry(name, run_dir),
-                watch_entry(name),
-                lr_find_entry(name),
-                report_entry(run_dir),
-            ]
+            fitted = fit_entry(name, run_dir)
+            watched = watch_entry(name)
+            found, suggestion = lr_find_entry(name)
+            at_suggestion = "n/a" if suggestion is None else fit_entry(name, None, suggestion)
+            cells = [fitted, watched, found, at_suggestion, report_entry(run_dir)]
             print(f"zoo in use: {name}: {cells}", file=sys.stderr)
             out.append(f"| {name} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return out
