@@ -322,6 +322,7 @@ def zoo_section(names: list[str]) -> list[str]:
         rows.append(diagnose_entry(name))
         print(f"zoo: {name}: {rows[-1]['found']} ({rows[-1]['seconds']:.1f} s)", file=sys.stderr)
     out = [
+        "",
         "#### The model zoo (`babysit/checks/zoo.py`, issue 12): default checks",
         "",
         "| entry | family | kind | params | expected | warnings/errors found | right | s | CPU s |",
@@ -363,8 +364,9 @@ def zoo_section(names: list[str]) -> list[str]:
         ]
     out += [
         "",
-        "CPU s is the process's CPU time (`time.process_time`): with one torch thread it is "
-        "close to the wall time on an idle core, whatever else shares the machine.",
+        "CPU s is the process's CPU time (`time.process_time`): with one torch thread it "
+        "is far less sensitive than the wall time to other processes on the machine (it still "
+        "grows somewhat under load: shared caches and cores).",
     ]
     out += [
         "",
