@@ -34,6 +34,12 @@ __all__ = ["CHECK_SETS", "FAMILIES", "build_context", "diagnose", "list_checks"]
 
 PROBE_BATCH = 512  # >= DEAD_MIN_EXAMPLES (256) so dead ReLUs can be judged (babysit.probes)
 DEFAULT_BATCH_SIZE = 64
+# checks="default" aims at about this many seconds whatever the model's size: the training
+# checks scale their batches to the measured cost of one pass, or say they were not run
+# (Context.affordable). checks="all", a check named by hand and budget_s do not use it.
+DEFAULT_TIME_S = 10.0
+# The progress display appears once diagnose has run this long (a fast diagnose stays quiet).
+PROGRESS_AFTER_S = 1.0
 
 
 # Run order: the forward pass and the loss first (they measure the output and the cost of a
@@ -114,6 +120,7 @@ def diagnose(
     device: str | torch.device = "cpu",
     run_dir: str | Path | None = None,
     task: str | Task = "auto",
+    progress: bool | None = None,
 ) -> Diagnosis:
     """Run the pre-flight checks of CS231n Lecture 6 on ``model`` and ``data``.
 
@@ -147,6 +154,12 @@ def diagnose(
             ``"regression"``, ``"custom"``) or a :class:`babysit.Task` (``class_dim``,
             ``ignore_index``). A kind without ``loss_fn`` uses the kind's default loss; a task
             that contradicts the loss or the targets is a ``ValueError``.
+        progress: show which check runs (done/total) on stderr once diagnose has taken more
+            than a second; default (``None``): only when stderr is a terminal.
+
+    The default set aims at about ``DEFAULT_TIME_S`` seconds on any model: the training checks
+    shrink their batches to the measured cost of one pass, and a check that cannot fit is
+    listed as skipped (info) with its estimate; ``checks="all"`` runs everything in full.
 
     Returns:
         A :class:`~babysit.findings.Diagnosis`, most severe findings first.
@@ -170,7 +183,10 @@ def diagnose(
             forward=forward,
             task=task,
         )
-        findings = _run_checks(ctx, selected, budget_s, start)
+        if checks == "default" and budget_s is None:
+            ctx.time_target_s = DEFAULT_TIME_S
+        show = _stderr_is_terminal() if progress is None else bool(progress)
+        findings = _run_checks(ctx, selected, budget_s, start, progress=show)
     diagnosis = Diagnosis(f for f in findings if f.code not in ignored)
     if run_dir is not None:
         runs.write_json(run_dir, runs.FINDINGS, diagnosis.to_dict())
@@ -290,13 +306,34 @@ def _select(checks: str | Sequence[str]) -> list[_base.CheckSpec]:
     return [spec for name, spec in available.items() if name in wanted]
 
 
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def _run_checks(
-    ctx: Context, selected: list[_base.CheckSpec], budget_s: float | None, start: float
+    ctx: Context,
+    selected: list[_base.CheckSpec],
+    budget_s: float | None,
+    start: float,
+    *,
+    progress: bool = False,
+) -> list[Finding]:
+    from ._progress import CheckProgress
+
+    with CheckProgress(len(selected), enabled=progress, after_s=PROGRESS_AFTER_S) as shown:
+        return _run_selected(ctx, selected, budget_s, start, shown)
+
+
+def _run_selected(
+    ctx: Context, selected: list[_base.CheckSpec], budget_s: float | None, start: float, shown
 ) -> list[Finding]:
     findings: list[Finding] = []
     skipped: dict[str, str] = {}
     unreadable: set[str] = set()  # not run because the output or the loss could not be read
-    for spec in selected:
+    for done, spec in enumerate(selected):
+        shown.update(done, spec.name)
         if ctx.cache.get("stop"):
             skipped[spec.name] = ctx.cache["stop"]
             unreadable.add(spec.name)

@@ -85,6 +85,7 @@ class Context:
     task: Task = field(default_factory=lambda: Task("classification"))  # babysit.tasks
     batch: Any = None  # the probe batch as the data gives it ((x, y) or (x,) by default)
     forward_fn: Forward | None = None  # the user's forward(model, batch) -> (output, target)
+    time_target_s: float | None = None  # the default set's time target (None: no budgeting)
 
     def __post_init__(self) -> None:
         if self.batch is None and self.x is not None:
@@ -182,6 +183,38 @@ class Context:
         if probed.loss_error is not None:
             raise CannotCheck("the loss cannot be computed on the output (LOSS_FAILED)")
         return probed.loss  # type: ignore[return-value]
+
+    def seconds_per_example(self) -> float | None:
+        """One forward+backward's seconds per example of the probe batch, as the execution
+        check measured it (``None`` before it ran or when it could not)."""
+        pass_s = self.cache.get("pass_s")
+        return None if pass_s is None or not self.n else pass_s / self.n
+
+    def affordable(self, check: str, steps: float, want: int, least: int, share: float) -> int:
+        """How many examples a check that runs ``steps`` forward+backward passes may use.
+
+        The default set aims at ``time_target_s`` seconds whatever the model's size: a training
+        check gets ``share`` of it, and its batch shrinks so that ``steps * examples *
+        seconds_per_example`` fits (a pass costs about linearly in the examples; small batches
+        run a little slower per example, so this errs towards skipping). Returns ``want``
+        when there is no target (``checks="all"``, a check named by hand) or the cost is
+        unknown. Below ``least`` examples the check would judge something else, so it is
+        not run: :class:`CannotCheck` (info) with the estimate and how to run it anyway.
+        """
+        per_example = self.seconds_per_example()
+        if self.time_target_s is None or per_example is None or per_example <= 0:
+            return want
+        allowed = int(share * self.time_target_s / (steps * per_example))
+        if allowed >= least:
+            return max(least, min(want, allowed))
+        estimate = steps * least * per_example
+        raise CannotCheck(
+            f"over the time budget: {check} needs about {estimate:.0f} s here ({steps:g} "
+            f"passes of {least} examples at {per_example * 1e3:.2g} ms per example), over its "
+            f"{share * self.time_target_s:.1f} s share of the default set's "
+            f"{self.time_target_s:g} s; run it with checks=[{check!r}] or checks='all'",
+            warning=False,
+        )
 
     def output_width(self) -> int | None:
         """``num_classes`` if given, else the output's size along dim 1 (classes)."""

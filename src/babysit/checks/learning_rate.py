@@ -35,7 +35,7 @@ from ..divergence import diverged
 from ..findings import Finding
 from ..outputs import default_forward
 from ..range_test import LRFinderResult, range_test
-from ._base import Context, check, finding
+from ._base import CannotCheck, Context, check, finding
 from .overfit import downsample, loss_computable
 
 LR_STEPS = 40  # full-batch steps of the short run
@@ -44,6 +44,14 @@ RANGE_STEPS = 100  # steps of the range test (fastai, Lightning)
 # Defaults for thresholds that babysit.thresholds may not list yet (overridable once it does).
 LR_LOW_RATIO_GATE = 1e-3  # LR_TOO_LOW only when updates are below the lecture's ~1e-3
 HEALTHY_RATIO = 1e-3  # lecture: update/weight ratio ~1e-3; proposals aim at it
+# The default set's time target (Context.affordable): the range test costs about
+# RANGE_COST_STEPS mini-batches (the sweep and its verifying probes on a clear curve, see
+# babysit.range_test) and cannot shrink its batch without changing its answer; the short run
+# shrinks its full batch down to LR_LEAST examples (enough for batch norm's statistics).
+RANGE_COST_STEPS = 350
+RANGE_SHARE = 0.35
+LR_SHARE = 0.3
+LR_LEAST = 16
 
 
 @dataclass
@@ -52,6 +60,7 @@ class _Run:
     losses: list[float] = field(default_factory=list)
     nan_step: int | None = None
     ratios: list[dict[str, float]] = field(default_factory=list)  # per step: tensor -> ratio
+    examples: int = 0  # the full batch's size
 
 
 # --- the range test ------------------------------------------------------------------------
@@ -62,7 +71,14 @@ def find_lr(ctx: Context) -> list[Finding]:
     """``lr=None`` means "find a sensible one": run the range test (skipped when lr is given)."""
     if ctx.lr is not None:
         return []
+    _range_test_affordable(ctx)
     return _report_range_test(ctx)
+
+
+def _range_test_affordable(ctx: Context) -> None:
+    """:class:`CannotCheck` (info) when the range test would not fit the time target."""
+    batch = min(ctx.batch_size, ctx.n)
+    ctx.affordable("find_lr", RANGE_COST_STEPS, batch, batch, RANGE_SHARE)
 
 
 @check("lr_range_test", codes=["LR_SUGGESTION"], slow=True, needs_labels=True)
@@ -207,6 +223,10 @@ def _lr_to_judge(ctx: Context) -> tuple[float, str]:
     """The user's lr; with ``lr=None``, the range test's confident suggestion or the default."""
     if ctx.lr is not None:
         return float(ctx.lr), "yours"
+    try:
+        _range_test_affordable(ctx)
+    except CannotCheck:  # find_lr says so; judge the optimizer's default instead
+        return float(ctx.cache.get("default_lr", 1e-3)), "the default"
     range_result(ctx)  # computed here when this check runs alone (cached otherwise)
     if ctx.cache.get("lr_suggestion") is not None:
         return float(ctx.cache["lr_suggestion"]), SUGGESTION
@@ -214,17 +234,22 @@ def _lr_to_judge(ctx: Context) -> tuple[float, str]:
 
 
 def _short_run(ctx: Context, lr: float) -> _Run:
-    """``LR_STEPS`` full-batch steps on a fresh copy, recording the loss and update ratios."""
+    """``LR_STEPS`` full-batch steps on a fresh copy, recording the loss and update ratios.
+
+    The full batch is the probe batch, or its first examples when the whole would not fit the
+    default set's time target (:meth:`Context.affordable`; at least ``LR_LEAST``)."""
+    examples = ctx.affordable("learning_rate", LR_STEPS + 1, ctx.n, LR_LEAST, LR_SHARE)
+    batch = ctx.take(examples) if examples < ctx.n else None
     model = ctx.fresh_model().to(ctx.device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    run = _Run(lr)
+    run = _Run(lr, examples=examples)
     if not params:
         return run
     weights = _weight_tensors(model)
     opt = ctx.optimizer(params, lr, ctx.weight_decay)
     for step in range(LR_STEPS + 1):
-        loss = ctx.loss(model)
+        loss = ctx.loss(model, batch)
         value = float(loss.detach())
         run.losses.append(value)
         if not math.isfinite(value):
@@ -362,6 +387,7 @@ def _loss_evidence(run: _Run) -> dict:
     return {
         "lr": run.lr,
         "steps": len(run.losses) - 1,
+        "examples": run.examples,
         "initial_loss": run.losses[0],
         "peak_loss": max(run.losses),
         "final_loss": run.losses[-1],
