@@ -15,7 +15,7 @@ __all__ = ["CheckProgress"]
 
 
 class CheckProgress:
-    """``with CheckProgress(total, enabled=..., after_s=...) as shown: shown.update(done, name)``."""
+    """Shows diagnose's progress: ``with CheckProgress(n, enabled=...) as p: p.update(i, name)``."""
 
     def __init__(self, total: int, *, enabled: bool, after_s: float = 1.0, console: Any = None):
         self.total = total
