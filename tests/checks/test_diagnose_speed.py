@@ -1,0 +1,128 @@
+"""The default set's time target and diagnose's progress display (issue 12 item 9).
+
+No timed assertions: the cost of a pass is set by hand (``ctx.cache["pass_s"]``) or the target
+is made tiny, so what is tested is the rule, not this machine's speed.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+import babysit as bs
+import babysit.checks as checks_pkg
+from babysit.checks import build_context
+from babysit.checks._base import CannotCheck
+from babysit.checks._progress import CheckProgress
+from babysit.checks.catalogue import mnist1d_standardized
+
+
+@pytest.fixture
+def data():
+    x, y = mnist1d_standardized()
+    return x[:300], y[:300]
+
+
+def model():
+    torch.manual_seed(0)
+    return bs.nn.mlp(40, [32], 10)
+
+
+def skipped(diagnosis) -> dict[str, str]:
+    return next((f.evidence["skipped"] for f in diagnosis if f.code == "CHECKS_SKIPPED"), {})
+
+
+# ------------------------------------------------------------------------- the time target
+
+
+def test_affordable_shrinks_the_batch_to_the_share_of_the_target(data):
+    ctx = build_context(model(), data)
+    ctx.cache["pass_s"] = ctx.n * 1e-3  # 1 ms per example
+    assert ctx.affordable("c", 10, ctx.n, 8, 0.5) == ctx.n  # no target: everything
+    ctx.time_target_s = 1.0
+    # 0.5 s / (10 passes * 1 ms) = 50 examples
+    assert ctx.affordable("c", 10, ctx.n, 8, 0.5) == 50
+    with pytest.raises(CannotCheck) as err:
+        ctx.affordable("c", 1000, ctx.n, 8, 0.5)  # 8 examples would take 8 s
+    assert not err.value.warning  # a budget is an info, not "could not read the output"
+    assert "checks=['c']" in err.value.reason and "8 s" in err.value.reason
+
+
+def test_unaffordable_training_checks_are_listed_not_passed(data, monkeypatch):
+    monkeypatch.setattr(checks_pkg, "DEFAULT_TIME_S", 1e-9)
+    diagnosis = bs.diagnose(model(), data, progress=False)
+    why = skipped(diagnosis)
+    assert "time budget" in why["find_lr"] and "time budget" in why["learning_rate"]
+    assert "LR_SUGGESTION" not in diagnosis.codes
+    report = next(f for f in diagnosis if f.code == "CHECKS_SKIPPED")
+    assert report.severity == "info" and "learning_rate" not in report.evidence["unreadable"]
+    assert [f.code for f in diagnosis if f.severity != "info"] == []  # healthy stays silent
+
+
+def test_a_check_named_by_hand_ignores_the_target(data, monkeypatch):
+    monkeypatch.setattr(checks_pkg, "DEFAULT_TIME_S", 1e-9)
+    diagnosis = bs.diagnose(model(), data, checks=["find_lr"], progress=False)
+    assert "LR_SUGGESTION" in diagnosis.codes
+    assert "find_lr" not in skipped(diagnosis)
+
+
+def test_the_default_target_leaves_the_mlp_in_full(data):
+    diagnosis = bs.diagnose(model(), data, progress=False)
+    assert "LR_SUGGESTION" in diagnosis.codes
+    assert not any("time budget" in why for why in skipped(diagnosis).values())
+
+
+# ------------------------------------------------------------------------- the progress display
+
+
+def test_progress_false_prints_nothing(data, monkeypatch, capfd):
+    monkeypatch.setattr(checks_pkg, "PROGRESS_AFTER_S", 0.0)
+    bs.diagnose(model(), data, lr=1e-3, checks=["labels"], progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_progress_is_off_when_stderr_is_not_a_terminal(data, monkeypatch, capfd):
+    monkeypatch.setattr(checks_pkg, "PROGRESS_AFTER_S", 0.0)
+    bs.diagnose(model(), data, lr=1e-3, checks=["labels"])  # default: stderr is captured
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_progress_defaults_on_for_a_terminal(data, monkeypatch):
+    seen = []
+    monkeypatch.setattr(checks_pkg, "_stderr_is_terminal", lambda: True)
+    real = checks_pkg._run_checks
+
+    def spy(*args, progress=False):
+        seen.append(progress)
+        return real(*args, progress=False)
+
+    monkeypatch.setattr(checks_pkg, "_run_checks", spy)
+    bs.diagnose(model(), data, lr=1e-3, checks=["labels"])
+    assert seen == [True]
+
+
+def test_progress_names_the_running_check_and_counts():
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100)
+    with CheckProgress(3, enabled=True, after_s=0.0, console=console) as shown:
+        shown.update(1, "gradient_flow")
+        shown._progress.refresh()
+    text = buffer.getvalue()
+    assert "gradient_flow" in text and "1/3" in text
+
+
+def test_progress_waits_before_showing():
+    buffer = io.StringIO()
+    from rich.console import Console
+
+    console = Console(file=buffer, force_terminal=True)
+    with CheckProgress(3, enabled=True, after_s=3600.0, console=console) as shown:
+        shown.update(1, "labels")
+        assert shown._progress is None
+    assert buffer.getvalue() == ""
