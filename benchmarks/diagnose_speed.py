@@ -59,9 +59,17 @@ def build(name: str):
     return mlp(x.shape[1], [100, 100], 10), (x, y)
 
 
+TIMES: dict[str, float] = {}
+
+
 def timed_checks() -> dict[str, float]:
-    """Wrap every registered check with a wall-clock timer; returns the dict they fill."""
-    times: dict[str, float] = {}
+    """Wrap every registered check (once) with a wall-clock timer; returns the emptied dict
+    they fill."""
+    times = TIMES
+    times.clear()
+    if getattr(timed_checks, "done", False):
+        return times
+    timed_checks.done = True
     for name, spec in list_checks().items():
 
         def run(ctx, _f=spec.run, _n=name):

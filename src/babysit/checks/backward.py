@@ -106,11 +106,9 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         return found
-    with _preserved(model):  # batch norm in train mode updates its running statistics
-        order, loss = _loss_and_layer_order(ctx, model)
-        if loss is None:
-            return found
-        grads = _param_grads(loss, [p for _, p in trainable])
+    order, loss, grads = flow_pass(ctx)
+    if loss is None:
+        return found
     missing = [name for (name, _), g in zip(trainable, grads, strict=True) if g is None]
     if missing:
         found.append(_no_grad_finding(missing, model))
@@ -186,6 +184,31 @@ def _no_grad_finding(missing: list[str], model: nn.Module) -> Finding:
         {"parameters": missing, "layers": layers, "numel": numel, "reason": "no gradient"},
         layer=layers[0],
     )
+
+
+def flow_pass(ctx: Context, on_graph: Callable[[torch.Tensor], None] | None = None) -> tuple:
+    """``(layer order, loss, gradients of the trainable parameters)`` of one forward+backward
+    of the probe batch through ``ctx.model``, computed once per diagnose (cached).
+
+    The execution check times this very pass (its cost sizes the default set) and reads the
+    loss's autograd leaves through ``on_graph`` before the graph is freed, so the gradient
+    flow costs no pass of its own. The model's buffers (batch-norm statistics) and modes are
+    restored; ``.grad`` is left alone. ``loss`` is ``None`` (and no gradients) when the loss
+    cannot be computed: the execution and label checks say why.
+    """
+    if "flow_pass" not in ctx.cache:
+        model = ctx.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        with _preserved(model):  # batch norm in train mode updates its running statistics
+            order, loss = _loss_and_layer_order(ctx, model)
+            grads: list[torch.Tensor | None] = [None] * len(params)
+            if loss is not None:
+                if on_graph is not None:
+                    on_graph(loss)
+                grads = _param_grads(loss, params)
+                loss = loss.detach()
+        ctx.cache["flow_pass"] = (order, loss, grads)
+    return ctx.cache["flow_pass"]
 
 
 def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], Any]:
