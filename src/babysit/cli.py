@@ -151,6 +151,7 @@ def diagnose(
             budget_s=budget,
             seed=seed,
             run_dir=out,
+            progress=False if as_json else None,
         )
     except (ValueError, TypeError, ImportError, OSError, AttributeError) as err:
         if debug:

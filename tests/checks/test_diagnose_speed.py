@@ -126,3 +126,30 @@ def test_progress_waits_before_showing():
         shown.update(1, "labels")
         assert shown._progress is None
     assert buffer.getvalue() == ""
+
+
+def test_cli_json_turns_the_progress_display_off(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from babysit.cli import app
+
+    path = tmp_path / "speed_models.py"
+    path.write_text(
+        "import torch\nfrom babysit.nn import mlp\n\ndef with_data():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    x, y = torch.randn(300, 8, generator=g), torch.randint(0, 3, (300,), generator=g)\n"
+        "    return mlp(8, [16], 3), (x, y)\n"
+    )
+    seen = []
+    real = checks_pkg.diagnose
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("progress", "missing"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checks_pkg, "diagnose", spy)
+    result = CliRunner().invoke(
+        app, ["diagnose", f"{path}:with_data", "--checks", "labels", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [False]
