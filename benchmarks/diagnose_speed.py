@@ -102,7 +102,7 @@ def measure(name: str) -> dict:
         "params": params,
         "wall": wall,
         "cpu": cpu,
-        "times": times,
+        "times": dict(times),
         "skipped": skipped,
         "loud": loud,
     }
