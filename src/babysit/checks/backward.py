@@ -34,7 +34,7 @@ from ..findings import Finding
 from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ..outputs import read_output
-from ._base import Context, check, finding
+from ._base import CannotCheck, Context, check, finding
 from .forward import activation_snapshot, dropout_off
 
 __all__ = [
@@ -803,14 +803,30 @@ def batch_independence(ctx: Context) -> list[Finding]:
 
     and any leak above ``batch_dependence`` is an error: a ``view``/``reshape`` that scrambles
     the batch dimension (where ``permute`` was meant), or a statistic over dim 0.
+
+    Integer inputs (token ids) have no gradient: the gradient is then taken at the output of
+    the first ``nn.Embedding`` that runs (a forward hook swaps in a leaf tensor), which is as
+    good a stand-in for "example j's input" as long as its dim 0 is still the batch. Where
+    neither works (no embedding, or one whose output is not batch-first) the check says so
+    (``CHECKS_SKIPPED``) instead of passing silently.
     """
-    if not ctx.x.is_floating_point() or len(ctx.x) < 2:
+    if len(ctx.x) < 2:
         return []
-    x = ctx.x[: min(BATCH_EXAMPLES, len(ctx.x))].detach().clone().requires_grad_(True)
+    x = ctx.x[: min(BATCH_EXAMPLES, len(ctx.x))].detach().clone()
+    if not x.is_floating_point() and not _first_embedding(ctx.model):
+        raise CannotCheck(
+            f"the input is {x.dtype} (not differentiable) and the model has no nn.Embedding "
+            "whose output could stand in for it"
+        )
     model = ctx.model
     limit = ctx.thresholds["batch_dependence"]
     with _eval_mode(model):
         leaks = _leaks(model, x)
+        if leaks is None and not x.is_floating_point():
+            raise CannotCheck(
+                "the input is token ids and the first nn.Embedding's output does not keep the "
+                "batch in dim 0 (or does not reach the output)"
+            )
         if leaks is None or float(leaks.max()) <= limit:
             return []
         worst = int(leaks.argmax())
@@ -818,18 +834,50 @@ def batch_independence(ctx: Context) -> list[Finding]:
     return [_batch_finding(leaks, culprit, limit)]
 
 
+def _first_embedding(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
+@contextmanager
+def _input_leaf(model: nn.Module, x: torch.Tensor) -> Iterator[Callable[[], torch.Tensor | None]]:
+    """The tensor to differentiate by: ``x`` itself when it is floating point (made a leaf
+    that requires grad), else the output of the first ``nn.Embedding`` call, replaced by a
+    detached leaf that requires grad (so a frozen embedding works too). Yields a function
+    returning that leaf after a forward, or None when no usable one was seen."""
+    if x.is_floating_point():
+        x.requires_grad_(True)
+        yield lambda: x
+        return
+    seen: list[torch.Tensor] = []
+
+    def swap(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if seen or not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return None
+        leaf = output.detach().requires_grad_(True)
+        seen.append(leaf)
+        return leaf
+
+    hooks = [m.register_forward_hook(swap) for m in model.modules() if isinstance(m, nn.Embedding)]
+    try:
+        yield lambda: seen[0] if seen and seen[0].dim() >= 1 and len(seen[0]) == len(x) else None
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def _leaks(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """Per output row i, the largest gradient on another row j != i over the largest on any
     row; ``None`` when the model cannot be differentiated row by row."""
-    with torch.enable_grad():
+    with torch.enable_grad(), _input_leaf(model, x) as leaf:
         out = _safe_forward(model, x)
-        if not _per_example(out, len(x)):
+        wrt = leaf()
+        if wrt is None or not _per_example(out, len(x)):
             return None
         weights = _output_weights(out)
         leaks = []
         for i in range(len(x)):
             (g,) = torch.autograd.grad(
-                (out[i] * weights).sum(), x, retain_graph=i < len(x) - 1, allow_unused=True
+                (out[i] * weights).sum(), wrt, retain_graph=i < len(x) - 1, allow_unused=True
             )
             leaks.append(_row_leak(g, i))
     return torch.stack(leaks).cpu()
@@ -864,13 +912,14 @@ def _mixing_layer(model: nn.Module, x: torch.Tensor, i: int, limit: float) -> di
             seen.add(name)
             outputs.append((name, output))
 
-    hooks = [m.register_forward_hook(keep) for m in names]
-    try:
-        with torch.enable_grad():
+    with torch.enable_grad(), _input_leaf(model, x):
+        # registered after _input_leaf's hook, so an embedding's swapped leaf is what we keep
+        hooks = [m.register_forward_hook(keep) for m in names]
+        try:
             out = _safe_forward(model, x)
-    finally:
-        for hook in hooks:
-            hook.remove()
+        finally:
+            for hook in hooks:
+                hook.remove()
     if not outputs or out is None:
         return {}
     grads = torch.autograd.grad(
