@@ -1,0 +1,55 @@
+"""batch_independence on token models (issue 12): integer inputs have no gradient, so the check
+differentiates at the first nn.Embedding's output; where no such stand-in exists it says so."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import babysit as bs
+
+
+class OneHot(nn.Module):
+    """Integer inputs turned into floats in forward: no nn.Embedding to stand in for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(nn.functional.one_hot(x, 10).float().mean(1))
+
+
+class SeqFirstGRU(nn.Module):
+    """An embedding and a GRU with batch_first=False fed (N, T): the batch is mixed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.rnn = nn.GRU(8, 8)  # expects (T, N, D)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(self.embed(x))[0][:, -1])
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 10, (64, 6), generator=g), torch.randint(0, 3, (64,), generator=g)
+
+
+def test_token_model_batch_mixing_is_found():
+    torch.manual_seed(0)
+    d = bs.diagnose(SeqFirstGRU(), _data(), checks=["batch_independence"])
+    assert [f.code for f in d if f.severity == "error"] == ["BATCH_DEPENDENCE"]
+
+
+def test_integer_inputs_without_embedding_say_so():
+    torch.manual_seed(0)
+    model = OneHot()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    d = bs.diagnose(model, _data(), checks=["batch_independence"])
+    skipped = [f for f in d if f.code == "CHECKS_SKIPPED"]
+    assert skipped and "batch_independence" in skipped[0].evidence["skipped"]
+    assert skipped[0].severity == "warning"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
