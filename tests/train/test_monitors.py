@@ -3,6 +3,7 @@ guard keeps the good progress (rollback, lower LR, continue)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -122,7 +123,7 @@ class _Adapted(nn.Module):
     def __init__(self, b_std: float) -> None:
         super().__init__()
         dims = [64, 32, 32, 10]
-        self.base = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:], strict=False))
+        self.base = nn.ModuleList(nn.Linear(i, o) for i, o in itertools.pairwise(dims))
         self.base.requires_grad_(False)
         self.a = nn.ParameterList(nn.Parameter(torch.randn(4, i) / i**0.5) for i in dims[:-1])
         self.b = nn.ParameterList(nn.Parameter(b_std * torch.randn(o, 4)) for o in dims[1:])
