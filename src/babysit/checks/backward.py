@@ -114,6 +114,9 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     missing = [name for (name, _), g in zip(trainable, grads, strict=True) if g is None]
     if missing:
         found.append(_no_grad_finding(missing, model))
+    stuck = _stuck_at_zero(ctx, trainable, grads)
+    if stuck:
+        found.append(_no_grad_finding(stuck, model, stuck_at_zero=True))
     grad_of = {id(p): g for (_, p), g in zip(trainable, grads, strict=True)}
     norms = _weight_grad_norms(model, order, grad_of)
     ctx.cache["weight_grad_norms"] = norms
@@ -171,11 +174,56 @@ def _frozen(model: nn.Module) -> list[Finding]:
     ]
 
 
-def _no_grad_finding(missing: list[str], model: nn.Module) -> Finding:
-    """Trainable parameters whose gradient is ``None`` after a backward of the loss."""
+def _stuck_at_zero(
+    ctx: Context, trainable: list[tuple[str, nn.Parameter]], grads: list[torch.Tensor | None]
+) -> list[str]:
+    """Trainable tensors that are all zero, get an all-zero gradient, and still do after one
+    gradient step of every other parameter: a product of zero factors (a LoRA update ``B·A``
+    with ``A = B = 0``: ``∂L/∂B = δ (A x)ᵀ = 0`` and ``∂L/∂A = Bᵀ δ xᵀ = 0``) is a saddle that
+    gradient descent never leaves. A zero head blocks the gradient of the layers before it for
+    one step only (``_behind_zero_layers``): the step here lets it move, and those layers then
+    get a gradient, so they are not reported. Costs nothing unless such a tensor exists."""
+    candidates = [
+        name
+        for (name, p), g in zip(trainable, grads, strict=True)
+        if g is not None and not bool(p.detach().any()) and not bool(g.detach().any())
+    ]
+    if not candidates:
+        return []
+    copy_ = ctx.fresh_model()
+    params = dict(copy_.named_parameters())
+    with torch.no_grad():
+        for (name, _), g in zip(trainable, grads, strict=True):
+            if g is not None and name in params and bool(g.detach().any()):
+                params[name].sub_(1e-2 * g / g.detach().abs().max())
+    with _preserved(copy_), dropout_off(copy_), torch.enable_grad():
+        loss = _safe_loss(ctx.loss_fn, copy_, ctx)
+        if loss is None:
+            return []
+        after = _param_grads(loss, [params[name] for name in candidates])
+    return [name for name, g in zip(candidates, after, strict=True) if g is None or not g.any()]
+
+
+def _no_grad_finding(
+    missing: list[str], model: nn.Module, *, stuck_at_zero: bool = False
+) -> Finding:
+    """Trainable parameters whose gradient is ``None`` after a backward of the loss, or that
+    are stuck at zero (:func:`_stuck_at_zero`)."""
     layers = _modules_of(missing)
     params = dict(model.named_parameters())
     numel = sum(params[name].numel() for name in missing)
+    if stuck_at_zero:
+        return finding(
+            "PARAMS_WITHOUT_GRAD",
+            f"{len(missing)} trainable parameter tensor(s) ({numel:,} values) in layer(s) "
+            f"{_names(layers)} are all zero and get an all-zero gradient, even after a step of "
+            "the other parameters: zero factors of a product (e.g. LoRA with A = B = 0) keep "
+            "each other's gradient at zero, so they never train",
+            "initialize one factor randomly (LoRA: A random, B = 0; a zero-initialised branch "
+            "needs its other layers random)",
+            {"parameters": missing, "layers": layers, "numel": numel, "reason": "stuck at zero"},
+            layer=layers[0],
+        )
     return finding(
         "PARAMS_WITHOUT_GRAD",
         f"{len(missing)} trainable parameter tensor(s) ({numel:,} values) get no gradient "

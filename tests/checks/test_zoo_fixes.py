@@ -1,5 +1,8 @@
-"""batch_independence on token models (issue 12): integer inputs have no gradient, so the check
-differentiates at the first nn.Embedding's output; where no such stand-in exists it says so."""
+"""Fixes found by the model zoo (issue 12), each beside its entry in ``babysit.checks.zoo``.
+
+batch_independence on token models: integer inputs have no gradient, so the check
+differentiates at the first nn.Embedding's output; where no such stand-in exists it says so.
+Tensors stuck at zero (LoRA with A = B = 0) are PARAMS_WITHOUT_GRAD, a zero head is not."""
 
 from __future__ import annotations
 
@@ -53,3 +56,17 @@ def test_integer_inputs_without_embedding_say_so():
     assert skipped and "batch_independence" in skipped[0].evidence["skipped"]
     assert skipped[0].severity == "warning"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_zero_head_and_zero_biases_are_not_stuck():
+    """A zero head blocks the earlier layers' gradient for one step only: not
+    PARAMS_WITHOUT_GRAD (the stuck-at-zero rule takes that step before judging)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    for layer in (model[0], model[2]):
+        nn.init.zeros_(layer.bias)
+    nn.init.zeros_(model[2].weight)
+    x = torch.randn(64, 8)
+    y = torch.randint(0, 3, (64,))
+    d = bs.diagnose(model, (x, y), checks=["gradient_flow"])
+    assert "PARAMS_WITHOUT_GRAD" not in d.codes
