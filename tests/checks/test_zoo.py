@@ -105,3 +105,20 @@ def test_judgement_rules():
     assert broken.wrong([f("BATCH_DEPENDENCE", "error")]) is None
     assert broken.wrong([f("BATCH_DEPENDENCE", "info")]) is not None
     assert broken.wrong([]) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["token_tagger", "dict_output", "tuple_output", "lora_adapter", "gaussian_nll"]
+)
+def test_healthy_entry_trains_silently(name):
+    """``fit`` reads outputs as diagnose does (a dict's "logits", a tuple's first tensor),
+    honours ``ignore_index`` and leaves zero-initialised adapters out of UPDATE_RATIO_HIGH:
+    no warning or error in two epochs (``benchmarks/diagnose.py`` runs every healthy entry)."""
+    setup = ZOO[name].build()
+    history = bs.fit(
+        setup.model, setup.data, epochs=2, batch_size=64, progress=False, seed=0,
+        **setup.kwargs(),
+    )  # fmt: skip
+    loud = sorted({f.code for f in history.findings if f.severity != "info"})
+    assert loud == [], f"{name}: {loud}"
