@@ -70,3 +70,31 @@ def test_zero_head_and_zero_biases_are_not_stuck():
     y = torch.randint(0, 3, (64,))
     d = bs.diagnose(model, (x, y), checks=["gradient_flow"])
     assert "PARAMS_WITHOUT_GRAD" not in d.codes
+
+
+class PositionsFirst(nn.Module):
+    """A positional embedding of arange(T) runs before the token embedding, T equal to the
+    check's 8 examples: the tokens' embedding must still be the one differentiated."""
+
+    def __init__(self, mix: bool) -> None:
+        super().__init__()
+        self.pos = nn.Embedding(8, 8)
+        self.tok = nn.Embedding(10, 8)
+        self.head = nn.Linear(8, 3)
+        self.mix = mix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pos(torch.arange(x.shape[1])) + self.tok(x)
+        if self.mix:
+            h = h - h.mean(0)  # a statistic over the batch: mixes examples
+        return self.head(h.mean(1))
+
+
+def test_positional_embedding_first_is_not_taken_for_the_input():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 10, (64, 8), generator=g), torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(0)
+    healthy = bs.diagnose(PositionsFirst(False), data, checks=["batch_independence"])
+    assert not [f for f in healthy if f.severity != "info"]
+    broken = bs.diagnose(PositionsFirst(True), data, checks=["batch_independence"])
+    assert "BATCH_DEPENDENCE" in broken.codes

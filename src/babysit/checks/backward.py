@@ -892,7 +892,8 @@ def _first_embedding(model: nn.Module) -> bool:
 @contextmanager
 def _input_leaf(model: nn.Module, x: torch.Tensor) -> Iterator[Callable[[], torch.Tensor | None]]:
     """The tensor to differentiate by: ``x`` itself when it is floating point (made a leaf
-    that requires grad), else the output of the first ``nn.Embedding`` call, replaced by a
+    that requires grad), else the output of the first ``nn.Embedding`` call that takes ids of
+    ``x``'s rank and batch size (not a positional embedding of ``arange(T)``), replaced by a
     detached leaf that requires grad (so a frozen embedding works too). Yields a function
     returning that leaf after a forward, or None when no usable one was seen."""
     if x.is_floating_point():
@@ -901,16 +902,19 @@ def _input_leaf(model: nn.Module, x: torch.Tensor) -> Iterator[Callable[[], torc
         return
     seen: list[torch.Tensor] = []
 
-    def swap(_module: nn.Module, _args: Any, output: Any) -> Any:
+    def swap(_module: nn.Module, args: Any, output: Any) -> Any:
         if seen or not isinstance(output, torch.Tensor) or not output.is_floating_point():
             return None
+        ids = args[0] if args else None
+        if not isinstance(ids, torch.Tensor) or ids.dim() != x.dim() or len(ids) != len(x):
+            return None  # e.g. a positional embedding of arange(T): not the tokens' embedding
         leaf = output.detach().requires_grad_(True)
         seen.append(leaf)
         return leaf
 
     hooks = [m.register_forward_hook(swap) for m in model.modules() if isinstance(m, nn.Embedding)]
     try:
-        yield lambda: seen[0] if seen and seen[0].dim() >= 1 and len(seen[0]) == len(x) else None
+        yield lambda: seen[0] if seen else None
     finally:
         for hook in hooks:
             hook.remove()
