@@ -98,3 +98,17 @@ def test_positional_embedding_first_is_not_taken_for_the_input():
     assert not [f for f in healthy if f.severity != "info"]
     broken = bs.diagnose(PositionsFirst(True), data, checks=["batch_independence"])
     assert "BATCH_DEPENDENCE" in broken.codes
+
+
+def test_a_huge_loss_is_no_gradient_check_failure():
+    """Was: GRADIENT_CHECK_FAILED (error) on a right backward: an MSE of ~4e10 (targets of
+    scale 2e5) is known to ~1e-5 in float64, which puts ~10 of round-off into the central
+    difference; that is not a disagreement with autograd."""
+    from babysit.checks.zoo import ZOO
+
+    setup = ZOO["regression_unscaled_targets"].build()
+    d = bs.diagnose(setup.model, setup.data, loss_fn=setup.loss_fn, checks=["gradient_check"])
+    assert "GRADIENT_CHECK_FAILED" not in d.codes
+    wrong = ZOO["wrong_custom_backward"].build()
+    d = bs.diagnose(wrong.model, wrong.data, loss_fn=wrong.loss_fn, checks=["gradient_check"])
+    assert "GRADIENT_CHECK_FAILED" in d.codes
