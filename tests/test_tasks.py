@@ -470,10 +470,12 @@ def test_diagnose_says_when_regression_targets_would_broadcast():
     x = _x()
     y = x[:, 0]  # (N,) against the model's (N, 1)
     diagnosis = bs.diagnose(_mlp(1), (x, y), loss_fn=nn.MSELoss(), lr=1e-3, checks=LABEL_CHECKS)
-    (skipped,) = [f for f in diagnosis.findings if f.code == "CHECKS_SKIPPED"]
-    assert skipped.severity == "warning"
-    assert "broadcast" in skipped.evidence["skipped"]["labels"]
-    assert "unsqueeze" in skipped.evidence["skipped"]["labels"]
+    # the loss ran and broadcast: training is certainly wrong, an error naming shapes and fix
+    (failed,) = [f for f in diagnosis.findings if f.code == "LOSS_FAILED"]
+    assert failed.severity == "error" and not diagnosis.ok
+    assert "broadcast" in failed.message and "unsqueeze" in failed.message
+    assert failed.evidence["output_shape"] == [len(x), 1]
+    assert failed.evidence["target_shape"] == [len(x)]
 
 
 class _CrashAt(bs.Callback):

@@ -3,6 +3,7 @@ guard keeps the good progress (rollback, lower LR, continue)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -113,6 +114,50 @@ def test_update_ratio_is_measured_from_the_real_step(tmp_path):
     )
     rows = [r for r in runs.read_metrics(tmp_path / "run") if r["name"] == "update_ratio/weight"]
     assert rows[0]["step"] == 0 and rows[0]["value"] == pytest.approx(expected, rel=1e-5)
+
+
+class _Adapted(nn.Module):
+    """Frozen random layers, each with a trainable low-rank update ``B @ A`` whose ``B`` starts
+    at (numerically) zero: most weight tensors grow from zero, as in LoRA (Hu et al. 2021)."""
+
+    def __init__(self, b_std: float) -> None:
+        super().__init__()
+        dims = [64, 32, 32, 10]
+        self.base = nn.ModuleList(nn.Linear(i, o) for i, o in itertools.pairwise(dims))
+        self.base.requires_grad_(False)
+        self.a = nn.ParameterList(nn.Parameter(torch.randn(4, i) / i**0.5) for i in dims[:-1])
+        self.b = nn.ParameterList(nn.Parameter(b_std * torch.randn(o, 4)) for o in dims[1:])
+
+    def forward(self, x):
+        for k, (layer, a, b) in enumerate(zip(self.base, self.a, self.b, strict=True)):
+            x = layer(x) + x @ a.T @ b.T
+            x = torch.relu(x) if k < len(self.base) - 1 else x
+        return x
+
+
+@pytest.mark.parametrize("b_std", [0.0, 1e-8])
+def test_tensors_growing_from_zero_are_not_judged_too_fast(digits, tmp_path, b_std):
+    """Was: a LoRA B at ~1e-8 gave ‖ΔW‖/‖W‖ ~ 1e5 at step 0, UPDATE_RATIO_HIGH at Adam 1e-3.
+    Growing from zero says nothing about the step's size; the ratios are still logged."""
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    history = bs.fit(
+        _Adapted(b_std), (x, y), lr=1e-3, epochs=2, progress=False, run_dir=tmp_path / "run"
+    )
+    assert "UPDATE_RATIO_HIGH" not in history.codes
+    logged = {r["name"] for r in runs.read_metrics(tmp_path / "run")}
+    assert "update_ratio/b.0" in logged
+
+
+def test_a_too_high_lr_is_still_found_beside_zero_tensors(digits):
+    """The rule still reads the other tensors: a far too high lr on the A's is found."""
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    history = bs.fit(
+        _Adapted(0.0), (x, y), lr=1e-3, epochs=1, progress=False,
+        thresholds={"update_ratio_high": 1e-4},
+    )  # fmt: skip
+    assert "UPDATE_RATIO_HIGH" in history.codes
 
 
 def test_tiny_learning_rate_is_too_low(digits):

@@ -34,7 +34,7 @@ from ..findings import Finding
 from ..gradient_flow import vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ..outputs import read_output
-from ._base import Context, check, finding
+from ._base import CannotCheck, Context, check, finding
 from .forward import activation_snapshot, dropout_off
 
 __all__ = [
@@ -61,6 +61,7 @@ GRADCHECK_COORDINATES = 8
 # Relative errors are taken against at least this multiple of the round-off in the numeric
 # derivative (machine epsilon times |L| over eps), so a flat loss is not judged on noise.
 _ROUNDOFF_MARGIN = 1e3
+_ROUNDOFF_NOISE = 10  # measured |a - n| up to 0.6 eps|L|/eps_step (4e10 MSE loss, 3 directions)
 # One-sided differences that disagree by more than this (relative) mark a kink within ε; on a
 # smooth loss they differ by ε·L'' (~1e-6 relative at ε = 1e-6, 1e-3 at the most curved).
 _SMOOTH_RTOL = 1e-2
@@ -112,6 +113,9 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     missing = [name for (name, _), g in zip(trainable, grads, strict=True) if g is None]
     if missing:
         found.append(_no_grad_finding(missing, model))
+    stuck = _stuck_at_zero(ctx, trainable, grads)
+    if stuck:
+        found.append(_no_grad_finding(stuck, model, stuck_at_zero=True))
     grad_of = {id(p): g for (_, p), g in zip(trainable, grads, strict=True)}
     norms = _weight_grad_norms(model, order, grad_of)
     ctx.cache["weight_grad_norms"] = norms
@@ -169,11 +173,56 @@ def _frozen(model: nn.Module) -> list[Finding]:
     ]
 
 
-def _no_grad_finding(missing: list[str], model: nn.Module) -> Finding:
-    """Trainable parameters whose gradient is ``None`` after a backward of the loss."""
+def _stuck_at_zero(
+    ctx: Context, trainable: list[tuple[str, nn.Parameter]], grads: list[torch.Tensor | None]
+) -> list[str]:
+    """Trainable tensors that are all zero, get an all-zero gradient, and still do after one
+    gradient step of every other parameter: a product of zero factors (a LoRA update ``B·A``
+    with ``A = B = 0``: ``∂L/∂B = δ (A x)ᵀ = 0`` and ``∂L/∂A = Bᵀ δ xᵀ = 0``) is a saddle that
+    gradient descent never leaves. A zero head blocks the gradient of the layers before it for
+    one step only (``_behind_zero_layers``): the step here lets it move, and those layers then
+    get a gradient, so they are not reported. Costs nothing unless such a tensor exists."""
+    candidates = [
+        name
+        for (name, p), g in zip(trainable, grads, strict=True)
+        if g is not None and not bool(p.detach().any()) and not bool(g.detach().any())
+    ]
+    if not candidates:
+        return []
+    copy_ = ctx.fresh_model()
+    params = dict(copy_.named_parameters())
+    with torch.no_grad():
+        for (name, _), g in zip(trainable, grads, strict=True):
+            if g is not None and name in params and bool(g.detach().any()):
+                params[name].sub_(1e-2 * g / g.detach().abs().max())
+    with _preserved(copy_), dropout_off(copy_), torch.enable_grad():
+        loss = _safe_loss(ctx.loss_fn, copy_, ctx)
+        if loss is None:
+            return []
+        after = _param_grads(loss, [params[name] for name in candidates])
+    return [name for name, g in zip(candidates, after, strict=True) if g is None or not g.any()]
+
+
+def _no_grad_finding(
+    missing: list[str], model: nn.Module, *, stuck_at_zero: bool = False
+) -> Finding:
+    """Trainable parameters whose gradient is ``None`` after a backward of the loss, or that
+    are stuck at zero (:func:`_stuck_at_zero`)."""
     layers = _modules_of(missing)
     params = dict(model.named_parameters())
     numel = sum(params[name].numel() for name in missing)
+    if stuck_at_zero:
+        return finding(
+            "PARAMS_WITHOUT_GRAD",
+            f"{len(missing)} trainable parameter tensor(s) ({numel:,} values) in layer(s) "
+            f"{_names(layers)} are all zero and get an all-zero gradient, even after a step of "
+            "the other parameters: zero factors of a product (e.g. LoRA with A = B = 0) keep "
+            "each other's gradient at zero, so they never train",
+            "initialize one factor randomly (LoRA: A random, B = 0; a zero-initialised branch "
+            "needs its other layers random)",
+            {"parameters": missing, "layers": layers, "numel": numel, "reason": "stuck at zero"},
+            layer=layers[0],
+        )
     return finding(
         "PARAMS_WITHOUT_GRAD",
         f"{len(missing)} trainable parameter tensor(s) ({numel:,} values) get no gradient "
@@ -640,6 +689,9 @@ def _float64_setup(ctx: Context) -> tuple[nn.Module, Callable[[], torch.Tensor]]
             loss_fn = copy.deepcopy(loss_fn).to(ctx.device, torch.float64)
     except Exception as err:  # a model that cannot live in float64 is skipped, not failed
         return f"gradient_check: the model cannot be converted to float64 ({err})"
+    for module in model.modules():  # padding_idx zeroes that row's gradient on purpose:
+        if isinstance(module, nn.Embedding):  # on the copy, check the true gradient instead
+            module.padding_idx = None
 
     def loss_at() -> torch.Tensor:
         torch.manual_seed(ctx.seed)
@@ -678,7 +730,10 @@ def _directional_check(
 
 def _compare(analytic: float, plus: float, minus: float, center: float, floor: float) -> dict:
     """The central difference ``n = (L₊ − L₋) / 2ε`` against the analytic derivative ``a``:
-    ``rel_error = |a − n| / max(|a|, |n|, floor)``.
+    ``rel_error = max(0, |a − n| − r) / max(|a|, |n|, floor)``, where
+    ``r = _ROUNDOFF_NOISE · eps₆₄ · |L₀| / ε`` is what round-off alone puts into ``n``: a loss
+    of 4e10 (unscaled regression targets) is known to ~1e-5 in float64, so ``n`` only to ~10,
+    and a difference that small says nothing about the backward.
 
     ``smooth`` is False when the one-sided differences ``(L₊ − L₀)/ε`` and ``(L₀ − L₋)/ε``
     disagree by more than ``_SMOOTH_RTOL``: the loss has a kink within ``ε`` (ReLUs or max-pools
@@ -691,10 +746,11 @@ def _compare(analytic: float, plus: float, minus: float, center: float, floor: f
     forward, backward = (plus - center) / GRADCHECK_EPS, (center - minus) / GRADCHECK_EPS
     scale = max(abs(analytic), abs(numeric), floor)
     one_sided = max(abs(forward), abs(backward), floor)
+    roundoff = _ROUNDOFF_NOISE * torch.finfo(torch.float64).eps * abs(center) / GRADCHECK_EPS
     return {
         "analytic": analytic,
         "numeric": numeric,
-        "rel_error": abs(analytic - numeric) / scale,
+        "rel_error": max(0.0, abs(analytic - numeric) - roundoff) / scale,
         "smooth": abs(forward - backward) <= _SMOOTH_RTOL * one_sided,
     }
 
@@ -826,14 +882,30 @@ def batch_independence(ctx: Context) -> list[Finding]:
 
     and any leak above ``batch_dependence`` is an error: a ``view``/``reshape`` that scrambles
     the batch dimension (where ``permute`` was meant), or a statistic over dim 0.
+
+    Integer inputs (token ids) have no gradient: the gradient is then taken at the output of
+    the first ``nn.Embedding`` that runs (a forward hook swaps in a leaf tensor), which is as
+    good a stand-in for "example j's input" as long as its dim 0 is still the batch. Where
+    neither works (no embedding, or one whose output is not batch-first) the check says so
+    (``CHECKS_SKIPPED``) instead of passing silently.
     """
-    if not ctx.x.is_floating_point() or len(ctx.x) < 2:
+    if len(ctx.x) < 2:
         return []
-    x = ctx.x[: min(BATCH_EXAMPLES, len(ctx.x))].detach().clone().requires_grad_(True)
+    x = ctx.x[: min(BATCH_EXAMPLES, len(ctx.x))].detach().clone()
+    if not x.is_floating_point() and not _first_embedding(ctx.model):
+        raise CannotCheck(
+            f"the input is {x.dtype} (not differentiable) and the model has no nn.Embedding "
+            "whose output could stand in for it"
+        )
     model = ctx.model
     limit = ctx.thresholds["batch_dependence"]
     with _eval_mode(model):
         leaks = _leaks(model, x)
+        if leaks is None and not x.is_floating_point():
+            raise CannotCheck(
+                "the input is token ids and the first nn.Embedding's output does not keep the "
+                "batch in dim 0 (or does not reach the output)"
+            )
         if leaks is None or float(leaks.max()) <= limit:
             return []
         worst = int(leaks.argmax())
@@ -841,18 +913,54 @@ def batch_independence(ctx: Context) -> list[Finding]:
     return [_batch_finding(leaks, culprit, limit)]
 
 
+def _first_embedding(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
+@contextmanager
+def _input_leaf(model: nn.Module, x: torch.Tensor) -> Iterator[Callable[[], torch.Tensor | None]]:
+    """The tensor to differentiate by: ``x`` itself when it is floating point (made a leaf
+    that requires grad), else the output of the first ``nn.Embedding`` call that takes ids of
+    ``x``'s rank and batch size (not a positional embedding of ``arange(T)``), replaced by a
+    detached leaf that requires grad (so a frozen embedding works too). Yields a function
+    returning that leaf after a forward, or None when no usable one was seen."""
+    if x.is_floating_point():
+        x.requires_grad_(True)
+        yield lambda: x
+        return
+    seen: list[torch.Tensor] = []
+
+    def swap(_module: nn.Module, args: Any, output: Any) -> Any:
+        if seen or not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return None
+        ids = args[0] if args else None
+        if not isinstance(ids, torch.Tensor) or ids.dim() != x.dim() or len(ids) != len(x):
+            return None  # e.g. a positional embedding of arange(T): not the tokens' embedding
+        leaf = output.detach().requires_grad_(True)
+        seen.append(leaf)
+        return leaf
+
+    hooks = [m.register_forward_hook(swap) for m in model.modules() if isinstance(m, nn.Embedding)]
+    try:
+        yield lambda: seen[0] if seen else None
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def _leaks(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """Per output row i, the largest gradient on another row j != i over the largest on any
     row; ``None`` when the model cannot be differentiated row by row."""
-    with torch.enable_grad():
+    with torch.enable_grad(), _input_leaf(model, x) as leaf:
         out = _safe_forward(model, x)
-        if not _per_example(out, len(x)):
+        wrt = leaf()
+        if wrt is None or not _per_example(out, len(x)):
             return None
         weights = _output_weights(out)
         leaks = []
         for i in range(len(x)):
             (g,) = torch.autograd.grad(
-                (out[i] * weights).sum(), x, retain_graph=i < len(x) - 1, allow_unused=True
+                (out[i] * weights).sum(), wrt, retain_graph=i < len(x) - 1, allow_unused=True
             )
             leaks.append(_row_leak(g, i))
     return torch.stack(leaks).cpu()
@@ -887,13 +995,14 @@ def _mixing_layer(model: nn.Module, x: torch.Tensor, i: int, limit: float) -> di
             seen.add(name)
             outputs.append((name, output))
 
-    hooks = [m.register_forward_hook(keep) for m in names]
-    try:
-        with torch.enable_grad():
+    with torch.enable_grad(), _input_leaf(model, x):
+        # registered after _input_leaf's hook, so an embedding's swapped leaf is what we keep
+        hooks = [m.register_forward_hook(keep) for m in names]
+        try:
             out = _safe_forward(model, x)
-    finally:
-        for hook in hooks:
-            hook.remove()
+        finally:
+            for hook in hooks:
+                hook.remove()
     if not outputs or out is None:
         return {}
     grads = torch.autograd.grad(

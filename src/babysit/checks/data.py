@@ -88,14 +88,18 @@ def data_scale(ctx: Context) -> list[Finding]:
     return found
 
 
-@check("labels", codes=["LABELS_NOT_INTEGER", "LABELS_OUT_OF_RANGE"], needs_labels=True)
+@check(
+    "labels",
+    codes=["LABELS_NOT_INTEGER", "LABELS_OUT_OF_RANGE", "LOSS_FAILED"],
+    needs_labels=True,
+)
 def labels(ctx: Context) -> list[Finding]:
     """Targets the task can read (:func:`babysit.inputs.target_problem`): classification labels
     are integers in [0, C) or the loss's ``ignore_index``, C the output's size along
     ``class_dim``, or class probabilities of the output's shape; multilabel targets lie in
     [0, 1]. Shapes that the loss would fail on or silently broadcast (regression ``(N, 1)``
-    against ``(N,)``) cannot be judged further: a warning ``CHECKS_SKIPPED`` names them and the
-    fix."""
+    against ``(N,)``): when the loss ran, it broadcast them, an error ``LOSS_FAILED`` naming the
+    shapes; when it raised, ``loss_runs`` reports it and this check is skipped (warning)."""
     if ctx.task.kind == "custom":
         raise custom_skip(ctx, "the targets' format is unknown")
     if ctx.y is None:
@@ -108,6 +112,20 @@ def labels(ctx: Context) -> list[Finding]:
     if problem is None and task.kind == "classification" and task.num_classes:
         problem = _beyond_num_classes(ctx.y, task)
     if problem is not None and problem.code is None:  # shapes the loss fails on or broadcasts
+        if ctx.probe().loss_error is None:
+            # The loss ran: it broadcast the shapes and trains every output against every
+            # target. Certainly wrong, so an error, not a skip (the loss "cannot be computed
+            # on the model's output" as meant; loss_runs names a loss that raised).
+            return [
+                finding(
+                    "LOSS_FAILED",
+                    f"the loss runs but compares the wrong pairs: {problem.message}",
+                    "give the output and the targets one shape before the loss; for outputs "
+                    "and targets that need reshaping, pass forward=lambda model, batch: "
+                    "(output, target)",
+                    {**problem.evidence, "task": ctx.task.to_dict(), "broadcast": True},
+                )
+            ]
         raise CannotCheck(f"the targets do not fit the output: {problem.message}", warning=True)
     if problem is None:
         return []

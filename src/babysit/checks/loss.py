@@ -147,11 +147,17 @@ def initial_loss_check(ctx: Context) -> list[Finding]:
         return []
     base = baseline(ctx, out)
     if base is None:
+        # A loss babysit has no baseline for. When the user named the task (and so knowingly
+        # brought their own loss, e.g. a Gaussian NLL for regression) the skip is info: no
+        # argument would let it run, and a healthy set-up must stay silent
+        # (docs/architecture.md, "Healthy means silent"); otherwise a warning.
+        loss_name = getattr(ctx.loss_fn, "__name__", type(ctx.loss_fn).__name__)
         raise CannotCheck(
             f"the loss at init cannot be compared with a constant predictor's for "
-            f"{type(ctx.loss_fn).__name__} on outputs {tuple(out.shape)} and targets "
+            f"{loss_name} on outputs {tuple(out.shape)} and targets "
             f"{tuple(ctx.y.shape)} (known for cross-entropy, NLL, BCE, MSE, L1, Huber, "
-            "SmoothL1 on matching shapes)"
+            "SmoothL1 on matching shapes)",
+            warning=not ctx.cache.get("task_given", False),
         )
     loss = initial_loss(ctx)
     evidence = {

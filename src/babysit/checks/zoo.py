@@ -109,15 +109,17 @@ class Entry:
         """Why ``diagnose``'s findings on this entry are wrong, or None when they are right.
 
         Healthy: no warning or error; an entry of the ``outputs`` family (a classifier on float
-        features, where every default check applies) must also skip no check, since a skipped
-        check there means the output was not read. Broken: each item of ``expect`` has a code
+        features, where every default check applies) must also skip no check that reads the
+        output, since a skipped check there means the output was not read (under ``forward=``
+        the checks that need the input tensor itself, ``INPUT_CHECKS``, are skipped as info).
+        Broken: each item of ``expect`` has a code
         found at warning or error severity.
         """
         loud = {f.code for f in findings if f.severity != "info"}
         if self.healthy:
             if loud:
                 return f"false alarm: {sorted(loud)}"
-            if self.family == "outputs" and any(f.code == "CHECKS_SKIPPED" for f in findings):
+            if self.family == "outputs" and any(_output_unread(f) for f in findings):
                 return "silent only because checks were skipped (CHECKS_SKIPPED)"
             return None
         missed = [sorted(alt) for alt in self.expect if not alt & loud]
@@ -127,6 +129,21 @@ class Entry:
         """A fresh, seeded :class:`Setup`."""
         torch.manual_seed(0)
         return self.make()
+
+
+# the checks that read the model's input tensor (or the loader's labels), which forward= hides
+INPUT_CHECKS = frozenset(
+    {"batch_order", "data_finite", "data_scale", "gradient_check", "batch_independence"}
+)
+
+
+def _output_unread(f: Any) -> bool:
+    """A ``CHECKS_SKIPPED`` finding that skipped more than the input checks, or could not
+    read something (evidence ``unreadable``); a stand-in without evidence counts as unread."""
+    if f.code != "CHECKS_SKIPPED":
+        return False
+    skipped = f.evidence.get("skipped")
+    return not skipped or bool(f.evidence.get("unreadable")) or bool(set(skipped) - INPUT_CHECKS)
 
 
 # ------------------------------------------------------------------------------------ data

@@ -12,6 +12,11 @@ tensors of each sampled step. The first ``EARLY_STEPS`` (10) steps are all sampl
 - ``UPDATE_RATIO_HIGH``: the peak over those first steps above ``update_ratio_high``.
   Later samples cannot tell: once a too-large step has blown the weights up, ratios to the
   blown-up weights shrink again, so only the start of training shows the size of a step.
+  Tensors that start the run at (numerically) zero — a LoRA adapter's ``B``, a zero-initialised
+  residual branch or output layer (RMS below ``ZERO_RMS``) — are left out of this rule: growing
+  from zero, ``‖ΔW‖/‖W‖`` is infinite at the first step and about ``1/k`` at step ``k`` (Adam
+  moves each weight by ~lr per step), whatever the learning rate, so it says nothing about the
+  step's size. They are logged and count for ``UPDATE_RATIO_LOW`` as any other tensor.
 - ``UPDATE_RATIO_LOW``: the median of the last 10 samples below ``update_ratio_low`` while the
   learning rate is still >= 10% of its start (an annealed schedule is meant to end with small
   updates) and the loss has fallen by less than half: a converged net's updates are small too,
@@ -45,6 +50,7 @@ EARLY_STEPS = 10  # sampled every step: UPDATE_RATIO_HIGH reads their peak
 _LOW_WINDOW = 10
 _MIN_SAMPLES = 3  # what the end of a short run is judged on
 _CONVERGED = 0.5  # loss decrease beyond which small updates mean convergence, not a low lr
+ZERO_RMS = 1e-6  # a weight tensor whose RMS at the run's start is below this grows from zero
 
 
 class UpdateRatio(Monitor):
@@ -61,6 +67,7 @@ class UpdateRatio(Monitor):
         self._before: list[torch.Tensor] | None = None
         self._norms: list[torch.Tensor] = []
         self._params: list[tuple[str, torch.Tensor]] = []
+        self._from_zero: list[bool] = []
 
     def on_fit_start(self, trainer: Session) -> None:
         if self.lr_at_start is None:
@@ -68,6 +75,10 @@ class UpdateRatio(Monitor):
         self._params = [
             (n, p) for n, p in trainer.model.named_parameters() if p.requires_grad and p.dim() >= 2
         ]
+        with torch.no_grad():  # which tensors grow from zero (module docstring), once per run
+            self._from_zero = [
+                float(p.detach().float().pow(2).mean().sqrt()) < ZERO_RMS for _, p in self._params
+            ]
         opt = trainer.optimizer
         self._handles = [
             opt.register_step_pre_hook(lambda *_: self._pre(trainer)),
@@ -99,16 +110,19 @@ class UpdateRatio(Monitor):
 
     def _record(self, trainer: Session, ratios: list[float]) -> None:
         """Log the step's ratios and apply the rules; all-zero tensors (0/0) are skipped."""
-        judged = []
-        for (name, _), value in zip(self._params, ratios, strict=True):
+        judged, sized = [], []
+        from_zero = self._from_zero or [False] * len(ratios)
+        for (name, _), value, zero in zip(self._params, ratios, from_zero, strict=True):
             if math.isfinite(value):
                 trainer.log(f"update_ratio/{name}", value)
                 judged.append(value)
+                if not zero:
+                    sized.append(value)
         if judged:
             median = statistics.median(judged)
             self.medians.append(median)
-            if trainer.step < EARLY_STEPS:
-                self.early_peak = max(self.early_peak or 0.0, median)
+            if trainer.step < EARLY_STEPS and sized:
+                self.early_peak = max(self.early_peak or 0.0, statistics.median(sized))
             trainer.stats["update_ratio"] = statistics.median(self.medians[-_LOW_WINDOW:])
         self._rules(trainer)
 
