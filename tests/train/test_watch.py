@@ -107,3 +107,202 @@ def test_watch_refuses_what_it_cannot_hook():
         bs.watch(model, "adam")
     with pytest.raises(TypeError, match=r"nn\.Module"):
         bs.watch("model", torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+# -- observe(loss, output, target): the task's training metric, counted by the watcher ---------
+
+
+def _hand_acc(outputs, targets, ignore=None):
+    correct = counted = 0
+    for out, y in zip(outputs, targets, strict=True):
+        keep = torch.ones_like(y, dtype=torch.bool) if ignore is None else y != ignore
+        correct += int(((out.argmax(1) == y) & keep).sum())
+        counted += int(keep.sum())
+    return correct / counted
+
+
+def test_observe_counts_train_acc_as_a_hand_count(digits):
+    """Two epochs of a plain loop whose model returns a dict (read as its 'logits'): each
+    epoch's train_acc is the hand count over that epoch's outputs, and the sums start again."""
+    x, y, _, _ = digits
+    model = small_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    watcher = bs.watch(model, opt)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        seen = []
+        for _ in range(7):
+            index = torch.randint(0, len(x), (50,), generator=g)
+            out = {"hidden": torch.zeros(50, 3), "logits": model(x[index])}
+            loss = nn.functional.cross_entropy(out["logits"], y[index])
+            watcher.observe(loss, out, y[index])
+            seen.append((out["logits"].detach().clone(), y[index]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        watcher.end_epoch(val_acc=0.5)
+        expected = _hand_acc(*zip(*seen, strict=True))
+        assert watcher.history[-1]["train_acc"] == pytest.approx(expected, abs=1e-12)
+    assert watcher.history[0]["train_acc"] != watcher.history[1]["train_acc"]
+    assert watcher.task["kind"] == "classification"  # "auto" read the integer labels
+
+
+def test_observe_honours_ignore_index_and_a_given_train_acc():
+    """Sequence labels (N, C, T) with padding: positions equal to ignore_index are not
+    counted; a train_acc the loop passes itself wins over the watcher's."""
+    torch.manual_seed(0)
+    model = nn.Conv1d(4, 5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    task = bs.Task("classification", ignore_index=0)
+    watcher = bs.watch(model, opt, task=task)
+    x = torch.randn(6, 4, 9)
+    y = torch.randint(1, 5, (6, 9))
+    y[:, 5:] = 0  # padding
+    out = model(x)
+    loss = nn.functional.cross_entropy(out, y, ignore_index=0)
+    watcher.observe(loss, out, y)
+    watcher.end_epoch(val_acc=0.3)
+    counted = _hand_acc([out.detach()], [y], ignore=0)
+    assert watcher.history[0]["train_acc"] == pytest.approx(counted, abs=1e-12)
+    assert counted != pytest.approx(_hand_acc([out.detach()], [y]))  # padding changes it
+    watcher.observe(loss, out, y)
+    watcher.end_epoch(train_acc=0.123, val_acc=0.3)
+    assert watcher.history[1]["train_acc"] == 0.123
+
+
+def test_observe_gives_regression_mae():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    watcher = bs.watch(model, opt, task="regression")
+    total, values = 0.0, 0
+    for _ in range(4):
+        x, y = torch.randn(8, 3), torch.randn(8, 2) * 5
+        out = model(x)
+        loss = nn.functional.mse_loss(out, y)
+        watcher.observe(loss, out, y)
+        total += float((out.detach().double() - y.double()).abs().sum())
+        values += y.numel()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    watcher.end_epoch(val_mae=1.0)
+    assert watcher.history[0]["train_mae"] == pytest.approx(total / values, rel=1e-12)
+    assert "train_acc" not in watcher.history[0]
+
+
+def _epochs(model, x, y, xv, yv, *, epochs, watcher, output=True, steps=30):
+    opt = watcher.optimizer
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        model.train()
+        for _ in range(steps):
+            index = torch.randint(0, len(x), (64,), generator=g)
+            out = model(x[index])
+            loss = nn.functional.cross_entropy(out, y[index])
+            if output:
+                watcher.observe(loss, out, y[index])
+            else:
+                watcher.observe(loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            val_acc = float((model(xv).argmax(1) == yv).float().mean())
+        watcher.end_epoch(val_acc=val_acc)
+
+
+def test_overfitting_found_in_a_plain_loop_that_passes_only_val_acc(digits):
+    """Random training labels (memorized, val near chance): the loop passes output and target
+    to observe and only val_acc to end_epoch, and the gap monitor finds the overfitting."""
+    x, y, xv, yv = digits
+    x, y = x[:128], torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(1))
+    model = small_mlp()
+    watcher = bs.watch(model, torch.optim.Adam(model.parameters(), lr=1e-2))
+    _epochs(model, x, y, xv, yv, epochs=6, watcher=watcher)
+    watcher.close()
+    assert "OVERFITTING" in {f.code for f in watcher.findings}
+    assert watcher.history[-1]["train_acc"] > 0.9 > 0.5 > watcher.history[-1]["val_acc"]
+
+
+def test_a_healthy_loop_with_output_and_target_stays_silent(digits):
+    x, y, xv, yv = digits
+    model = small_mlp()
+    watcher = bs.watch(model, torch.optim.Adam(model.parameters(), lr=1e-3))
+    _epochs(model, x, y, xv, yv, epochs=4, watcher=watcher)
+    watcher.close()
+    assert not {"OVERFITTING", "UNDERFITTING"} & {f.code for f in watcher.findings}
+    assert all("train_acc" in row for row in watcher.history)
+
+
+def test_without_output_and_target_end_epoch_adds_nothing(digits):
+    """The one-argument observe is unchanged: no train_acc is made up, no gap is judged."""
+    x, y, xv, yv = digits
+    x, y = x[:128], torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(1))
+    model = small_mlp()
+    watcher = bs.watch(model, torch.optim.Adam(model.parameters(), lr=1e-2))
+    _epochs(model, x, y, xv, yv, epochs=3, watcher=watcher, output=False)
+    watcher.close()
+    assert all(set(row) == {"epoch", "val_acc"} for row in watcher.history)
+    assert "OVERFITTING" not in {f.code for f in watcher.findings}
+
+
+@pytest.mark.parametrize("task", ["auto", "regression", "multilabel"])
+def test_observe_keeps_neither_the_output_nor_its_graph(task):
+    """A batch the loop skips (no backward): once the loop drops its references, the input
+    the graph saved and the output are freed; the watcher held neither (detached sums)."""
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    watcher = bs.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), task=task)
+    refs = []
+    for _ in range(3):
+        x = torch.randn(5, 4)
+        out = model(x)  # the graph saves x for the weight's gradient
+        y = torch.randint(0, 3, (5,)) if task == "auto" else torch.rand(5, 3)
+        watcher.observe(out.mean(), out, y)
+        refs += [weakref.ref(x), weakref.ref(out)]
+        del x, out
+    gc.collect()
+    assert all(r() is None for r in refs)
+    watcher.end_epoch()
+    assert {"train_acc", "train_mae"} & set(watcher.history[0])
+
+
+def test_mismatched_output_and_target_is_one_clear_error_and_records_nothing(tmp_path):
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    watcher = bs.watch(model, opt, task="regression", run_dir=tmp_path / "run")
+    x, y = torch.randn(8, 3), torch.randn(8)
+    out = model(x)  # (8, 1) against (8,): MSELoss would broadcast to (8, 8)
+    with pytest.raises(ValueError, match=r"shape \(8, 1\).*shape \(8,\).*regression"):
+        watcher.observe(nn.functional.mse_loss(out.squeeze(1), y), out, y)
+    with pytest.raises(ValueError, match="pass both"):
+        watcher.observe(1.0, out)
+    with pytest.raises(ValueError, match="pass both"):
+        watcher.observe(1.0, target=y)
+    watcher.observe(nn.functional.mse_loss(out.squeeze(1), y), out.squeeze(1), y)  # goes on
+    watcher.end_epoch()
+    watcher.close()
+    losses = [r for r in runs.read_metrics(tmp_path / "run") if r["name"] == "loss"]
+    assert len(losses) == 1  # the refused calls recorded nothing
+    assert watcher.history[0]["train_mae"] > 0
+    assert runs.read_json(tmp_path / "run", "config.json")["task"]["kind"] == "regression"
+
+
+def test_auto_refuses_to_guess_real_valued_targets():
+    model = nn.Linear(3, 2)
+    watcher = bs.watch(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    out, y = model(torch.randn(4, 3)), torch.rand(4, 2)
+    with pytest.raises(ValueError, match=r"task=.auto.*\(4, 2\).*float32.*task=.regression."):
+        watcher.observe(1.0, out, y)
+    with pytest.raises(ValueError, match=r"class labels of shape \(4,\)"):
+        watcher.observe(1.0, out, torch.zeros(4, 1, dtype=torch.long))
+    assert watcher.task == "auto"
+    custom = bs.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), task="custom")
+    custom.observe(1.0, out, y)
+    custom.end_epoch(val_acc=0.5)
+    assert custom.history[0] == {"epoch": 0, "val_acc": 0.5}

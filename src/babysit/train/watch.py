@@ -12,6 +12,15 @@
     watcher.close()                  # or `with babysit.watch(...) as watcher:`
     print(watcher.findings)
 
+``watcher.observe(loss, output, target)`` (the model's output and the targets, as the loss
+compares them) also lets the watcher count the task's training metric over the epoch: accuracy
+for classification and multilabel (:func:`babysit.tasks.hits`, ``ignore_index`` honoured), the
+mean absolute error for regression. :meth:`Watcher.end_epoch` then supplies ``train_acc`` /
+``train_mae`` when the loop does not pass them, so ``end_epoch(val_acc=...)`` is enough for the
+train/val gap monitor. The counts are running sums on the output's device (one ``argmax`` and
+two sums a step, detached, no host sync, no reference to the output kept); they are read once,
+at ``end_epoch``.
+
 The watcher registers an optimizer step pre-hook and post-hook (the update ratio is measured
 from the real step; the post-hook also ends the step for the probes) and, on sampled steps
 only, module hooks. It never changes what the loop computes: no gradient is touched, no
@@ -31,6 +40,8 @@ import torch
 from torch import nn
 
 from .. import runs
+from ..outputs import read_output
+from ..tasks import Task, hits, resolve_task
 from .callbacks import Callback
 from .session import Session
 
@@ -59,8 +70,11 @@ def watch(
         thresholds, ignore: as in :func:`babysit.diagnose`.
         progress: print a line per finding as it fires.
         task: what the loop's output means (``"auto"``, a kind name or a
-            :class:`babysit.Task`); recorded in ``config.json`` (the loop's loss is not seen,
-            so ``"auto"`` stays unresolved).
+            :class:`babysit.Task`), used when :meth:`Watcher.observe` gets the output and
+            target. The loop's loss is not seen, so ``"auto"`` reads integer class labels (one
+            dimension fewer than the output) as classification (ignoring -100, as
+            ``nn.CrossEntropyLoss`` does) and refuses to guess anything else: pass the task.
+            Recorded in ``config.json`` (the resolved task once the first output is seen).
     """
     return Watcher(
         model,
@@ -123,21 +137,49 @@ class Watcher(Session):
             self.alert = lambda f: console.print(alert_line(f))
         self.history: list[dict[str, Any]] = []
         self._last_loss = math.nan
+        self._task: Task | None = None  # resolved at the first observe with output and target
+        self._probabilities = False  # multilabel outputs read as probabilities (> 0.5)
+        self._sums = _EpochSums()
         self._closed = False
         self.call("on_fit_start")
         # registered after the monitors' hooks, so it runs last: it ends the step
         self._handle = optimizer.register_step_post_hook(lambda *_: self._after_step())
 
-    def observe(self, loss: torch.Tensor | float) -> None:
-        """Report this step's loss (a tensor or a float). Reads one number."""
+    def observe(self, loss: torch.Tensor | float, output: Any = None, target: Any = None) -> None:
+        """Report this step's loss (a tensor or a float). Reads one number.
+
+        ``output`` and ``target`` (optional, both or neither): the model's output (a tensor,
+        or a tuple/dict/``ModelOutput`` read as its logits) and the targets, as the loss
+        compares them. The task's training metric is then counted over the epoch (see
+        :func:`watch`, ``task=``) and supplied at :meth:`end_epoch`. Shapes the task cannot
+        take (e.g. a regression output ``(N, 1)`` against targets ``(N,)``) are a
+        ``ValueError`` naming them, raised before anything is recorded.
+        """
+        if (output is None) != (target is None):
+            missing = "target" if target is None else "output"
+            raise ValueError(
+                f"watcher.observe got {'output' if target is None else 'target'} without "
+                f"{missing}: pass both (watcher.observe(loss, output, target)) or neither"
+            )
+        if output is not None:
+            output, target = self._check_pair(output, target)
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         self._last_loss = value
         self.log("loss", value)
         self.call("on_loss", value)
+        if output is not None and self._task is not None:
+            self._sums.add(output, target, self._task, self._probabilities)
 
     def end_epoch(self, **metrics: float) -> None:
         """Optional: report epoch metrics (``train_acc=..., val_acc=..., val_loss=...``) so the
-        train/val gap monitor can judge them; also writes the run directory."""
+        train/val gap monitor can judge them; also writes the run directory.
+
+        When :meth:`observe` got outputs and targets this epoch, ``train_acc`` (classification,
+        multilabel) or ``train_mae`` (regression) is the epoch's running value, unless given.
+        """
+        for key, value in self._sums.read().items():
+            metrics.setdefault(key, value)
+        self._sums = _EpochSums()
         row = {"epoch": self.epoch, **{k: float(v) for k, v in metrics.items()}}
         self.history.append(row)
         for key, value in metrics.items():
@@ -177,6 +219,58 @@ class Watcher(Session):
     def __repr__(self) -> str:
         return f"Watcher(step={self.step}, findings={sorted({f.code for f in self.findings})})"
 
+    def _check_pair(self, output: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output tensor and the target, checked against the task (resolved on first use);
+        raises before the watcher records anything."""
+        out, _ = read_output(output)
+        if not isinstance(target, torch.Tensor):
+            raise TypeError(
+                f"watcher.observe: target must be a tensor, got {type(target).__name__}"
+            )
+        first = self._task is None
+        task = self._resolve(out, target) if first else self._task
+        if task is None:  # custom: the loss only
+            return out, target
+        problem = _misfit(out, target, task)
+        if problem:
+            raise ValueError(
+                f"watcher.observe: an output of shape {tuple(out.shape)} and a target of shape "
+                f"{tuple(target.shape)} do not fit a {task} task ({problem}); pass the output "
+                "and target as the loss compares them"
+            )
+        if first:
+            self._task = task
+            self.task = task.to_dict()
+            if task.kind == "multilabel":
+                with torch.no_grad():  # a sigmoid's output lies in [0, 1]; logits rarely all do
+                    self._probabilities = bool(((out >= 0) & (out <= 1)).all())
+                self.task["outputs"] = "probabilities" if self._probabilities else "logits"
+            if self.run_dir is not None:
+                runs.write_json(self.run_dir, runs.CONFIG, self._config())
+        return out, target
+
+    def _resolve(self, out: torch.Tensor, target: torch.Tensor) -> Task | None:
+        """The task for ``self.task`` (``None``: custom); ``"auto"`` only reads class labels."""
+        setting = self.task
+        if isinstance(setting, dict):
+            setting = Task(**setting)
+        if setting == "custom" or (isinstance(setting, Task) and setting.kind == "custom"):
+            return None
+        if setting == "auto":
+            labels = not (target.is_floating_point() or target.is_complex())
+            labels = labels and target.dtype != torch.bool
+            if not labels or out.dim() < 2 or target.shape == out.shape:
+                raise ValueError(
+                    f"babysit.watch(task='auto') cannot tell what an output of shape "
+                    f"{tuple(out.shape)} means against a target of shape {tuple(target.shape)} "
+                    f"and dtype {str(target.dtype).removeprefix('torch.')} without the loss (only "
+                    "integer class labels, one dimension fewer than the output, are read as "
+                    "classification); pass task='regression', task='multilabel' or "
+                    "babysit.Task('classification', ...) to babysit.watch"
+                )
+            setting = "classification"
+        return resolve_task(setting, None, targets=target)
+
     def _after_step(self) -> None:
         self.call("on_train_batch_end", self._last_loss, self.step)
         self.step += 1
@@ -191,3 +285,65 @@ class Watcher(Session):
             "task": self.task,
             "monitors": [type(c).__name__ for c in self.callbacks],
         }
+
+
+def _misfit(out: torch.Tensor, target: torch.Tensor, task: Task) -> str | None:
+    """Why ``task`` cannot read ``out`` against ``target`` (``None``: it can)."""
+    if out.device != target.device:
+        return f"the output is on {out.device}, the target on {target.device}"
+    if task.kind == "classification":
+        if out.dim() < 2:
+            return "classification wants scores with the classes along class_dim, (N, C)"
+        dim = task.class_dim % out.dim()
+        if task.num_classes is not None and out.shape[dim] != task.num_classes:
+            return f"{task.num_classes} classes along dimension {dim}"
+        if target.is_floating_point():
+            if target.shape != out.shape:
+                return "class probabilities must have the output's shape"
+            return None
+        want = out.shape[:dim] + out.shape[dim + 1 :]
+        if target.shape != want:
+            return f"class labels of shape {tuple(want)}, the output's without dimension {dim}"
+        return None
+    if target.shape != out.shape:
+        return f"{task.kind} targets must have the output's shape"
+    return None
+
+
+class _EpochSums:
+    """Running counts of one epoch's training metric, on the output's device.
+
+    Classification and multilabel: ``[correct, counted]`` (:func:`babysit.tasks.hits`;
+    positions equal to ``ignore_index`` are not counted). Regression: ``Σ|output - target|``
+    in float64 and the number of target values. Adding never syncs with the device and keeps
+    no reference to the output; :meth:`read` syncs once.
+    """
+
+    def __init__(self) -> None:
+        self.hits: torch.Tensor | None = None  # [correct, counted] (int64)
+        self.abs_err: torch.Tensor | None = None  # Σ|e| (float64)
+        self.values = 0  # target values in abs_err
+
+    def add(self, out: torch.Tensor, target: torch.Tensor, task: Task, prob: bool) -> None:
+        with torch.no_grad():
+            if task.kind == "regression":
+                err = (out.detach().double() - target.double()).abs().sum()
+                self.abs_err = err if self.abs_err is None else self.abs_err + err
+                self.values += target.numel()
+                return
+            found = hits(out.detach(), target, task, probabilities=prob)
+            if found is None:  # _misfit let through what hits cannot read: count nothing
+                return
+            correct, counted = found
+            pair = torch.stack([(correct & counted).sum(), counted.sum()])
+            self.hits = pair if self.hits is None else self.hits + pair
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.hits is not None:
+            correct, counted = self.hits.tolist()
+            if counted:
+                out["train_acc"] = correct / counted
+        if self.abs_err is not None and self.values:
+            out["train_mae"] = float(self.abs_err) / self.values
+        return out
