@@ -306,3 +306,21 @@ def test_auto_refuses_to_guess_real_valued_targets():
     custom.observe(1.0, out, y)
     custom.end_epoch(val_acc=0.5)
     assert custom.history[0] == {"epoch": 0, "val_acc": 0.5}
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_multilabel_reads_logits_or_sigmoid_outputs(sigmoid):
+    """Logits are thresholded at 0, a sigmoid's outputs (all in [0, 1] at the first observe)
+    at 0.5: the same predictions either way, so the same train_acc as the hand count."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), *([nn.Sigmoid()] if sigmoid else []))
+    watcher = bs.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), task="multilabel")
+    x, y = torch.randn(32, 4), (torch.rand(32, 6) > 0.5).float()
+    out = model(x)
+    watcher.observe(1.0, out, y)
+    watcher.end_epoch()
+    logits = model[0](x).detach()
+    assert watcher.history[0]["train_acc"] == pytest.approx(
+        float(((logits > 0) == (y > 0.5)).float().mean()), abs=1e-12
+    )
+    assert watcher.task["outputs"] == ("probabilities" if sigmoid else "logits")
