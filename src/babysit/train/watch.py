@@ -156,14 +156,14 @@ class Watcher(Session):
         ``ValueError`` naming them, raised before anything is recorded.
         """
         if (output is None) != (target is None):
-            missing = "target" if target is None else "output"
+            given, missing = ("output", "target") if target is None else ("target", "output")
             raise ValueError(
-                f"watcher.observe got {'output' if target is None else 'target'} without "
-                f"{missing}: pass both (watcher.observe(loss, output, target)) or neither"
+                f"watcher.observe got {given} without {missing}: pass both "
+                "(watcher.observe(loss, output, target)) or neither"
             )
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         if output is not None:
             output, target = self._check_pair(output, target)
-        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         self._last_loss = value
         self.log("loss", value)
         self.call("on_loss", value)
