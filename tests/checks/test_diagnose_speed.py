@@ -153,3 +153,87 @@ def test_cli_json_turns_the_progress_display_off(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     assert seen == [False]
+
+
+# ------------------------------------------------------------------- passes shared by checks
+
+
+class _Counted(torch.nn.Module):
+    """An MLP that counts its forwards (copies share the counter: it is a class attribute)."""
+
+    calls = 0
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(40, 32),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(32, 10),
+        )
+
+    def forward(self, x):
+        type(self).calls += 1
+        return self.net(x)
+
+
+def test_initial_loss_reads_the_probe_forward_without_dropout(data):
+    from babysit.checks.loss import initial_loss
+
+    ctx = build_context(_Counted(), data)
+    probed = ctx.probe()
+    before = _Counted.calls
+    assert initial_loss(ctx) == pytest.approx(probed.loss, rel=0, abs=0)
+    assert _Counted.calls == before  # no forward of its own
+
+
+def test_initial_loss_turns_dropout_off_rather_than_reading_the_probe(data):
+    from babysit.checks.loss import initial_loss
+
+    model = _Counted(dropout=0.5)
+    ctx = build_context(model, data)
+    probed = ctx.probe()  # dropout on: a noisy loss, not the loss at init
+    model.eval()
+    with torch.no_grad():
+        clean = float(ctx.loss_fn(model(ctx.x), ctx.y))
+    assert initial_loss(ctx) == pytest.approx(clean, rel=1e-6)
+    assert probed.loss != pytest.approx(clean, rel=1e-6)
+
+
+def test_the_activation_snapshot_measures_only_the_layers_it_judges(data):
+    from babysit.checks.forward import activation_snapshot
+
+    ctx = build_context(_Counted(), data)
+    stats = activation_snapshot(ctx)
+    assert sorted(stats) == ["net.1"]  # the ReLU; not the Linears, the Dropout or the model
+    assert stats["net.1"].n_examples == 300 and stats["net.1"].dead_judgeable
+
+
+def test_the_activation_snapshot_rides_on_the_probe_forward(data):
+    from babysit.checks.execution import forward_runs
+    from babysit.checks.forward import activation_snapshot
+
+    ctx = build_context(_Counted(), data)
+    forward_runs(ctx)
+    shared = ctx.cache["activations"]
+    before = _Counted.calls
+    assert activation_snapshot(ctx) is shared and _Counted.calls == before  # no extra forward
+    own = activation_snapshot(build_context(_Counted(), data))  # its own forward, fresh copy
+    assert list(shared) == list(own) == ["net.1"]
+    a, b = shared["net.1"], own["net.1"]
+    assert (a.std, a.mean, a.dead_fraction, a.n_examples) == pytest.approx(
+        (b.std, b.mean, b.dead_fraction, b.n_examples), rel=1e-6
+    )
+
+
+def test_with_dropout_on_the_snapshot_takes_its_own_forward_with_dropout_off(data):
+    from babysit.checks.execution import forward_runs
+    from babysit.checks.forward import activation_snapshot
+
+    ctx = build_context(_Counted(dropout=0.5), data)
+    forward_runs(ctx)
+    assert "activations" not in ctx.cache  # the probe forward had dropout on
+    before = _Counted.calls
+    activation_snapshot(ctx)
+    assert _Counted.calls == before + 1

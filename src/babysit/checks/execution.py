@@ -37,6 +37,9 @@ _MAX_NAMED = 6
 @check("forward_runs", codes=["FORWARD_FAILED"])
 def forward_runs(ctx: Context) -> list[Finding]:
     """Run the model once on the probe batch; name the layer that raises."""
+    from .forward import probe_with_snapshot  # the activation statistics ride on this forward
+
+    probe_with_snapshot(ctx)
     probed = ctx.probe()
     if probed.error is None:
         _time_one_pass(ctx)

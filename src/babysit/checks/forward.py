@@ -1,9 +1,11 @@
 """Forward statistics at init (lecture: "activation statistics"), measured with a Probe.
 
 Activations that collapse or blow up with depth, saturated tanh/sigmoid units and dead ReLUs
-(symmetric init needs a gradient: ``backward.symmetric_init``). The probe runs on a fresh
-copy with dropout off and batch norm in training mode, on the probe batch (>= 256 examples
-lets dead units be judged).
+(symmetric init needs a gradient: ``backward.symmetric_init``). The statistics are those of
+the model at init on the probe batch (>= 256 examples lets dead units be judged), with dropout
+off and batch norm in the user's mode: taken during the probe forward when no dropout is
+active (the same forward, so it is not paid twice), else on a fresh copy with dropout off.
+Only the layers judged here are measured (nonlinearities and recurrent layers).
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from ._base import Context, check, finding
 _SATURATING = ("tanh", "sigmoid")
 
 
+def dropout_active(model: nn.Module) -> bool:
+    """Whether a dropout module of ``model`` would drop anything now (train mode, p > 0)."""
+    return any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+        for m in model.modules()
+    )
+
+
 @contextmanager
 def dropout_off(model: nn.Module):
     """Switch only the dropout modules to eval mode; batch norm keeps its mode."""
@@ -36,10 +46,33 @@ def dropout_off(model: nn.Module):
             m.train(mode)
 
 
+def _snapshot_probe(model: nn.Module) -> Probe:
+    """The Probe of the activation snapshot: every example and unit of the judged layers."""
+    return Probe(model, every=1, keep=1, layers=_judged, max_examples=None, max_units=1 << 16)
+
+
+def probe_with_snapshot(ctx: Context) -> None:
+    """Run the probe forward (:meth:`Context.probe`) with the snapshot's Probe attached, so the
+    activation statistics cost no forward of their own.
+
+    Only where that forward is the snapshot's: not run yet (so ``ctx.model`` is still the
+    user's model at init, as a fresh copy would be) and no dropout active (the snapshot is
+    taken with dropout off; batch norm keeps the user's mode in both). Otherwise nothing
+    happens here and :func:`activation_snapshot` runs its own forward on a fresh copy.
+    """
+    if "probed" in ctx.cache or "activations" in ctx.cache or dropout_active(ctx.model):
+        return
+    with _snapshot_probe(ctx.model) as probe:
+        probed = ctx.probe()
+    if probed.error is None:
+        ctx.cache["activations"] = probe.latest()
+
+
 def activation_snapshot(ctx: Context) -> dict[str, LayerStats]:
     """Per-layer statistics of one forward of the probe batch (cached for other checks).
 
-    With ``forward=`` the probe hooks a wrapper that runs ``forward(model, batch)``; its
+    Usually measured during the probe forward (:func:`probe_with_snapshot`). With
+    ``forward=`` the probe hooks a wrapper that runs ``forward(model, batch)``; its
     ``inner.`` prefix is dropped so the names are the model's own.
     """
     if "activations" not in ctx.cache:
@@ -47,18 +80,24 @@ def activation_snapshot(ctx: Context) -> dict[str, LayerStats]:
         model = ctx.fresh_model()
         with dropout_off(model):
             if ctx.x is not None:
-                probe = Probe(model, layers="all", max_examples=None, max_units=1 << 16)
-                ctx.cache["activations"] = probe.snapshot(ctx.x)
+                ctx.cache["activations"] = _snapshot_probe(model).snapshot(ctx.x)
             else:
                 runner = _Runner(model, ctx)
-                probe = Probe(runner, layers="all", max_examples=None, max_units=1 << 16)
-                stats = probe.snapshot(ctx.batch)
+                stats = _snapshot_probe(runner).snapshot(ctx.batch)
                 ctx.cache["activations"] = {
                     name.removeprefix("inner."): s
                     for name, s in stats.items()
                     if name.startswith("inner.")
                 }
     return ctx.cache["activations"]
+
+
+def _judged(_name: str, module: nn.Module) -> bool:
+    """The layers the snapshot's readers judge: the nonlinearities the registry names
+    (activation scale, saturation, dead units) and recurrent layers (their saturation).
+    Measuring every other module (convolutions, batch norms, blocks) cost more than the
+    forward itself on a ResNet-18 and judged nothing."""
+    return activation_name(module) is not None or isinstance(module, nn.RNNBase)
 
 
 class _Runner(nn.Module):

@@ -27,17 +27,26 @@ from ..inputs import target_problem
 from ..optim import OPTIMIZERS
 from ._base import CannotCheck, Context, check, finding
 from .data import custom_skip
-from .forward import dropout_off
+from .forward import dropout_active, dropout_off
 
 _ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)
 
 
 def initial_loss(ctx: Context) -> float | None:
-    """The data loss at init on the probe batch (dropout off), cached; None if not finite."""
+    """The data loss at init on the probe batch (dropout off), cached; None if not finite.
+
+    A model with no dropout active computes exactly this in the probe's forward (the same
+    weights, modes and batch, under ``no_grad``), so its loss is read from there instead of
+    paying another forward; with dropout active it is recomputed on a fresh copy with dropout
+    off (the loss at init is judged without its random masks)."""
     if "initial_loss" not in ctx.cache:
-        model = ctx.fresh_model()
-        with torch.no_grad(), dropout_off(model):
-            loss = float(ctx.loss(model))
+        probed = ctx.probe()
+        if probed.loss is not None and not dropout_active(ctx.model):
+            loss = probed.loss
+        else:
+            model = ctx.fresh_model()
+            with torch.no_grad(), dropout_off(model):
+                loss = float(ctx.loss(model))
         ctx.cache["initial_loss"] = loss if math.isfinite(loss) else None
     return ctx.cache["initial_loss"]
 
