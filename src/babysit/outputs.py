@@ -172,7 +172,7 @@ def take(batch: Any, index: Any, size: int | None = None) -> Any:
     if isinstance(batch, Mapping):
         return type(batch)({k: take(v, index, size) for k, v in batch.items()})  # type: ignore[call-arg]
     if isinstance(batch, tuple | list):
-        return type(batch)(take(v, index, size) for v in batch)
+        return _rebuilt(batch, [take(v, index, size) for v in batch])
     return batch
 
 
@@ -183,5 +183,12 @@ def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(batch, Mapping):
         return type(batch)({k: map_tensors(v, fn) for k, v in batch.items()})  # type: ignore[call-arg]
     if isinstance(batch, tuple | list):
-        return type(batch)(map_tensors(v, fn) for v in batch)
+        return _rebuilt(batch, [map_tensors(v, fn) for v in batch])
     return batch
+
+
+def _rebuilt(batch: tuple | list, items: list[Any]) -> Any:
+    """A sequence of ``batch``'s type holding ``items`` (a namedtuple takes them as fields)."""
+    if hasattr(batch, "_fields"):
+        return type(batch)(*items)
+    return type(batch)(items)

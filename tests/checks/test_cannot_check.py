@@ -221,3 +221,48 @@ def test_every_default_check_alone_finds_what_it_finds_in_the_full_run(data):
         assert {p for p in alone if p[0] not in shared} == {
             p for p in in_full if p[0] not in shared
         }, name
+
+
+def test_one_check_named_as_a_string_still_runs_after_the_execution_checks():
+    """``checks="gradient_flow"`` on a model that cannot run was ok=True with no finding (the
+    list form added forward_runs/loss_runs, the string form did not)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 3))  # the data has 8 features
+    data = (torch.randn(256, 8), torch.randint(0, 3, (256,)))
+    for name in ("gradient_flow", "symmetric_init"):
+        diagnosis = bs.diagnose(model, data, checks=name)
+        assert not diagnosis.ok and "FORWARD_FAILED" in diagnosis.codes, name
+
+
+class _InPlaceOnWeight(nn.Module):
+    """Runs under no_grad, raises under autograd (an in-place change of a leaf parameter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fc.weight.mul_(1.0)
+        return self.fc(x)
+
+
+def test_a_model_that_fails_only_with_gradients_on_is_an_error_not_ok():
+    torch.manual_seed(0)
+    data = (torch.randn(256, 8), torch.randint(0, 3, (256,)))
+    diagnosis = bs.diagnose(_InPlaceOnWeight(), data, lr=1e-3)
+    assert not diagnosis.ok
+    failed = [f for f in diagnosis if f.code == "FORWARD_FAILED"]
+    assert failed and "with gradients on" in failed[0].message
+
+
+def test_namedtuple_batches_are_sliced_and_mapped():
+    from collections import namedtuple
+
+    from babysit.outputs import map_tensors, take
+
+    Batch = namedtuple("Batch", "x y")
+    batch = Batch(torch.arange(6.0).reshape(3, 2), torch.arange(3))
+    part = take(batch, slice(0, 2))
+    assert isinstance(part, Batch) and part.x.shape == (2, 2) and part.y.tolist() == [0, 1]
+    doubled = map_tensors(batch, lambda t: t * 2)
+    assert isinstance(doubled, Batch) and doubled.y.tolist() == [0, 2, 4]

@@ -292,8 +292,9 @@ def _select(checks: str | Sequence[str]) -> list[_base.CheckSpec]:
     available = list_checks()
     if isinstance(checks, str):
         if checks not in CHECK_SETS:
-            if checks in available:
-                return [available[checks]]
+            if checks in available:  # one check by name: still after the execution checks
+                wanted = {checks} | set(ALWAYS)
+                return [spec for name, spec in available.items() if name in wanted]
             raise ValueError(
                 f"checks must be 'default', 'all' or a list of check names, got {checks!r}; "
                 f"check names: {', '.join(available)}"

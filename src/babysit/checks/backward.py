@@ -272,7 +272,7 @@ def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], An
     hooks = [m.register_forward_pre_hook(seen) for m in names]
     try:
         with torch.enable_grad():
-            loss = _safe_loss(ctx.loss_fn, model, ctx)
+            loss = _safe_loss(ctx.loss_fn, model, ctx, record=True)
     finally:
         for hook in hooks:
             hook.remove()
@@ -1096,12 +1096,19 @@ def _safe_loss(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     model: nn.Module,
     ctx: Context,
+    *,
+    record: bool = False,
 ) -> torch.Tensor | None:
     """``loss_fn(output, target)`` of the probe batch, or ``None`` when it raises or is not a
-    scalar: the forward, loss and label checks report those causes."""
+    scalar: the forward, loss and label checks report those causes. With ``record``, an
+    exception is kept in ``ctx.cache["grad_pass_error"]``: the execution check's probe runs
+    without gradients, and a model that fails only with them on (an in-place change of a
+    parameter in ``forward``) must not pass as one that runs."""
     try:
         loss = loss_fn(*ctx.run(model))
-    except Exception:  # reported by forward_runs / labels; this check has nothing to add
+    except Exception as err:  # reported by forward_runs / labels; this check has nothing to add
+        if record:
+            ctx.cache.setdefault("grad_pass_error", err)
         return None
     return loss if _usable_loss(loss) else None
 

@@ -1,7 +1,8 @@
 """Does the model run on the data, does the loss take its output, and does the loss reach only
 registered parameters.
 
-These three run before every other check (``diagnose`` adds them to any selection): when the
+``forward_runs`` and ``loss_runs`` run before every other check (``diagnose`` adds them to any
+selection, ``unregistered_params`` is in the default set): when the
 forward pass or the loss fails, nothing else can be judged, and the user gets an error
 (``FORWARD_FAILED``, ``LOSS_FAILED``) instead of a diagnosis that looks clean
 (docs/architecture.md, "Cannot check means say so").
@@ -43,7 +44,7 @@ def forward_runs(ctx: Context) -> list[Finding]:
     probed = ctx.probe()
     if probed.error is None:
         _time_one_pass(ctx)
-        return []
+        return _fails_with_gradients(ctx)
     err, layer = probed.error, probed.layer
     ctx.cache["stop"] = "the model failed on the data (FORWARD_FAILED)"
     module = ctx.model.get_submodule(layer) if layer else None
@@ -70,6 +71,25 @@ def forward_runs(ctx: Context) -> list[Finding]:
                 "forward": "yours" if ctx.forward_fn is not None else "(x, y) -> model(x)",
             },
             layer=layer,
+        )
+    ]
+
+
+def _fails_with_gradients(ctx: Context) -> list[Finding]:
+    """FORWARD_FAILED when the probe ran (without gradients) but the same batch raises with
+    gradients on, as in training (e.g. an in-place change of a parameter inside ``forward``)."""
+    err = ctx.cache.get("grad_pass_error")
+    if err is None:
+        return []
+    ctx.cache["stop"] = "the model failed on the data with gradients on (FORWARD_FAILED)"
+    return [
+        finding(
+            "FORWARD_FAILED",
+            f"the model runs without gradients but raised {type(err).__name__} with gradients "
+            f"on, as in training: {err}",
+            "fix the forward pass so that it runs under autograd (e.g. no in-place change of a "
+            "parameter or of a tensor autograd needs), then diagnose again",
+            {"error": f"{type(err).__name__}: {err}", "batch": _shapes(ctx.batch)},
         )
     ]
 
