@@ -172,3 +172,37 @@ def test_fit_does_not_warn_update_ratio_high_at_the_suggested_lr():
         torch.manual_seed(0)
         history = bs.fit(bs.nn.mlp(64, [100], 10), (x, y), lr=lr, epochs=1, progress=False)
         assert "UPDATE_RATIO_HIGH" not in history.codes, lr
+
+
+class _ZeroStartAdapter(nn.Module):
+    """A base layer plus two LoRA-style branches that start at (numerically) zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = nn.Linear(8, 3)
+        self.adapters = nn.ModuleList(nn.Linear(8, 3, bias=False) for _ in range(2))
+        with torch.no_grad():
+            for adapter in self.adapters:
+                adapter.weight.mul_(1e-9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + sum(a(x) for a in self.adapters)
+
+
+def test_probes_leave_tensors_that_grow_from_zero_out_of_the_update_ratio():
+    """As the UPDATE_RATIO_HIGH monitor does: a zero-start tensor's ‖ΔW‖/‖W‖ is huge at any lr,
+    so with two of three weight tensors starting at zero the probe called Adam 1e-3 unstable."""
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+    probe = rt._probe(
+        _ZeroStartAdapter(),
+        x,
+        y,
+        lambda params, lr: torch.optim.Adam(params, lr=lr),
+        nn.CrossEntropyLoss(),
+        1e-3,
+        20,
+        32,
+        0,
+    )
+    assert probe["why"] != "update ratio" and probe["ratio"] < 0.1

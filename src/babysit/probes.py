@@ -59,9 +59,11 @@ __all__ = [
     "SATURATION_THRESHOLDS",
     "SIGMOID_SATURATION",
     "TANH_SATURATION",
+    "ZERO_RMS",
     "LayerRow",
     "LayerStats",
     "Probe",
+    "grows_from_zero",
     "measure_layers",
 ]
 
@@ -78,6 +80,19 @@ SATURATION_THRESHOLDS = {"tanh": TANH_SATURATION, "sigmoid": SIGMOID_SATURATION}
 # of >= 256. On fewer examples a unit may be silent by chance; LayerStats.dead_judgeable tells
 # callers. (AUTOTRAINER, Zhang et al., ICSE'21, flags dying ReLU from >= 70% zero gradients
 # instead.)
+# A weight tensor whose RMS is below this grows from zero (a LoRA adapter's B, a zero-initialised
+# residual branch or head): its ‖ΔW‖/‖W‖ is infinite at the first step and ~1/k at step k
+# whatever the learning rate, so it says nothing about a step's size (docs/architecture.md,
+# "Definitions"). The update-ratio monitor and the range test's probes both leave it out.
+ZERO_RMS = 1e-6
+
+
+def grows_from_zero(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` is (numerically) zero now: its RMS is below :data:`ZERO_RMS`."""
+    with torch.no_grad():
+        return float(weight.detach().float().pow(2).mean().sqrt()) < ZERO_RMS
+
+
 DEAD_MIN_EXAMPLES = 256
 
 # A module called many times per step (an RNN cell, a shared activation) is recorded for its

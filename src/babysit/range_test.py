@@ -51,6 +51,7 @@ from torch import nn
 
 from .divergence import diverged
 from .outputs import Forward, batch_size_of, run_batch, take
+from .probes import grows_from_zero
 from .thresholds import THRESHOLDS
 
 __all__ = ["LR_FIND_FILE", "RULES", "LRFinderResult", "range_test"]
@@ -449,7 +450,8 @@ def _probe(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_opt(params, lr)
-    weights = [p for p in params if p.dim() >= 2]
+    # the monitor's own tensors: weights that do not grow from zero (probes.grows_from_zero)
+    weights = [p for p in params if p.dim() >= 2 and not grows_from_zero(p)]
     peak = 0.0
     batch = (x, y) if forward is None else x
     n = batch_size_of(batch) or 0

@@ -39,18 +39,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ...probes import ZERO_RMS, grows_from_zero
 from ._base import Monitor, finding
 
 if TYPE_CHECKING:
     from ..session import Session
 
-__all__ = ["UpdateRatio"]
+__all__ = ["ZERO_RMS", "UpdateRatio"]
 
 EARLY_STEPS = 10  # sampled every step: UPDATE_RATIO_HIGH reads their peak
 _LOW_WINDOW = 10
 _MIN_SAMPLES = 3  # what the end of a short run is judged on
 _CONVERGED = 0.5  # loss decrease beyond which small updates mean convergence, not a low lr
-ZERO_RMS = 1e-6  # a weight tensor whose RMS at the run's start is below this grows from zero
 
 
 class UpdateRatio(Monitor):
@@ -75,10 +75,8 @@ class UpdateRatio(Monitor):
         self._params = [
             (n, p) for n, p in trainer.model.named_parameters() if p.requires_grad and p.dim() >= 2
         ]
-        with torch.no_grad():  # which tensors grow from zero (module docstring), once per run
-            self._from_zero = [
-                float(p.detach().float().pow(2).mean().sqrt()) < ZERO_RMS for _, p in self._params
-            ]
+        # which tensors grow from zero (module docstring), once per run
+        self._from_zero = [grows_from_zero(p) for _, p in self._params]
         opt = trainer.optimizer
         self._handles = [
             opt.register_step_pre_hook(lambda *_: self._pre(trainer)),
