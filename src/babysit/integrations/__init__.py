@@ -2,10 +2,10 @@
 
 ::
 
-    from babysit.integrations.lightning import BabysitCallback       # pip install babysit[lightning]
+    from babysit.integrations.lightning import BabysitCallback  # babysit[lightning]
     trainer = lightning.pytorch.Trainer(callbacks=[BabysitCallback()])
 
-    from babysit.integrations.transformers import BabysitCallback    # babysit[transformers]
+    from babysit.integrations.transformers import BabysitCallback  # babysit[transformers]
     trainer = transformers.Trainer(..., callbacks=[BabysitCallback()])
 
 Both callbacks are thin: the part they share (options, version checks, the run directory, the

@@ -181,7 +181,7 @@ class Steps(torch.optim.Optimizer):
     learning rate set here is set there).
     """
 
-    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:  # noqa: D107
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         # torch.optim.Optimizer.__init__ would copy the groups: the real ones are shared instead
         self.optimizers = list(optimizers)
         self.defaults: dict[str, Any] = {}
@@ -209,6 +209,15 @@ class Steps(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"Steps({', '.join(type(o).__name__ for o in self.optimizers)})"
+
+
+class _Placeholder(nn.Module):
+    """The model of the snapshots of a step's second and later optimizers (the first
+    optimizer's snapshot copies the model; a snapshot needs at least one tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("nothing", torch.zeros(()))
 
 
 class Bridge(Watcher):
@@ -347,7 +356,7 @@ class Bridge(Watcher):
         if self._snapshots is None:
             first, *rest = self.steps.optimizers
             self._snapshots = [StateSnapshot(self.model, first)] + [
-                StateSnapshot(nn.Module(), opt) for opt in rest
+                StateSnapshot(_Placeholder(), opt) for opt in rest
             ]
         for snapshot in self._snapshots:
             snapshot.take(self.step)

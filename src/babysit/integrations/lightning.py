@@ -118,7 +118,9 @@ class BabysitCallback(_LightningCallback):
         self._run_dir = run_dir
         self._trainer = trainer
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.bridge is None:
             self._start(trainer, pl_module, batch)
 
@@ -185,7 +187,7 @@ class BabysitCallback(_LightningCallback):
             run_dir=self._run_dir,
             framework="lightning",
             schedulers=schedulers,
-            sample=_inputs(batch),
+            sample=_inputs(batch) if _has_forward(pl_module) else None,
             state=self._saved,
             record={
                 "precision": str(trainer.precision),
@@ -234,6 +236,11 @@ def epoch_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             if math.isfinite(number):
                 out[name] = number
     return out
+
+
+def _has_forward(module: Any) -> bool:
+    """``activations.json`` runs ``module(x)``: only a module that defines ``forward`` can."""
+    return type(module).forward is not _lightning.pytorch.LightningModule.forward
 
 
 def _inputs(batch: Any) -> torch.Tensor | None:
