@@ -8,7 +8,19 @@ import sys
 
 import babysit
 
-HEAVY = ("matplotlib", "optuna", "tensorboard", "mnist1d", "sklearn", "jinja2", "pandas")
+HEAVY = (
+    "matplotlib",
+    "optuna",
+    "tensorboard",
+    "mnist1d",
+    "sklearn",
+    "jinja2",
+    "pandas",
+    "lightning",
+    "pytorch_lightning",
+    "transformers",
+    "accelerate",
+)
 
 
 def test_import_does_not_pull_heavy_dependencies():

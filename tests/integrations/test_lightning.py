@@ -315,3 +315,49 @@ def test_bad_inputs_fail_at_construction(monkeypatch):
     monkeypatch.setattr(bl._lightning, "__version__", "1.8.6")
     with pytest.raises(UnsupportedVersion, match=r"lightning>=2\.0,<3\.0, but lightning 1\.8\.6"):
         BabysitCallback()
+
+
+class NoForward(L.LightningModule):
+    """The loss lives in training_step only (no forward), with a DataModule, as often written."""
+
+    def __init__(self, dead=False):
+        super().__init__()
+        self.net = mlp(64)
+        if dead:
+            with torch.no_grad():
+                self.net[0].bias.fill_(-100.0)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class DigitsModule(L.LightningDataModule):
+    def __init__(self, data):
+        super().__init__()
+        self.x, self.y = data[0], data[1]
+
+    def setup(self, stage):
+        self.train = TensorDataset(self.x, self.y)
+
+    def train_dataloader(self):
+        return DataLoader(self.train, batch_size=64, shuffle=True)
+
+
+def test_diagnose_a_lightning_module_on_its_own_training_step_loss(digits):
+    healthy = bl.diagnose(NoForward(), DigitsModule(digits), lr=1e-3)
+    assert loud(healthy.findings) == set() and healthy.ok
+    skipped = [f for f in healthy.findings if f.code == "CHECKS_SKIPPED"]
+    assert skipped and skipped[0].severity == "info"  # said so, not passed silently
+    module = NoForward(dead=True)
+    before = [p.detach().clone() for p in module.parameters()]
+    dead = bl.diagnose(module, loaders(digits)[0], lr=1e-3)  # a DataLoader works too
+    assert "DEAD_RELU" in loud(dead.findings)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+    with pytest.raises(TypeError, match="takes no forward"):
+        bl.diagnose(module, loaders(digits)[0], forward=lambda m, b: b)

@@ -292,3 +292,25 @@ def test_run_dir_holding_another_run_is_renamed(tmp_path):
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("mine-")]
     assert len(kept) == 1 and (kept[0] / "findings.json").read_text().startswith('{"findings": []')
     assert (run / "metrics.csv").exists()
+
+
+def test_diagnose_a_hugging_face_model_on_its_own_loss(digits):
+    x, y, _, _ = digits
+    healthy = bt.diagnose(OwnLoss(mlp(64)), Features(x, y), lr=1e-3)
+    assert loud(healthy.findings) == set() and healthy.ok
+    net = mlp(64)
+    with torch.no_grad():
+        net[0].bias.fill_(-100.0)
+    assert "DEAD_RELU" in loud(bt.diagnose(OwnLoss(net), Features(x, y), lr=1e-3).findings)
+    # a tiny BERT runs through it too, on outputs.loss
+    found = bt.diagnose(bert(), Tokens(128), lr=1e-3, checks=["initial_loss", "dead_units"])
+    assert "FORWARD_FAILED" not in {f.code for f in found.findings}
+    with pytest.raises(TypeError, match="takes no loss_fn"):
+        bt.diagnose(bert(), Tokens(128), loss_fn=nn.CrossEntropyLoss())
+
+
+def test_model_loss_names_what_is_missing():
+    with pytest.raises(ValueError, match="returned no loss: put the labels in the batch"):
+        bt.model_loss(bert(), {"input_ids": torch.ones(2, 4, dtype=torch.long)})
+    with pytest.raises(TypeError, match="a dict of tensors"):
+        bt.model_loss(bert(), (torch.ones(2, 4, dtype=torch.long),))

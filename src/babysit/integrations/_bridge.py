@@ -444,3 +444,50 @@ class Bridge(Watcher):
             "on_error": self.on_error,
             **self._record,
         }
+
+
+def loss_as_output(loss: Any, batch: Any) -> tuple[torch.Tensor, Any]:
+    """``(output, target)`` for ``diagnose``'s ``forward=`` when the model computes its loss.
+
+    The output is the loss itself, shape ``(1,)``, and :func:`own_loss` returns it: every check
+    then judges the framework's own loss (a LightningModule's ``training_step``, a Hugging Face
+    model's ``outputs.loss``). Checks that must read logits against labels cannot run on it and
+    are listed in ``CHECKS_SKIPPED`` (the task is ``"custom"``: cannot check means say so).
+    """
+    if isinstance(loss, Mapping):
+        loss = loss.get("loss")
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise TypeError(
+            "the model's own loss must be a scalar tensor (or a dict with one under 'loss'), "
+            f"got {type(loss).__name__}; pass diagnose a forward= and loss_fn= of your own"
+        )
+    return loss.reshape(1), _target_of(batch)
+
+
+def own_loss(output: torch.Tensor, target: Any) -> torch.Tensor:
+    """The loss :func:`loss_as_output` put in the output."""
+    return output.sum()
+
+
+def _target_of(batch: Any) -> Any:
+    if isinstance(batch, Mapping):
+        return batch.get("labels")
+    if isinstance(batch, list | tuple) and len(batch) >= 2:
+        return batch[-1]
+    return None
+
+
+def diagnose_own_loss(
+    model: nn.Module, data: Any, own_forward: Callable, /, **kwargs: Any
+) -> Any:
+    """:func:`babysit.diagnose` with ``own_forward``'s loss (``task="custom"`` by default)."""
+    from ..checks import diagnose
+
+    clash = sorted({"forward", "loss_fn"} & set(kwargs))
+    if clash:
+        raise TypeError(
+            f"this diagnose uses the model's own loss: it takes no {' or '.join(clash)} (call "
+            "babysit.diagnose(model, data, forward=..., loss_fn=...) for a loss of your own)"
+        )
+    kwargs.setdefault("task", "custom")
+    return diagnose(model, data, forward=own_forward, loss_fn=own_loss, **kwargs)

@@ -45,12 +45,19 @@ import torch
 
 from .. import distributed
 from ..findings import Finding
-from ._bridge import Bridge, check_options, check_version, require
+from ._bridge import (
+    Bridge,
+    check_options,
+    check_version,
+    diagnose_own_loss,
+    loss_as_output,
+    require,
+)
 
 _lightning = require("lightning", "lightning")
 from lightning.pytorch import Callback as _LightningCallback  # noqa: E402
 
-__all__ = ["BabysitCallback"]
+__all__ = ["BabysitCallback", "diagnose", "training_step_loss"]
 
 log = logging.getLogger("babysit")
 _SAMPLE = 512  # first-batch examples kept for activations.json
@@ -220,6 +227,31 @@ class BabysitCallback(_LightningCallback):
     def _close(self) -> None:
         if self.bridge is not None:
             self.bridge.close()
+
+
+def training_step_loss(module: Any, batch: Any) -> tuple[torch.Tensor, Any]:
+    """``diagnose``'s ``forward=`` for a LightningModule: its own ``training_step`` loss.
+
+    ``diagnose`` runs it on deep copies of the module, never on the one you train. The module
+    is not attached to a Trainer there: ``self.log`` calls only warn.
+    """
+    return loss_as_output(module.training_step(batch, 0), batch)
+
+
+def diagnose(module: Any, data: Any, **kwargs: Any) -> Any:
+    """:func:`babysit.diagnose` on a ``LightningModule``, judged on its ``training_step`` loss.
+
+    ``data``: a ``LightningDataModule`` (its ``train_dataloader()``, after ``setup("fit")``), a
+    ``DataLoader`` or anything :func:`babysit.diagnose` takes. Other keyword arguments go to
+    :func:`babysit.diagnose` (``lr=``, ``checks=``, ``ignore=``, ...); the task is
+    ``"custom"``, so the checks that read logits against labels are listed as skipped.
+    """
+    datamodule = getattr(_lightning.pytorch, "LightningDataModule", None)
+    if datamodule is not None and isinstance(data, datamodule):
+        data.prepare_data()
+        data.setup("fit")
+        data = data.train_dataloader()
+    return diagnose_own_loss(module, data, training_step_loss, **kwargs)
 
 
 def epoch_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -43,12 +43,19 @@ import torch
 
 from .. import distributed
 from ..findings import Finding, finding
-from ._bridge import Bridge, check_options, check_version, require
+from ._bridge import (
+    Bridge,
+    check_options,
+    check_version,
+    diagnose_own_loss,
+    loss_as_output,
+    require,
+)
 
 _transformers = require("transformers", "transformers")
 from transformers import TrainerCallback as _TrainerCallback  # noqa: E402
 
-__all__ = ["BabysitCallback"]
+__all__ = ["BabysitCallback", "diagnose", "model_loss"]
 
 log = logging.getLogger("babysit")
 _LOSS_CHECKS = ["NAN_LOSS", "LR_TOO_HIGH", "LOSS_PLATEAU_AT_START", "LOSS_OSCILLATING"]
@@ -211,6 +218,35 @@ class BabysitCallback(_TrainerCallback):
         if self.bridge is not None:
             self.bridge.end_epoch(**self._val)
         self._val = {}
+
+
+def model_loss(model: Any, batch: Any) -> tuple[torch.Tensor, Any]:
+    """``diagnose``'s ``forward=`` for a Hugging Face model: ``model(**batch).loss``, the loss
+    the ``Trainer`` trains (the batch must hold the labels)."""
+    if not isinstance(batch, Mapping):
+        raise TypeError(
+            f"a Hugging Face batch is a dict of tensors (input_ids, labels, ...), got "
+            f"{type(batch).__name__}"
+        )
+    output = model(**batch)
+    loss = _loss_of(output)
+    if loss is None:
+        raise ValueError(
+            f"{type(model).__name__}(**batch) returned no loss: put the labels in the batch "
+            f"(its keys: {', '.join(batch)})"
+        )
+    return loss_as_output(loss, batch)
+
+
+def diagnose(model: Any, data: Any, **kwargs: Any) -> Any:
+    """:func:`babysit.diagnose` on a Hugging Face model, judged on its own ``outputs.loss``.
+
+    ``data``: a ``Dataset`` of dict examples (as the ``Trainer`` takes), a ``DataLoader`` of
+    dict batches, or anything :func:`babysit.diagnose` takes. Other keyword arguments go to
+    :func:`babysit.diagnose`; the task is ``"custom"``, so the checks that read logits against
+    labels are listed as skipped.
+    """
+    return diagnose_own_loss(model, data, model_loss, **kwargs)
 
 
 def _loss_of(output: Any) -> torch.Tensor | None:
