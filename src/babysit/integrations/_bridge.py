@@ -477,9 +477,7 @@ def _target_of(batch: Any) -> Any:
     return None
 
 
-def diagnose_own_loss(
-    model: nn.Module, data: Any, own_forward: Callable, /, **kwargs: Any
-) -> Any:
+def diagnose_own_loss(model: nn.Module, data: Any, own_forward: Callable, /, **kwargs: Any) -> Any:
     """:func:`babysit.diagnose` with ``own_forward``'s loss (``task="custom"`` by default)."""
     from ..checks import diagnose
 
