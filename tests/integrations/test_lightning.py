@@ -361,3 +361,22 @@ def test_diagnose_a_lightning_module_on_its_own_training_step_loss(digits):
     assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
     with pytest.raises(TypeError, match="takes no forward"):
         bl.diagnose(module, loaders(digits)[0], forward=lambda m, b: b)
+
+
+def test_a_second_fit_is_a_run_of_its_own(digits, tmp_path):
+    cb = BabysitCallback(run_dir=tmp_path / "run")
+    module = Classifier(mlp(64))
+    trainer(cb, max_epochs=1, max_steps=4).fit(module, loaders(digits)[0])
+    first = cb.bridge
+    trainer(cb, max_epochs=1, max_steps=3).fit(module, loaders(digits)[0])
+    assert cb.bridge is not first and cb.bridge.step == 3
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("run-")]) == 1  # kept
+
+
+def test_no_optimizer_is_said_and_training_goes_on(digits, caplog):
+    module = Classifier(mlp(64))
+    module.configure_optimizers = lambda: None
+    cb = BabysitCallback()
+    with caplog.at_level("WARNING", logger="babysit"):
+        trainer(cb, max_epochs=1, max_steps=2).fit(module, loaders(digits)[0])
+    assert cb.bridge is None and "no optimizer" in caplog.text

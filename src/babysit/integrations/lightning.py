@@ -102,6 +102,7 @@ class BabysitCallback(_LightningCallback):
         self._saved: dict[str, Any] | None = None
         self._run_dir: Path | None = None
         self._trainer: Any = None
+        self._off = False  # no optimizer to watch
 
     # -- what the user reads ---------------------------------------------------------------------
 
@@ -118,6 +119,10 @@ class BabysitCallback(_LightningCallback):
     # -- Lightning hooks -------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.bridge is not None:  # this callback's second fit: a run of its own
+            self.bridge.close()
+            self.bridge = None
+        self._off = False
         run_dir = self.options.run_dir
         if run_dir is None:
             base = trainer.log_dir  # a collective under DDP: every rank asks
@@ -128,7 +133,7 @@ class BabysitCallback(_LightningCallback):
     def on_train_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.bridge is None:
+        if self.bridge is None and not self._off:
             self._start(trainer, pl_module, batch)
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:
@@ -186,10 +191,18 @@ class BabysitCallback(_LightningCallback):
     # -- internals -------------------------------------------------------------------------------
 
     def _start(self, trainer: Any, pl_module: Any, batch: Any) -> None:
+        optimizers = [opt for opt in trainer.optimizers if opt.param_groups]  # not Lightning's mock
+        if not optimizers:
+            self._off = True
+            log.warning(
+                "babysit: the Trainer has no optimizer (configure_optimizers returned none), so "
+                "the training monitors did not run"
+            )
+            return
         schedulers = [config.scheduler for config in getattr(trainer, "lr_scheduler_configs", [])]
         self.bridge = Bridge(
             pl_module,
-            list(trainer.optimizers),
+            optimizers,
             options=self.options,
             run_dir=self._run_dir,
             framework="lightning",
