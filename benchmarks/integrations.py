@@ -207,21 +207,26 @@ def main() -> None:
     parser.add_argument("--hf-epochs", type=int, default=3)
     parser.add_argument("--hf-examples", type=int, default=1024, help="/32 = steps an epoch")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 repeats, short")
+    parser.add_argument("--only", choices=("lightning", "hf"), help="one set-up only")
     add_write_docs_arg(parser)
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.lightning_epochs, args.hf_epochs, args.hf_examples = 2, 2, 1, 256
     torch.set_num_threads(args.threads)
-    runners = (
-        lightning_runner(args.lightning_epochs),
-        transformers_runner(args.hf_epochs, args.hf_examples),
-    )
+    runners = []
+    if args.only in (None, "lightning"):
+        runners.append(
+            ("Lightning Trainer.fit, MNIST-1D MLP", lightning_runner(args.lightning_epochs))
+        )
+    if args.only in (None, "hf"):
+        runners.append(
+            (
+                "HF Trainer.train, 2-layer BERT",
+                transformers_runner(args.hf_epochs, args.hf_examples),
+            )
+        )
     quiet()  # after the imports, which set the frameworks' own log levels
-    rows = []
-    lightning = measure(runners[0], args.repeats)
-    rows.append(row("Lightning Trainer.fit, MNIST-1D MLP", lightning))
-    hf = measure(runners[1], args.repeats)
-    rows.append(row("HF Trainer.train, 2-layer BERT", hf))
+    rows = [row(name, measure(run, args.repeats)) for name, run in runners]
     import os
 
     load = f"{LOAD_AT_START[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end"

@@ -217,3 +217,19 @@ def test_bridge_writes_the_run_directory(tmp_path):
 
 def test_supported_table_is_public():
     assert set(_bridge.SUPPORTED) == {"lightning", "transformers"}
+
+
+def test_a_nan_loss_after_the_first_optimizer_of_a_step_is_still_caught():
+    """Manual optimisation (a GAN): the second net's loss comes after the first step."""
+    loop = _Loop("stop")
+    loop.step()
+    loop.opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(loop.model(loop.x), loop.y)
+    loop.bridge.add_loss(loss)
+    loss.backward()
+    assert not loop.bridge.before_update()  # the first optimizer: a finite loss
+    loop.bridge.add_loss(torch.tensor(math.nan))  # the second net's loss
+    assert loop.bridge.before_update()  # its update is dropped
+    loop.opt.step()
+    loop.bridge.end_step()
+    assert [f.code for f in loop.bridge.findings] == ["NAN_LOSS"] and finite(loop.model)

@@ -307,7 +307,10 @@ class Bridge(Watcher):
         Called for each optimizer of a step; only the first call judges.
         """
         if self._judged:
-            if any(not math.isfinite(v) for v in self._losses):  # a later loss of this step
+            # a NaN in a loss seen after this step was judged (manual optimisation with several
+            # losses); not under DDP, where judging is a collective every rank must enter
+            late = any(not math.isfinite(v) for v in self._losses)
+            if late and not distributed.is_distributed():
                 self._judge(self._take_loss())
             if self.skip_update:
                 self._drop_gradients()
