@@ -42,6 +42,13 @@ def mnist1d_small():
 
 
 @pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Run in a temporary directory: a callback without run_dir= writes under the working
+    directory (Lightning's default_root_dir), which must not be the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def _quiet():
     """Lightning and transformers talk a lot; the tests read findings, not banners."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers"):
