@@ -7,6 +7,19 @@ gradient_vanishing_abs`` (a small ratio with a healthy absolute gradient is a la
 layer, not a dying first one), exploding when ``r > gradient_exploding_ratio``. The thresholds
 live in :mod:`babysit.thresholds`.
 
+"First" and "last" are *depth groups*, not single layers: weight layers that read the same
+input tensor (the query, key and value projections of an attention block, the branches of an
+Inception block) sit at the same depth, and a group's gradient is the largest of its members'.
+The rule is about a gradient shrinking (or growing) with depth, a product of per-layer factors
+on the way back; a member whose gradient is small for a reason of its own is not that. The
+case that forced it: in a healthy tiny BERT at init (2 layers, hidden 32) the first layer in
+forward order, ``layer.0.attention.self.query``, gets ‖g‖ ≈ 3e-6, 1.5e-5 × the classifier's
+0.19, because queries and keys reach the loss only through the attention logits, which are
+near-uniform at init (the softmax's Jacobian is then ~0 in the logits' direction); the value
+projection beside it, at the same depth, gets 1.5e-3, as does the rest of the block. A deep
+sigmoid net has no siblings (each layer reads its predecessor's output), so it is judged as
+before. Siblings are found by observation (:class:`SameInput`), with no model names.
+
 Shared by ``diagnose``'s ``gradient_flow`` check (one backward on the probe batch) and the
 training monitor that reads the real steps' gradients.
 """
@@ -14,22 +27,87 @@ training monitor that reads the real steps' gradients.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from torch import nn
 
 from .findings import Finding, finding
 
-__all__ = ["vanishing_or_exploding"]
+__all__ = ["SameInput", "vanishing_or_exploding"]
+
+
+class SameInput:
+    """Which weight layers read the same input tensor: ``groups[name]`` is the first layer of
+    the run of consecutive calls on one tensor (the layer's own name when it has no sibling).
+
+    Forward pre-hooks on ``layers`` (``{module: name}``) compare each call's first argument
+    with the previous call's, by identity, through a weak reference (a freed tensor whose
+    memory is reused is not mistaken for the same one). Each hook removes itself after its
+    layer's first call, so after the first forward nothing is left running; ``remove()``
+    drops the rest (layers never called).
+    """
+
+    def __init__(self, layers: Mapping[nn.Module, str]) -> None:
+        self.groups: dict[str, str] = {}
+        self._last: tuple[Any, str] | None = None  # (weakref to the input, its group)
+        self._handles: dict[str, Any] = {}
+        for module, name in layers.items():
+            self._handles[name] = module.register_forward_pre_hook(self._hook(name))
+
+    def _hook(self, name: str) -> Any:
+        def seen(_module: nn.Module, args: tuple) -> None:
+            handle = self._handles.pop(name, None)
+            if handle is not None:
+                handle.remove()
+            if name in self.groups or not args:
+                return
+            x = args[0]
+            last = self._last
+            same = last is not None and last[0]() is x
+            self.groups[name] = last[1] if same and last is not None else name
+            try:
+                self._last = (weakref.ref(x), self.groups[name])
+            except TypeError:  # not weak-referenceable: no sibling can be told
+                self._last = None
+
+        return seen
+
+    def remove(self) -> None:
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles.clear()
+
+
+def _group(
+    layers: Iterable[str], norms: Mapping[str, float], at: str, groups: Mapping[str, str]
+) -> str:
+    """The member of ``at``'s depth group with the largest gradient norm."""
+    key = groups.get(at, at)
+    members = [n for n in layers if groups.get(n, n) == key]
+    return max(members, key=lambda n: norms[n])
 
 
 def vanishing_or_exploding(
-    norms: dict[str, float], thresholds: Mapping[str, float]
+    norms: dict[str, float],
+    thresholds: Mapping[str, float],
+    groups: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """AUTOTRAINER's rule on ``‖g_first‖ / ‖g_last‖`` (first and last weight layer, in forward
-    order); shared by ``diagnose`` and the training monitor."""
+    """AUTOTRAINER's rule on ``‖g_first‖ / ‖g_last‖`` (first and last depth group, layers in
+    forward order); shared by ``diagnose`` and the training monitor.
+
+    ``groups`` maps a layer to its depth group (:attr:`SameInput.groups`); a layer not in it
+    is a group of its own. A group's gradient norm is its members' largest.
+    """
     if len(norms) < 2:
         return []
     layers = list(norms)
-    first, last = layers[0], layers[-1]
+    groups = groups or {}
+    first = _group(layers, norms, layers[0], groups)
+    last = _group(layers, norms, layers[-1], groups)
+    if groups.get(first, first) == groups.get(last, last):
+        return []  # one depth group: nothing to compare across depth
     g_first, g_last = norms[first], norms[last]
     ratio = g_first / g_last if g_last > 0 else (math.inf if g_first > 0 else 1.0)
     evidence = {
@@ -40,6 +118,11 @@ def vanishing_or_exploding(
         "last_grad_norm": g_last,
         "grad_norms": norms,
     }
+    for end, name in (("first_group", first), ("last_group", last)):
+        key = groups.get(name, name)
+        members = [n for n in layers if groups.get(n, n) == key]
+        if len(members) > 1:
+            evidence[end] = members
     t = thresholds
     if ratio < t["gradient_vanishing_ratio"] and g_first < t["gradient_vanishing_abs"]:
         return [

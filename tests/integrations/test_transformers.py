@@ -115,22 +115,7 @@ def losses_of(model) -> list[float]:
     return seen
 
 
-@pytest.mark.parametrize(
-    "monitors",
-    [
-        "default",
-        pytest.param(
-            "all",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="ActivationStats' gradient-flow rule calls a healthy BERT's first "
-                "attention query (grad ~1e-5 at init) VANISHING_GRADIENTS against the "
-                "classifier; babysit.watch says the same on the same model: a monitor issue, "
-                "not the callback's",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("monitors", ["default", "all"])
 def test_healthy_tiny_bert_is_silent_and_the_report_reads_its_run(tmp_path, monitors):
     cb = BabysitCallback(monitors=monitors)
     args = arguments(tmp_path, eval_strategy="epoch")

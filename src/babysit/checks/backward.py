@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..findings import Finding
-from ..gradient_flow import vanishing_or_exploding
+from ..gradient_flow import SameInput, vanishing_or_exploding
 from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ..outputs import read_output
 from ._base import CannotCheck, Context, check, finding
@@ -123,7 +123,7 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     judged = {name: norm for name, norm in norms.items() if name not in blocked}
     if torch.isfinite(loss.detach()).all():
         found += _nonfinite_gradients(trainable, grads) or vanishing_or_exploding(
-            judged, ctx.thresholds
+            judged, ctx.thresholds, ctx.cache.get("flow_groups")
         )
     return found
 
@@ -261,9 +261,13 @@ def flow_pass(ctx: Context, on_graph: Callable[[torch.Tensor], None] | None = No
 
 
 def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], Any]:
-    """The loss on the probe batch, and the weight layers in the order forward ran them."""
+    """The loss on the probe batch, and the weight layers in the order forward ran them; the
+    layers that read the same input (depth groups of the gradient-flow rule) go to
+    ``ctx.cache["flow_groups"]``."""
     order: list[str] = []
     names = {m: name for name, m in model.named_modules() if isinstance(m, FLOW_LAYERS)}
+    siblings = SameInput(names)
+    ctx.cache["flow_groups"] = siblings.groups
 
     def seen(module: nn.Module, _args: Any) -> None:
         if names[module] not in order:
@@ -274,6 +278,7 @@ def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], An
         with torch.enable_grad():
             loss = _safe_loss(ctx.loss_fn, model, ctx, record=True)
     finally:
+        siblings.remove()
         for hook in hooks:
             hook.remove()
     return order, loss

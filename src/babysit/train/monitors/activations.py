@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ...gradient_flow import vanishing_or_exploding
+from ...gradient_flow import SameInput, vanishing_or_exploding
 from ...nn.activations import WEIGHT_LAYERS
 from ...probes import DEAD_MIN_EXAMPLES, Probe
 from ._base import Monitor, finding
@@ -58,6 +58,7 @@ class ActivationStats(Monitor):
         self.streaks: dict[str, int] = {}  # rule:layer -> consecutive samples over the limit
         self._probe: Probe | None = None
         self._weights: list[tuple[str, nn.Parameter]] = []
+        self._siblings: SameInput | None = None  # depth groups, seen in the first forward
 
     def on_fit_start(self, trainer: Session) -> None:
         model = trainer.model
@@ -66,6 +67,9 @@ class ActivationStats(Monitor):
             for n, m in model.named_modules()
             if isinstance(m, WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), nn.Parameter)
         ]
+        self._siblings = SameInput(
+            {m: n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+        )
         self._probe = Probe(
             model, every=self.every, layers="activations", max_examples=self.max_examples, keep=2
         )
@@ -117,6 +121,8 @@ class ActivationStats(Monitor):
         if self._probe is not None:
             self._probe.detach()
             self._probe = None
+        if self._siblings is not None:
+            self._siblings.remove()
 
     def _judge(self, trainer: Session, records: list) -> None:
         for r in records:
@@ -178,7 +184,8 @@ class ActivationStats(Monitor):
             trainer.log(f"grad_norm/{name}", value)
         if len(grads) < 2 or not all(math.isfinite(g) for g in grads.values()):
             return
-        found = vanishing_or_exploding(grads, trainer.thresholds)
+        groups = self._siblings.groups if self._siblings is not None else None
+        found = vanishing_or_exploding(grads, trainer.thresholds, groups)
         if not self._streak("gradients", bool(found)) or not found:
             return
         trainer.emit(found[0])
