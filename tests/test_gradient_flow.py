@@ -175,6 +175,23 @@ def test_same_input_remove_drops_the_hooks_of_layers_never_called():
     assert siblings.groups == {} and not model.head._forward_pre_hooks
 
 
+def test_no_hook_outlives_the_first_forward_and_the_model_still_pickles():
+    """nn.MultiheadAttention never calls its ``out_proj`` module: the root's forward hook
+    removes that layer's hook too, so ``torch.save(model)`` works after the first step."""
+    import io
+
+    model = Encoder()
+    ids, labels = tokens(64)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with bs.watch(model, opt, monitors=[ActivationStats(every=1000)]) as watcher:
+        loss = nn.functional.cross_entropy(model(ids), labels)
+        watcher.observe(loss)
+        loss.backward()
+        opt.step()
+        assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
+        torch.save(model, io.BytesIO())
+
+
 def test_a_freed_input_whose_memory_is_reused_is_not_a_sibling():
     """In eval, a chain's inputs are freed as it goes; the weak reference tells them apart."""
     a, b = nn.Linear(8, 8), nn.Linear(8, 8)

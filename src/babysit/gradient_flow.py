@@ -45,16 +45,22 @@ class SameInput:
     Forward pre-hooks on ``layers`` (``{module: name}``) compare each call's first argument
     with the previous call's, by identity, through a weak reference (a freed tensor whose
     memory is reused is not mistaken for the same one). Each hook removes itself after its
-    layer's first call, so after the first forward nothing is left running; ``remove()``
-    drops the rest (layers never called).
+    layer's first call, and a forward hook on ``root`` (the model) removes the rest when its
+    first forward returns (layers it never called: a ``nn.MultiheadAttention``'s
+    ``out_proj``), so no hook outlives the first forward (a model with hooks that are
+    closures cannot be pickled); ``remove()`` drops them all.
     """
 
-    def __init__(self, layers: Mapping[nn.Module, str]) -> None:
+    def __init__(self, layers: Mapping[nn.Module, str], root: nn.Module | None = None) -> None:
         self.groups: dict[str, str] = {}
         self._last: tuple[Any, str] | None = None  # (weakref to the input, its group)
         self._handles: dict[str, Any] = {}
         for module, name in layers.items():
             self._handles[name] = module.register_forward_pre_hook(self._hook(name))
+        self._root = None if root is None else root.register_forward_hook(self._done)
+
+    def _done(self, *_: Any) -> None:
+        self.remove()
 
     def _hook(self, name: str) -> Any:
         def seen(_module: nn.Module, args: tuple) -> None:
@@ -78,6 +84,9 @@ class SameInput:
         for handle in self._handles.values():
             handle.remove()
         self._handles.clear()
+        if self._root is not None:
+            self._root.remove()
+            self._root = None
 
 
 def _group(

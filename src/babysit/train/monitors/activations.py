@@ -18,7 +18,8 @@ Rules (definitions in docs/architecture.md):
   |z| = 3.0 / 5.3 on two consecutive samples (one batch can be unlucky).
 - ``VANISHING_GRADIENTS`` / ``EXPLODING_GRADIENTS``: AUTOTRAINER's ratio of the first to the
   last weight layer's gradient norm, on two consecutive samples; "first" and "last" in the
-  order the model registers its layers (``diagnose`` reads the forward order).
+  order the model registers its layers (``diagnose`` reads the forward order), each with the
+  layers reading the same input (its depth group, seen in the first forward: ``SameInput``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class ActivationStats(Monitor):
             if isinstance(m, WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), nn.Parameter)
         ]
         self._siblings = SameInput(
-            {m: n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+            {m: n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}, model
         )
         self._probe = Probe(
             model, every=self.every, layers="activations", max_examples=self.max_examples, keep=2
