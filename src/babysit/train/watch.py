@@ -27,6 +27,17 @@ only, module hooks. It never changes what the loop computes: no gradient is touc
 parameter moves, no random number is drawn. It cannot roll back a loop it does not own: a NaN
 or diverged loss (:func:`babysit.divergence.diverged`, the rule ``fit`` uses) is reported and
 ``watcher.diverged`` becomes True for the loop to act on.
+
+Under ``torchrun`` (DDP) the loop stays the same: wrap the model in ``DistributedDataParallel``,
+call ``babysit.watch(ddp_model, optimizer)`` on every rank and the same one-line
+``watcher.observe(loss)``. Every ``observe`` shares the rank's loss with the others (one small
+all-reduce), so a NaN or a break-out on any rank makes ``watcher.diverged`` True on every rank
+in the same step: the loop breaks out everywhere at once, and no rank is left waiting in the
+next gradient all-reduce. Activation statistics are judged on the global batch, every rank holds
+the same findings, and rank 0 alone writes the run directory and prints. Call
+:meth:`Watcher.end_epoch` and :meth:`Watcher.close` on every rank too (``end_epoch`` sums the
+epoch's counts across ranks and takes the metrics rank 0 passes). See docs/architecture.md,
+"Distributed training".
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import runs
+from .. import distributed, runs
 from ..outputs import read_output
 from ..tasks import Task, hits, resolve_task
 from .callbacks import Callback
@@ -123,7 +134,7 @@ class Watcher(Session):
             ignore=ignore,
             run_dir=run_dir,
         )
-        if run_dir is not None:
+        if run_dir is not None and distributed.is_main():  # under DDP rank 0 writes
             if run_dir.exists() and any(run_dir.iterdir()):
                 runs.fresh_run_dir(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +176,8 @@ class Watcher(Session):
         if output is not None:
             output, target = self._check_pair(output, target)
         self._last_loss = value
-        self.log("loss", value)
-        self.call("on_loss", value)
+        self.call("on_loss", value)  # shares the loss across ranks first (Session.call)
+        self.log("loss", self.global_loss if len(self.rank_losses) > 1 else value)
         if output is not None and self._task is not None:
             self._sums.add(output, target, self._task, self._probabilities)
 
@@ -176,8 +187,15 @@ class Watcher(Session):
 
         When :meth:`observe` got outputs and targets this epoch, ``train_acc`` (classification,
         multilabel) or ``train_mae`` (regression) is the epoch's running value, unless given.
+
+        Under DDP call it on every rank: the counts are summed over all ranks' examples, and
+        the ``metrics`` rank 0 passes are the ones judged and written on every rank (pass values
+        already reduced over ranks, or the same on every rank).
         """
-        for key, value in self._sums.read().items():
+        counted = self._sums.read()
+        if distributed.is_distributed():
+            metrics = distributed.broadcast_object(dict(metrics))
+        for key, value in counted.items():
             metrics.setdefault(key, value)
         self._sums = _EpochSums()
         row = {"epoch": self.epoch, **{k: float(v) for k, v in metrics.items()}}
@@ -245,7 +263,7 @@ class Watcher(Session):
                 with torch.no_grad():  # a sigmoid's output lies in [0, 1]; logits rarely all do
                     self._probabilities = bool(((out >= 0) & (out <= 1)).all())
                 self.task["outputs"] = "probabilities" if self._probabilities else "logits"
-            if self.run_dir is not None:
+            if self.run_dir is not None and distributed.is_main():
                 runs.write_json(self.run_dir, runs.CONFIG, self._config())
         return out, target
 
@@ -276,15 +294,18 @@ class Watcher(Session):
         self.step += 1
 
     def _config(self) -> dict[str, Any]:
-        return {
+        config = {
             "kind": "watch",
-            "model": type(self.model).__name__,
+            "model": type(self.measured_model).__name__,
             "model_repr": repr(self.model),
             "optimizer": type(self.optimizer).__name__,
             "lr": self.lr(),
             "task": self.task,
             "monitors": [type(c).__name__ for c in self.callbacks],
         }
+        if distributed.is_distributed():
+            config["world_size"] = distributed.world_size()
+        return config
 
 
 def _misfit(out: torch.Tensor, target: torch.Tensor, task: Task) -> str | None:
@@ -339,11 +360,20 @@ class _EpochSums:
             self.hits = pair if self.hits is None else self.hits + pair
 
     def read(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+        """The epoch's metrics; under DDP over every rank's examples (one all-reduce of four
+        float64s, on every rank, whatever each counted)."""
+        correct = counted = abs_err = 0.0
         if self.hits is not None:
-            correct, counted = self.hits.tolist()
-            if counted:
-                out["train_acc"] = correct / counted
-        if self.abs_err is not None and self.values:
-            out["train_mae"] = float(self.abs_err) / self.values
+            correct, counted = (float(v) for v in self.hits.tolist())
+        if self.abs_err is not None:
+            abs_err = float(self.abs_err)
+        values = float(self.values)
+        if distributed.is_distributed():
+            sums = torch.tensor([correct, counted, abs_err, values], dtype=torch.float64)
+            correct, counted, abs_err, values = distributed.all_reduce_sum(sums).tolist()
+        out: dict[str, float] = {}
+        if counted:
+            out["train_acc"] = correct / counted
+        if values:
+            out["train_mae"] = abs_err / values
         return out
