@@ -125,6 +125,8 @@ def reduce_step(
     )
     if not layouts_agree(signature, payload.numel()):
         return None
+    if not payload.numel():  # every rank agrees there is nothing to reduce
+        return [], {}
     total = distributed.all_reduce_sum(payload).tolist()
     grad_total = total[len(total) - 2 * len(grads) :]
     return _global_records(records, total), _global_grads(grads, grad_total)
