@@ -85,7 +85,8 @@ SCRIPT = textwrap.dedent(
     watcher.close()
     result = {"findings": [f.to_dict() for f in watcher.findings], "grad_norms": local}
 
-    # a layout that follows the data: a ReLU over (N, T, 6), whose units are T (3 vs 5)
+    # a layout that follows the data: a ReLU over (N, T, 6), whose units are T. Both ranks
+    # have T = 4 at steps 0, 1 and 3; at step 2 rank 1 has T = 6
     class Seq(nn.Module):
         def __init__(self):
             super().__init__()
@@ -96,10 +97,11 @@ SCRIPT = textwrap.dedent(
 
     seq = DDP(Seq())
     opt = torch.optim.SGD(seq.parameters(), lr=0.01)
-    s = torch.randn(300, 3 + 2 * r, 4, generator=g)
     t = torch.randint(0, 2, (300,), generator=g)
-    with bs.watch(seq, opt, monitors=[ActivationStats(every=1)]) as w2:
-        for step in range(3):
+    layout_run = os.path.join(out_dir, f"layout{r}")
+    with bs.watch(seq, opt, monitors=[ActivationStats(every=1)], run_dir=layout_run) as w2:
+        for step in range(4):
+            s = torch.randn(300, 6 if (step == 2 and r == 1) else 4, 4, generator=g)
             opt.zero_grad()
             loss = nn.functional.cross_entropy(seq(s), t)
             w2.observe(loss)
@@ -206,15 +208,18 @@ def test_logged_statistics_are_global(ranks):
 
 
 def test_layouts_that_differ_across_ranks_are_said_not_judged(ranks):
-    _, got = ranks
+    out, got = ranks
     for rank in got:
         layout = rank["layout"]
-        assert layout["steps"] == 3  # no hang, no crash: training went on
+        assert layout["steps"] == 4  # no hang, no crash: training went on
         codes = [f["code"] for f in layout["findings"]]
         assert codes == ["CHECKS_SKIPPED"]
         skipped = layout["findings"][0]
-        assert skipped["severity"] == "info"
+        assert skipped["severity"] == "info" and skipped["step"] == 2
         assert "activation_stats" in skipped["evidence"]["skipped"]
+    with open(out / "layout0" / "metrics.csv") as f:
+        judged = {int(r["step"]) for r in csv.DictReader(f) if r["name"] == "dead_fraction/relu"}
+    assert judged == {0, 1, 3}  # the step whose layouts differ is the only one not judged
 
 
 def test_a_nan_on_one_rank_rolls_every_rank_back_in_its_step(ranks):

@@ -70,6 +70,7 @@ class Session:
         self._skip = False  # set by a rollback until the loop moves to the next batch
         # every rank's loss of the current step (index = rank), shared before on_loss
         self.rank_losses: tuple[float, ...] = ()
+        self._sharing: Callable[[], torch.Tensor] | None = None  # a share begun, not yet read
 
     @property
     def measured_model(self) -> nn.Module:
@@ -92,16 +93,28 @@ class Session:
 
         One all-reduce of ``world_size`` float64s: each rank puts its loss at its own index
         and zeros elsewhere, so the sum is every rank's loss, NaN and Inf included. In one
-        process: ``(loss,)``, no collective. Called by :meth:`call` before the ``on_loss``
-        hooks; every rank must call it once per step.
+        process: ``(loss,)``, no collective. :meth:`call` runs it before the ``on_loss`` hooks
+        (waiting for the one :meth:`begin_loss_share` started, if any); every rank must reach
+        it once per step.
         """
-        if not distributed.is_distributed():
-            self.rank_losses = (float(loss),)
-            return self.rank_losses
-        slots = torch.zeros(distributed.world_size(), dtype=torch.float64)
-        slots[distributed.rank()] = float(loss)
-        self.rank_losses = tuple(distributed.all_reduce_sum(slots).tolist())
+        wait, self._sharing = self._sharing, None
+        if wait is None:
+            if not distributed.is_distributed():
+                self.rank_losses = (float(loss),)
+                return self.rank_losses
+            wait = distributed.all_reduce_sum_start(_slots(loss))
+        self.rank_losses = tuple(wait().tolist())
         return self.rank_losses
+
+    def begin_loss_share(self, loss: float) -> None:
+        """Start sharing this step's loss across ranks without waiting (under DDP).
+
+        A loop calls it as soon as it has the loss and ``call("on_loss", loss)`` later: the
+        all-reduce then runs while the loop works (``watch`` overlaps it with the user's
+        backward). In one process it does nothing.
+        """
+        if distributed.is_distributed():
+            self._sharing = distributed.all_reduce_sum_start(_slots(loss))
 
     # -- what monitors call ----------------------------------------------------------------------
 
@@ -212,6 +225,13 @@ class Session:
             seen[key] = n + 1
             keyed.append((key if n == 0 else f"{key}#{n}", callback))
         return keyed
+
+
+def _slots(loss: float) -> torch.Tensor:
+    """This rank's loss at its own index of a ``world_size`` vector, zeros elsewhere."""
+    slots = torch.zeros(distributed.world_size(), dtype=torch.float64)
+    slots[distributed.rank()] = float(loss)
+    return slots
 
 
 def unwrap(model: nn.Module) -> nn.Module:

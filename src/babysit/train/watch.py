@@ -152,6 +152,10 @@ class Watcher(Session):
         self._probabilities = False  # multilabel outputs read as probabilities (> 0.5)
         self._sums = _EpochSums()
         self._closed = False
+        self._pending: float | None = None  # under DDP: a loss observed, its share in flight
+        # registered before the monitors' hooks, so it runs first: the step's loss is judged
+        # before anything inside the step is (under DDP, the share ends here at the latest)
+        self._settle_handle = optimizer.register_step_pre_hook(lambda *_: self._settle())
         self.call("on_fit_start")
         # registered after the monitors' hooks, so it runs last: it ends the step
         self._handle = optimizer.register_step_post_hook(lambda *_: self._after_step())
@@ -175,11 +179,27 @@ class Watcher(Session):
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         if output is not None:
             output, target = self._check_pair(output, target)
+        self._settle()  # a loss observed twice without a step: the first one is judged now
         self._last_loss = value
-        self.call("on_loss", value)  # shares the loss across ranks first (Session.call)
-        self.log("loss", self.global_loss if len(self.rank_losses) > 1 else value)
+        if distributed.is_distributed():
+            # judged when the ranks' losses are in: at diverged, at the optimizer step, or at
+            # the next observe / end_epoch / close, all within this step
+            self.begin_loss_share(value)
+            self._pending = value
+        else:
+            self._judge_loss(value)
         if output is not None and self._task is not None:
             self._sums.add(output, target, self._task, self._probabilities)
+
+    def _judge_loss(self, value: float) -> None:
+        self.call("on_loss", value)  # shares the loss across ranks first (Session.call)
+        self.log("loss", self.global_loss if len(self.rank_losses) > 1 else value)
+
+    def _settle(self) -> None:
+        """Judge the loss whose share across ranks is in flight (under DDP)."""
+        if self._pending is not None:
+            value, self._pending = self._pending, None
+            self._judge_loss(value)
 
     def end_epoch(self, **metrics: float) -> None:
         """Optional: report epoch metrics (``train_acc=..., val_acc=..., val_loss=...``) so the
@@ -192,6 +212,7 @@ class Watcher(Session):
         the ``metrics`` rank 0 passes are the ones judged and written on every rank (pass values
         already reduced over ranks, or the same on every rank).
         """
+        self._settle()
         counted = self._sums.read()
         if distributed.is_distributed():
             metrics = distributed.broadcast_object(dict(metrics))
@@ -216,7 +237,12 @@ class Watcher(Session):
     @property
     def diverged(self) -> bool:
         """True once the loss went NaN/Inf or diverged from its start (above 3x it for a loss
-        that starts at 0.1 or more; :mod:`babysit.divergence`): the loop should stop."""
+        that starts at 0.1 or more; :mod:`babysit.divergence`): the loop should stop.
+
+        Under DDP it is True on every rank in the same step, when the loss is NaN or diverged
+        on any rank; reading it waits for every rank's ``observe`` of the step (read it after
+        ``backward()`` to let that exchange overlap the backward pass)."""
+        self._settle()
         return self.stop_reason is not None
 
     def close(self) -> None:
@@ -224,7 +250,9 @@ class Watcher(Session):
         if self._closed:
             return
         self._closed = True
+        self._settle()
         self._handle.remove()
+        self._settle_handle.remove()
         self.call("on_fit_end")
         self.flush()
 
@@ -290,6 +318,7 @@ class Watcher(Session):
         return resolve_task(setting, None, targets=target)
 
     def _after_step(self) -> None:
+        self._settle()  # normally done by the step's pre-hook already
         self.call("on_train_batch_end", self._last_loss, self.step)
         self.step += 1
 

@@ -17,13 +17,15 @@ summed across ranks (:func:`babysit.distributed.all_reduce_sum`) before anything
   norms would count it ``world_size`` times); a model whose gradients are not synchronised
   gets their root mean square.
 
-Two collectives per sampled step, both on every rank in the same order: a 4-number header that
-checks every rank recorded the same layout (the same layers, units and lengths: a layer whose
-unit count follows the data, e.g. a ReLU over ``(N, T, D)`` sequences of varying ``T``, or a
-module called a data-dependent number of times, would make the sums meaningless or the
-collective fail), then one float64 payload of ``7·A + Σ units of the ReLU layers + 2·L`` numbers
-for ``A`` judged activation layers and ``L`` weight layers. When layouts differ nothing is
-judged for that step and the caller says so (``CHECKS_SKIPPED``): cannot check means say so.
+Collectives, on every rank in the same order. The layout must agree across ranks (the same
+layers, units and lengths: a layer whose unit count follows the data, e.g. a ReLU over
+``(N, T, D)`` sequences of varying ``T``, would make the sums meaningless or the collective
+fail). The first sampled step checks it with a 4-number header (:func:`layouts_agree`); from
+then on each sampled step is one all-reduce of ``7·A + U + 2·L + 1`` float64s (``A`` judged
+activation layers, ``U`` units of the ReLU layers among them, ``L`` weight layers, and a flag
+raised by a rank whose layout no longer matches the agreed one, which then sends zeros). When
+layouts differ nothing is judged for that step, the next sampled step checks the layout again,
+and the caller says so (``CHECKS_SKIPPED``): cannot check means say so.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 from ... import distributed
 from ...probes import LayerStats
 
-__all__ = ["GlobalStats", "layouts_agree", "reduce_step"]
+__all__ = ["GlobalStats", "StepReducer", "layouts_agree"]
 
 _HASH_MOD = 1 << 24  # squares x world size stay far inside int64
 
@@ -73,20 +75,54 @@ def layouts_agree(signature: str, length: int) -> bool:
     return w * n2 == n * n and w * h2 == hs * hs
 
 
-def reduce_step(
-    records: Sequence[LayerStats], grads: Sequence[tuple[str, torch.Tensor | None]]
-) -> tuple[list[GlobalStats], dict[str, float]] | None:
-    """The global statistics of one sampled step, or ``None`` when the ranks' layouts differ.
+class StepReducer:
+    """Reduces sampled steps across ranks; remembers the layout every rank agreed on.
 
-    Args:
-        records: this rank's records of the step (first calls of activation layers).
-        grads: ``(layer name, weight gradient or None)`` for every weight layer, in the
-            model's order (the same list on every rank).
-
-    Returns:
-        The records as :class:`GlobalStats`, in the same order, and each weight layer's global
-        gradient norm (layers without a gradient on any rank left out).
+    The first sampled step checks the layout with :func:`layouts_agree`; later ones send one
+    all-reduce of the agreed length plus a flag: a rank whose layout no longer matches sends
+    zeros and a 1, so everyone learns of it from the same collective, nothing is judged for that
+    step, and the next sampled step checks the layout again. Everything here is the same on
+    every rank, so every rank runs the same collectives in the same order.
     """
+
+    def __init__(self) -> None:
+        self.agreed: tuple[str, int] | None = None  # (signature, payload length)
+
+    def reduce(
+        self, records: Sequence[LayerStats], grads: Sequence[tuple[str, torch.Tensor | None]]
+    ) -> tuple[list[GlobalStats], dict[str, float]] | None:
+        """The global statistics of one sampled step, or ``None`` when layouts differ.
+
+        Args:
+            records: this rank's records of the step (first calls of activation layers).
+            grads: ``(layer name, weight gradient or None)`` for every weight layer, in the
+                model's order (the same list on every rank).
+
+        Returns:
+            The records as :class:`GlobalStats`, in the same order, and each weight layer's
+            global gradient norm (layers without a gradient on any rank left out).
+        """
+        payload, signature = _payload(records, grads)
+        layout = (signature, payload.numel())
+        if self.agreed is None:
+            if not layouts_agree(*layout):
+                return None
+            self.agreed = layout
+        mine = layout == self.agreed
+        sent = payload if mine else torch.zeros(self.agreed[1], dtype=torch.float64)
+        flag = torch.tensor([0.0 if mine else 1.0], dtype=torch.float64)
+        total = distributed.all_reduce_sum(torch.cat([sent, flag])).tolist()
+        if total.pop():  # some rank's layout changed: judge nothing, check again next time
+            self.agreed = None
+            return None
+        grad_total = total[len(total) - 2 * len(grads) :]
+        return _global_records(records, total), _global_grads(grads, grad_total)
+
+
+def _payload(
+    records: Sequence[LayerStats], grads: Sequence[tuple[str, torch.Tensor | None]]
+) -> tuple[torch.Tensor, str]:
+    """This rank's sums and counts in one float64 vector, and a signature of its layout."""
     parts: list[float] = []
     for r in records:
         n = r.n_values
@@ -112,24 +148,14 @@ def reduce_step(
     grad_part = []
     for _, g in grads:
         grad_part += [next(it), 1.0] if g is not None else [0.0, 0.0]
-    payload = torch.cat(
-        [
-            torch.tensor(parts, dtype=torch.float64),
-            *alive,
-            torch.tensor(grad_part, dtype=torch.float64),
-        ]
-    )
+    f64 = torch.float64
+    vectors = [torch.tensor(parts, dtype=f64), *alive, torch.tensor(grad_part, dtype=f64)]
+    payload = torch.cat(vectors)
     signature = repr(
         [(r.name, r.kind, r.call, r.n_units, r.dead_units is None) for r in records]
         + [name for name, _ in grads]
     )
-    if not layouts_agree(signature, payload.numel()):
-        return None
-    if not payload.numel():  # every rank agrees there is nothing to reduce
-        return [], {}
-    total = distributed.all_reduce_sum(payload).tolist()
-    grad_total = total[len(total) - 2 * len(grads) :]
-    return _global_records(records, total), _global_grads(grads, grad_total)
+    return payload, signature
 
 
 def _global_records(records: Sequence[LayerStats], total: list[float]) -> list[GlobalStats]:

@@ -39,7 +39,7 @@ from ...gradient_flow import vanishing_or_exploding
 from ...nn.activations import WEIGHT_LAYERS
 from ...probes import DEAD_MIN_EXAMPLES, Probe
 from ._base import Monitor, finding
-from .across_ranks import reduce_step
+from .across_ranks import StepReducer
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -64,6 +64,7 @@ class ActivationStats(Monitor):
         self.dead: dict[str, list] = {}  # layer -> window of [dead unit indices, examples]
         self.streaks: dict[str, int] = {}  # rule:layer -> consecutive samples over the limit
         self._probe: Probe | None = None
+        self._reducer = StepReducer()  # under DDP: the layout the ranks agreed on
         self._weights: list[tuple[str, nn.Parameter]] = []
 
     def on_fit_start(self, trainer: Session) -> None:
@@ -110,7 +111,7 @@ class ActivationStats(Monitor):
             for r in records
             if not r.call and (r.dead_fraction is not None or r.saturated_fraction is not None)
         ]
-        reduced = reduce_step(judged, [(n, w.grad) for n, w in self._weights])
+        reduced = self._reducer.reduce(judged, [(n, w.grad) for n, w in self._weights])
         if reduced is None:
             trainer.emit(
                 finding(
