@@ -149,7 +149,7 @@ def worker(args: argparse.Namespace) -> None:
         order = variants[i % 3 :] + variants[: i % 3]
         for v in order:
             rates[v].append(run(v, args.steps))
-    counted_cpu = dict(cpu_rates)
+    counted_cpu = {k: list(v) for k, v in cpu_rates.items()}
     run("+ watch(default)", args.steps, count=True)
     cpu_rates.clear()
     cpu_rates.update(counted_cpu)

@@ -7,12 +7,15 @@ which also handles losses that start at or below zero). Under ``fit`` both roll 
 optimizer back to the last good state, lower the learning rate by ``lr_factor`` and continue,
 up to ``max_rollbacks`` times (then training stops); each time a ``NAN_LOSS`` or ``LR_TOO_HIGH``
 finding records it. Under ``watch`` (the user's loop) they are reported, and
-``watcher.diverged`` tells the loop to stop.
+``watcher.diverged`` tells the loop to stop. Under DDP the guard judges every rank's loss
+(``trainer.rank_losses``), each against that rank's own start: a NaN or a break-out on any rank
+is the same decision on every rank in the same step, so they roll back or stop together.
 
 :class:`LossCurve` reads the per-step loss series at each epoch's end: a long flat start then a
 sudden drop (``LOSS_PLATEAU_AT_START``, the lecture's "bad initialization" curve), a loss that
 barely moves while the weights barely move (``LR_TOO_LOW``), and a loss that swings instead of
-descending (``LOSS_OSCILLATING``).
+descending (``LOSS_OSCILLATING``). Under DDP the curve is that of the loss averaged over ranks
+(``trainer.global_loss``), the same on every rank.
 """
 
 from __future__ import annotations
