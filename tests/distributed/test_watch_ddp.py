@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     result = {}
 
 
-    def user_loop(name, *, bad_step, blow_up, steps=8):
+    def user_loop(name, *, bad_step, blow_up, settle, steps=8):
         torch.manual_seed(0)  # the same initial weights on every rank (DDP broadcasts anyway)
         model = DDP(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -38,15 +38,18 @@ SCRIPT = textwrap.dedent(
         x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
         run = os.path.join(out_dir, f"{name}{r}")  # rank 1's must stay unwritten
         watcher = bs.watch(model, opt, run_dir=run)
-        losses, stopped_at = [], None
+        losses, stopped_at, codes_at_stop = [], None, None
         for step in range(steps):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss = blow_up(loss) if step == bad_step else loss
             losses.append(float(loss))
             watcher.observe(loss)
+            if settle:  # a driver that acts on the verdict at once; else `diverged` waits
+                watcher.settle()
+            codes_now = [f.code for f in watcher.findings]
             if watcher.diverged:
-                stopped_at = step
+                stopped_at, codes_at_stop = step, codes_now
                 break
             loss.backward()
             opt.step()
@@ -55,6 +58,7 @@ SCRIPT = textwrap.dedent(
         weights = torch.cat([p.detach().flatten() for p in model.parameters()])
         result[name] = {
             "stopped_at": stopped_at,
+            "codes_at_stop": codes_at_stop,
             "diverged": watcher.diverged,
             "findings": [f.to_dict() for f in watcher.findings],
             "losses": losses,
@@ -63,9 +67,9 @@ SCRIPT = textwrap.dedent(
 
 
     # a NaN on rank 1 only, at step 3
-    user_loop("nan", bad_step=3, blow_up=lambda l: l * float("nan") if r == 1 else l)
+    user_loop("nan", bad_step=3, blow_up=lambda l: l * float("nan") if r == 1 else l, settle=True)
     # a 10x break-out on rank 0 only, at step 2
-    user_loop("rise", bad_step=2, blow_up=lambda l: l * 10 if r == 0 else l)
+    user_loop("rise", bad_step=2, blow_up=lambda l: l * 10 if r == 0 else l, settle=False)
 
     # epoch metrics: counted over both ranks' examples; the metrics rank 0 passes are judged
     net = DDP(nn.Linear(2, 2))
@@ -102,6 +106,7 @@ def test_a_nan_on_rank_1_stops_both_ranks_in_its_step(ranks):
     out, got = ranks
     for rank in got:
         assert rank["nan"]["stopped_at"] == 3 and rank["nan"]["diverged"]
+        assert "NAN_LOSS" in rank["nan"]["codes_at_stop"]  # settle() judged it already
     assert got[0]["nan"]["findings"] == got[1]["nan"]["findings"]
     assert got[0]["nan"]["weights"] == got[1]["nan"]["weights"]  # in sync, all finite
     assert all(abs(v) < 1e6 for v in got[0]["nan"]["weights"])

@@ -155,7 +155,7 @@ class Watcher(Session):
         self._pending: float | None = None  # under DDP: a loss observed, its share in flight
         # registered before the monitors' hooks, so it runs first: the step's loss is judged
         # before anything inside the step is (under DDP, the share ends here at the latest)
-        self._settle_handle = optimizer.register_step_pre_hook(lambda *_: self._settle())
+        self._settle_handle = optimizer.register_step_pre_hook(lambda *_: self.settle())
         self.call("on_fit_start")
         # registered after the monitors' hooks, so it runs last: it ends the step
         self._handle = optimizer.register_step_post_hook(lambda *_: self._after_step())
@@ -179,7 +179,7 @@ class Watcher(Session):
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         if output is not None:
             output, target = self._check_pair(output, target)
-        self._settle()  # a loss observed twice without a step: the first one is judged now
+        self.settle()  # a loss observed twice without a step: the first one is judged now
         self._last_loss = value
         if distributed.is_distributed():
             # judged when the ranks' losses are in: at diverged, at the optimizer step, or at
@@ -195,8 +195,14 @@ class Watcher(Session):
         self.call("on_loss", value)  # shares the loss across ranks first (Session.call)
         self.log("loss", self.global_loss if len(self.rank_losses) > 1 else value)
 
-    def _settle(self) -> None:
-        """Judge the loss whose share across ranks is in flight (under DDP)."""
+    def settle(self) -> None:
+        """Under DDP: wait for every rank's loss of this step and judge it now.
+
+        ``observe`` only starts the exchange, so that it overlaps the backward; reading
+        :attr:`diverged`, the optimizer step, the next ``observe``, :meth:`end_epoch` and
+        :meth:`close` settle it. A driver that must act on the verdict right after ``observe``
+        (drop the update, roll back) calls this first. In one process ``observe`` judges at
+        once and this does nothing."""
         if self._pending is not None:
             value, self._pending = self._pending, None
             self._judge_loss(value)
@@ -212,7 +218,7 @@ class Watcher(Session):
         the ``metrics`` rank 0 passes are the ones judged and written on every rank (pass values
         already reduced over ranks, or the same on every rank).
         """
-        self._settle()
+        self.settle()
         counted = self._sums.read()
         if distributed.is_distributed():
             metrics = distributed.broadcast_object(dict(metrics))
@@ -242,7 +248,7 @@ class Watcher(Session):
         Under DDP it is True on every rank in the same step, when the loss is NaN or diverged
         on any rank; reading it waits for every rank's ``observe`` of the step (read it after
         ``backward()`` to let that exchange overlap the backward pass)."""
-        self._settle()
+        self.settle()
         return self.stop_reason is not None
 
     def close(self) -> None:
@@ -250,7 +256,7 @@ class Watcher(Session):
         if self._closed:
             return
         self._closed = True
-        self._settle()
+        self.settle()
         self._handle.remove()
         self._settle_handle.remove()
         self.call("on_fit_end")
@@ -318,7 +324,7 @@ class Watcher(Session):
         return resolve_task(setting, None, targets=target)
 
     def _after_step(self) -> None:
-        self._settle()  # normally done by the step's pre-hook already
+        self.settle()  # normally done by the step's pre-hook already
         self.call("on_train_batch_end", self._last_loss, self.step)
         self.step += 1
 
