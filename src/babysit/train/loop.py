@@ -18,7 +18,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from .session import Session
 from .sharding import shard_eval, shard_training
 from .snapshot import StateSnapshot
 
-__all__ = ["fit"]
+__all__ = ["fit", "process_group"]
 
 Forward = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 Metric = Callable[[torch.Tensor, torch.Tensor], Any]
@@ -138,8 +138,7 @@ def fit(
         progress=progress,
         task=task,
     )
-    created = bd.init_from_env(config.device)  # torchrun: the group from its environment
-    try:
+    with process_group(config.device):  # torchrun: the group from its environment
         trainer = Trainer(
             model,
             data,
@@ -153,6 +152,17 @@ def fit(
             resume=resume,
         )
         return trainer.run()
+
+
+@contextlib.contextmanager
+def process_group(device: str | torch.device) -> Iterator[None]:
+    """Training under torchrun: the process group from its environment when the user made
+    none (destroyed on the way out; a user's group stays theirs), and a collective that timed
+    out or lost its peers turned into an error that says so (another rank died or hangs).
+    In one process it does nothing."""
+    created = bd.init_from_env(device)
+    try:
+        yield
     except RuntimeError as err:
         if bd.is_distributed() and _collective_failed(err):
             raise RuntimeError(
@@ -164,7 +174,7 @@ def fit(
             ) from err
         raise
     finally:
-        if created:  # destroy only the group fit created; a user's group stays theirs
+        if created:
             torch.distributed.destroy_process_group()
 
 
