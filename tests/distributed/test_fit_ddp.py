@@ -8,6 +8,7 @@ babysit.train.sharding: 2 ranks x batch B see the same global batches as 1 proce
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,31 +78,46 @@ def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path):
     assert len(nan) == 1 and nan[0]["step"] == 5
 
 
-def test_kill_minus_nine_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
-    cfg = {"batch_size": 32, "every_steps": 5, "epochs": 2}
-    _run(tmp_path, "whole", 2, run_dir=str(tmp_path / "whole_run"), **cfg)
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    """An uninterrupted 2-process run with mid-epoch checkpoints (shared by two tests)."""
+    tmp = tmp_path_factory.mktemp("whole")
+    _run(tmp, "whole", 2, run_dir=str(tmp / "run"), **KILL_CFG)
+    return tmp
+
+
+KILL_CFG = {"batch_size": 32, "every_steps": 5, "epochs": 2}
+
+
+def test_kill_minus_nine_mid_epoch_then_resume_equals_uninterrupted(tmp_path, whole):
     killed = _run(
-        tmp_path, "killed", 2, check=False, run_dir=str(tmp_path / "run"), kill_at_step=23, **cfg
+        tmp_path,
+        "killed",
+        2,
+        check=False,
+        run_dir=str(tmp_path / "run"),
+        kill_at_step=23,
+        **KILL_CFG,
     )
     assert killed.returncode != 0
     assert not (tmp_path / "killed" / "rank0.pt").exists()
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state["position"] == {"epoch": 1, "batch": 4, "step": 20}  # mid-epoch 1
     assert len(state["rank_rng"]) == 2 and len(state["rank_sums"]) == 2
-    _run(tmp_path, "resumed", 2, run_dir=str(tmp_path / "run"), resume=True, **cfg)
-    whole, resumed = _result(tmp_path, "whole"), _result(tmp_path, "resumed")
-    for k in whole["state"]:
-        assert torch.equal(whole["state"][k], resumed["state"][k]), k
-    assert whole["history"] == resumed["history"]
+    _run(tmp_path, "resumed", 2, run_dir=str(tmp_path / "run"), resume=True, **KILL_CFG)
+    done, resumed = _result(whole, "whole"), _result(tmp_path, "resumed")
+    for k in done["state"]:
+        assert torch.equal(done["state"][k], resumed["state"][k]), k
+    assert done["history"] == resumed["history"]
     metrics = (tmp_path / "run" / "metrics.csv").read_text()
-    assert metrics == (tmp_path / "whole_run" / "metrics.csv").read_text()
+    assert metrics == (whole / "run" / "metrics.csv").read_text()
 
 
-def test_resume_with_another_world_size_is_refused_and_changes_nothing(tmp_path):
+def test_resume_with_another_world_size_is_refused_and_changes_nothing(tmp_path, whole):
     import babysit as bs
 
     run = tmp_path / "run"
-    _run(tmp_path, "two", 2, batch_size=32, epochs=1, run_dir=str(run), monitors=None)
+    shutil.copytree(whole / "run", run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -118,10 +134,17 @@ def test_resume_with_another_world_size_is_refused_and_changes_nothing(tmp_path)
     assert after == before
 
 
-def test_more_processes_than_examples_is_one_clear_error(tmp_path):
-    done = _run(tmp_path, "tiny", 2, check=False, n_train=1, monitors=None)
-    assert done.returncode != 0
-    assert "2 processes but only 1 training examples" in done.stderr
+def test_more_processes_than_examples_is_one_clear_error(monkeypatch):
+    """The check runs before DDP or any collective: shown here with a pretended world of 2."""
+    import babysit as bs
+    from babysit import distributed as bd
+
+    monkeypatch.setattr(bd, "world_size", lambda: 2)
+    model = torch.nn.Linear(4, 2)
+    weight = model.weight.detach().clone()
+    with pytest.raises(ValueError, match="2 processes but only 1 training examples"):
+        bs.fit(model, (torch.randn(1, 4), torch.tensor([0])), progress=False)
+    assert torch.equal(model.weight, weight)
 
 
 def test_a_rank_that_stops_answering_ends_the_others_with_a_clear_error(tmp_path):
