@@ -7,6 +7,10 @@ One step::
 No framework underneath: in-memory tensors are batched by indexing, the loss is read once per
 step (``loss.item()``, which the progress bar and the NaN guard need), accuracy is summed as a
 tensor. Everything else a monitor measures is sampled (see :mod:`babysit.train.monitors`).
+
+Under torchrun the loss read once per step is the mean over ranks (one scalar all-reduce), so
+every rank logs and judges the same number and no rank skips a backward another one runs;
+docs/distributed.md lists every collective the loop adds.
 """
 
 from __future__ import annotations
@@ -119,6 +123,13 @@ def fit(
             kind name or a :class:`babysit.Task`; it decides the target checks and the
             metrics, and is recorded in ``config.json``. A task that contradicts the loss or
             the targets is a ``ValueError``.
+
+    Under torchrun (``WORLD_SIZE > 1``) the same call trains with DDP: the process group
+    from torchrun's environment (unless the user created one), a ``DistributedSampler`` shard
+    per rank, ``batch_size`` **per process** (the global batch is ``world_size`` times it),
+    the loss and the metrics averaged over ranks, one decision (rollback, stop) for all
+    ranks, one run directory written by rank 0, and checkpoints that resume exactly with the
+    same number of processes (another number is refused). See docs/distributed.md.
 
     Returns:
         A :class:`History`: per-epoch metrics, ``.findings``, ``.stop_reason``, ``.rollbacks``.
