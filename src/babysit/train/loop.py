@@ -415,25 +415,29 @@ class Trainer(Session):
         loss = self.loss_fn(output, target)
         if self.step == self._start_step:
             self._check_loss(loss)
-        value = self._loss_value(loss)
+        # under torchrun: the mean over ranks, backward already done (overlapping its sum)
+        value = self._overlapped_backward(loss) if self._world > 1 else loss.item()
         self.log("loss", value)
         self.call("on_loss", value)
         if self._skip or self.stop_reason:  # rolled back or breaking out: no update from it
             return value
-        loss.backward()
+        if self._world == 1:
+            loss.backward()
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step_batch()
         sums.add(value, output.detach() if self.metric_fns else output, target, self)
         return value
 
-    def _loss_value(self, loss: torch.Tensor) -> float:
-        """The step's loss as a float; under torchrun the mean over ranks (one all-reduce of
-        a scalar), so every rank logs and judges the same number: a NaN on any rank is a NaN
-        on all of them, and they roll back, lower the lr or stop in the same step."""
-        if self._world > 1:
-            return bd.all_reduce_mean(loss.detach().reshape(1).double()).item()
-        return loss.item()
+    def _overlapped_backward(self, loss: torch.Tensor) -> float:
+        """Under torchrun: the step's loss averaged over ranks, its all-reduce overlapped with
+        DDP's backward (no extra round trip in the step), so every rank logs and judges the
+        same number. The monitors' ``on_loss`` then runs after backward and before the
+        optimizer step: a NaN on any rank is a NaN on all of them, and a rollback discards
+        the gradients (the weights never saw them), as in one process."""
+        pending = bd.all_reduce_sum_start(loss.detach().reshape(1).double())
+        loss.backward()
+        return pending().item() / self._world
 
     def _forward(
         self, batch: Any, on_device: bool = False, net: nn.Module | None = None
