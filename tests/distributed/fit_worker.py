@@ -6,7 +6,8 @@ the final weights, the history and the rollbacks) and optionally ``run_dir``, ``
 rank SIGKILLs itself when that step starts: the whole job dies mid-epoch), ``nan_at_step``
 (rank 1 alone gets a NaN loss at that step), ``hang_at_step`` with ``timeout_s`` (rank 1
 stops answering; the group is created here with that collective timeout), ``n_train``,
-``monitors`` (``"default"`` or ``null``) and ``dropout``.
+``monitors`` (``"default"`` or ``null``), ``dropout`` and ``wrap`` (the script creates the
+group and wraps the model in DDP itself).
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ def main() -> None:
     callbacks = [Spy()]
     if cfg.get("every_steps"):
         callbacks.append(Checkpoint(every_steps=cfg["every_steps"]))
+    net = model
+    if cfg.get("wrap"):  # the user's own group and DDP wrapper
+        bd.init_from_env("cpu")
+        net = torch.nn.parallel.DistributedDataParallel(model)
     history = bs.fit(
-        model,
+        net,
         (x, y),
         val=(xv, yv),
         optimizer="adam",

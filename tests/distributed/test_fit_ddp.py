@@ -67,8 +67,11 @@ def test_two_ranks_match_one_process_with_the_global_batch(tmp_path):
 
 
 def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path):
-    _run(tmp_path, "nan", 2, batch_size=32, nan_at_step=5, run_dir=str(tmp_path / "run"))
+    """Also: a model the user wrapped in DDP, in a group the user created (left to them)."""
+    run = str(tmp_path / "run")
+    _run(tmp_path, "nan", 2, batch_size=32, nan_at_step=5, run_dir=run, wrap=True)
     r0, r1 = _result(tmp_path, "nan", 0), _result(tmp_path, "nan", 1)
+    assert r0["group_left"] and r1["group_left"]
     assert r0["rollbacks"] == r1["rollbacks"] == 1
     for k in r0["state"]:
         assert torch.isfinite(r0["state"][k]).all(), k

@@ -215,6 +215,12 @@ class Trainer(Session):
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = model if isinstance(model, DistributedDataParallel) else None
+        if wrapped is not None:  # the user's own DDP wrapper: trained through, watched inside
+            model = wrapped.module
+        self._wrapped = wrapped
         self.settings = config
         self._world, self._rank = bd.world_size(), bd.rank()
         self.device = _device(config.device, distributed=self._world > 1)
@@ -323,7 +329,7 @@ class Trainer(Session):
         if self._train_sample is not None:
             self._sample_eval = shard_eval(self._train_sample, self._rank, self._world, "data")
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.net = DistributedDataParallel(model, device_ids=ids)
+        self.net = self._wrapped or DistributedDataParallel(model, device_ids=ids)
 
     # -- the loop ------------------------------------------------------------------------------
 
