@@ -170,13 +170,19 @@ def report(data: dict, args: argparse.Namespace) -> list[str]:
     def spread(values: list[float]) -> str:
         return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
 
+    def best(a: str, b: str) -> str:  # fastest round of each: the least disturbed by load
+        return f"{max(rates[a]) / max(rates[b]):.3f}"
+
     rows = []
     for name in VARIANTS:
-        row = [name, f"{statistics.median(rates[name]):.0f}"]
-        row.append("—" if name == VARIANTS[0] else spread(paired(VARIANTS[0], name)))
+        row = [name, f"{statistics.median(rates[name]):.0f}", f"{max(rates[name]):.0f}"]
+        first = name == VARIANTS[0]
+        row.append("—" if first else spread(paired(VARIANTS[0], name)))
+        row.append("—" if first else best(VARIANTS[0], name))
         row.append(spread(paired(VARIANTS[1], name)) if name == VARIANTS[2] else "—")
         rows.append(row)
     overhead = statistics.median(paired(VARIANTS[0], VARIANTS[2]))
+    overhead_best = max(rates[VARIANTS[0]]) / max(rates[VARIANTS[2]])
     step_us = 1e6 / statistics.median(rates[VARIANTS[0]])
     fit_step_us = 1e6 / statistics.median(rates[VARIANTS[2]])
     loss_us, grad_us = data["loss_allreduce_us"], data["grad_allreduce_us"]
@@ -190,14 +196,17 @@ def report(data: dict, args: argparse.Namespace) -> list[str]:
             [
                 "variant",
                 "steps/s (median)",
+                "steps/s (best round)",
                 "time ÷ plain DDP loop: paired median (min–max)",
-                "time ÷ fit(monitors=None)",
+                "time ÷ plain DDP loop: best rounds",
+                "time ÷ fit(monitors=None): paired median",
             ],
             rows,
         ),
         "",
-        f"Target fit(default monitors) ≤ 1.05× the plain DDP loop: "
-        f"**{'met' if overhead <= 1.05 else 'not met'}** ({overhead:.3f}×).",
+        f"Target fit(default monitors) ≤ 1.05× the plain DDP loop: paired median "
+        f"**{'met' if overhead <= 1.05 else 'not met'}** ({overhead:.3f}×), best rounds "
+        f"**{'met' if overhead_best <= 1.05 else 'not met'}** ({overhead_best:.3f}×).",
         "",
         md_table(
             ["collective", "per", "bytes", "µs per call (measured)", "share of the step"],
