@@ -170,3 +170,10 @@ def test_a_process_group_on_nccl_with_a_cpu_device_names_gloo(monkeypatch):
     with pytest.raises(ValueError, match="backend='gloo'"):
         bs.fit(model, (torch.randn(8, 4), torch.randint(0, 2, (8,))), progress=False)
     assert torch.equal(model.weight, weight)
+
+
+def test_the_overlapped_loss_sum_is_the_identity_in_one_process():
+    from babysit import distributed as bd
+
+    loss = torch.tensor([2.5], dtype=torch.float64)
+    assert torch.equal(bd.all_reduce_sum_start(loss)(), loss)
