@@ -91,3 +91,25 @@ def test_resume_with_another_process_count_is_refused_before_launching(tmp_path)
     assert result.exit_code == 2
     assert "trained by 1 process(es)" in result.output and "--nproc-per-node 1" in result.output
     assert _hashes(out) == before
+
+
+@pytest.mark.parametrize(
+    ("exitcode", "said"), [(-9, "was killed by signal SIGKILL"), (7, "exited with code 7")]
+)
+def test_a_process_that_dies_is_named_in_one_line(tmp_path, monkeypatch, exitcode, said):
+    """torchrun stops the other processes when one dies; the launcher names the one that did."""
+    import torch.distributed.run as launcher
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def dies(args):
+        failure = ProcessFailure(local_rank=1, pid=1, exitcode=exitcode, error_file="")
+        raise ChildFailedError("babysit.cli", {1: failure})
+
+    monkeypatch.setattr(launcher, "run", dies)
+    result = runner.invoke(
+        app, ["train", *BUILD, "--out", str(tmp_path / "r"), "--nproc-per-node", "2"]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(f"babysit: training process rank 1 {said}")
+    assert "--resume --nproc-per-node 2" in result.output
+    assert len(result.output.strip().splitlines()) == 1
