@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from babysit.nn import mlp
+
 from .harness import SRC, torchrun
 
 WORKER = Path(__file__).with_name("fit_worker.py")
@@ -89,7 +91,7 @@ def whole(tmp_path_factory) -> Path:
     return tmp
 
 
-KILL_CFG = {"batch_size": 32, "every_steps": 5, "epochs": 2}
+KILL_CFG = {"batch_size": 32, "every_steps": 5, "epochs": 2, "dropout": 0.2}  # RNG matters
 
 
 def test_kill_minus_nine_mid_epoch_then_resume_equals_uninterrupted(tmp_path, whole):
@@ -123,13 +125,7 @@ def test_resume_with_another_world_size_is_refused_and_changes_nothing(tmp_path,
     shutil.copytree(whole / "run", run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(40, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 10),
-    )
+    model = mlp(40, [64, 64], 10, dropout=KILL_CFG["dropout"])  # the worker's model
     x, y = torch.randn(N, 40), torch.randint(0, 10, (N,))
     with pytest.raises(ValueError, match=r"trained by 2 process\(es\) and this job has 1"):
         bs.fit(model, (x, y), epochs=2, batch_size=32, run_dir=run, resume=True, progress=False)
