@@ -94,6 +94,7 @@ def whole(tmp_path_factory) -> Path:
 KILL_CFG = {"batch_size": 32, "every_steps": 5, "epochs": 2, "dropout": 0.2}  # RNG matters
 
 
+@pytest.mark.slow  # three 2-process launches (whole, killed, resumed): ~15-45 s on 2 cores
 def test_kill_minus_nine_mid_epoch_then_resume_equals_uninterrupted(tmp_path, whole):
     killed = _run(
         tmp_path,
