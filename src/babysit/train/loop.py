@@ -8,7 +8,7 @@ No framework underneath: in-memory tensors are batched by indexing, the loss is 
 step (``loss.item()``, which the progress bar and the NaN guard need), accuracy is summed as a
 tensor. Everything else a monitor measures is sampled (see :mod:`babysit.train.monitors`).
 
-Under torchrun the loss read once per step is the mean over ranks (one scalar all-reduce), so
+Under torchrun every rank's loss is shared once per step (one all-reduce of `W` scalars), so
 every rank logs and judges the same number and no rank skips a backward another one runs;
 docs/distributed.md lists every collective the loop adds.
 """
@@ -421,10 +421,13 @@ class Trainer(Session):
         loss = self.loss_fn(output, target)
         if self.step == self._start_step:
             self._check_loss(loss)
-        # under torchrun: the mean over ranks, backward already done (overlapping its sum)
-        value = self._overlapped_backward(loss) if self._world > 1 else loss.item()
+        local = loss.item()
+        if self._world > 1:  # every rank's loss shared while DDP's backward runs
+            self.begin_loss_share(local)
+            loss.backward()
+        self.call("on_loss", local)  # waits for the share: self.rank_losses, self.global_loss
+        value = self.global_loss  # the mean over ranks (the loss itself in one process)
         self.log("loss", value)
-        self.call("on_loss", value)
         if self._skip or self.stop_reason:  # rolled back or breaking out: no update from it
             return value
         if self._world == 1:
@@ -434,16 +437,6 @@ class Trainer(Session):
             self.schedule.step_batch()
         sums.add(value, output.detach() if self.metric_fns else output, target, self)
         return value
-
-    def _overlapped_backward(self, loss: torch.Tensor) -> float:
-        """Under torchrun: the step's loss averaged over ranks, its all-reduce overlapped with
-        DDP's backward (no extra round trip in the step), so every rank logs and judges the
-        same number. The monitors' ``on_loss`` then runs after backward and before the
-        optimizer step: a NaN on any rank is a NaN on all of them, and a rollback discards
-        the gradients (the weights never saw them), as in one process."""
-        pending = bd.all_reduce_sum_start(loss.detach().reshape(1).double())
-        loss.backward()
-        return pending().item() / self._world
 
     def _forward(
         self, batch: Any, on_device: bool = False, net: nn.Module | None = None
