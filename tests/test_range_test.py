@@ -123,7 +123,7 @@ def test_probes_leave_the_global_rng_alone():
     state = torch.get_rng_state()
     result = rt.LRFinderResult(None, {}, False, [], [], [], batch_size=64)
     result.suggestion, result.steps = 0.01, 100
-    rt._verify(result, model, x, y, _sgd, nn.MSELoss(), 0, 50)
+    rt._verify(result, model, rt._Setup(x, y, _sgd, nn.MSELoss()), 0, 50)
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -194,15 +194,8 @@ def test_probes_leave_tensors_that_grow_from_zero_out_of_the_update_ratio():
     so with two of three weight tensors starting at zero the probe called Adam 1e-3 unstable."""
     torch.manual_seed(0)
     x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
-    probe = rt._probe(
-        _ZeroStartAdapter(),
-        x,
-        y,
-        lambda params, lr: torch.optim.Adam(params, lr=lr),
-        nn.CrossEntropyLoss(),
-        1e-3,
-        20,
-        32,
-        0,
+    setup = rt._Setup(
+        x, y, lambda params, lr: torch.optim.Adam(params, lr=lr), nn.CrossEntropyLoss(), 32
     )
+    probe = rt._probe(_ZeroStartAdapter(), setup, 1e-3, 20, 0)
     assert probe["why"] != "update ratio" and probe["ratio"] < 0.1
