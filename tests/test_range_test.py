@@ -199,3 +199,67 @@ def test_probes_leave_tensors_that_grow_from_zero_out_of_the_update_ratio():
     )
     probe = rt._probe(_ZeroStartAdapter(), setup, 1e-3, 20, 0)
     assert probe["why"] != "update ratio" and probe["ratio"] < 0.1
+
+
+def test_an_extended_sweep_quotes_the_steps_the_user_passed():
+    # Batches of 4 are too noisy: the 100-step sweep is run again with 300 steps. The reason
+    # used to say "steps=300", sending the user to raise steps from a value they never passed.
+    x, y = bs.data.load("mnist1d").train.tensors
+    x = bs.data.Standardize().fit(x).transform(x)
+    torch.manual_seed(0)
+    result = bs.lr_find(bs.nn.mlp(40, [100, 100], 10), (x, y), batch_size=4)
+    assert result.extended and result.steps == 100 * rt.EXTEND
+    assert "steps=300" not in result.reason
+    assert "steps (=100; the sweep was already run again with 300)" in result.reason
+
+
+class _FrozenNorm(nn.Module):
+    """A fine-tune: a BatchNorm the user froze (eval mode) under a model in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(10)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Linear(10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.norm(x)))
+
+
+def _record_modes(model: nn.Module) -> dict[str, list[bool]]:
+    seen: dict[str, list[bool]] = {"norm": [], "drop": []}
+    for name in seen:
+        getattr(model, name).register_forward_pre_hook(
+            lambda module, args, name=name: seen[name].append(module.training)
+        )
+    return seen
+
+
+def test_the_sweep_and_probes_keep_the_eval_modules_the_user_set():
+    x, y = _regression()
+    torch.manual_seed(0)
+    model = _FrozenNorm().train()
+    model.norm.eval()
+    stats = model.norm.running_mean.clone()
+    seen = _record_modes(model)
+    result = bs.lr_find(model, (x, y), loss_fn=nn.MSELoss(), optimizer="sgd", steps=30)
+    assert result.probes  # the probes ran too (deep copies keep the hooks)
+    # the frozen BatchNorm stayed frozen in every training forward (the first, a validation
+    # forward in eval mode, aside); dropout trained in train mode
+    assert seen["norm"] and not any(seen["norm"])
+    assert sum(seen["drop"]) >= 30
+    assert torch.equal(model.norm.running_mean, stats) and not model.norm.training
+
+
+def test_a_model_wholly_in_eval_mode_is_trained_in_train_mode():
+    x, y = _regression()
+    torch.manual_seed(0)
+    model = _FrozenNorm().eval()
+    seen = _record_modes(model)
+    result = bs.lr_find(
+        model, (x, y), loss_fn=nn.MSELoss(), optimizer="sgd", steps=30, verify=False
+    )
+    # two validation forwards in eval mode, then every step of the sweep in train mode
+    steps = len(result.lrs) + (result.stopped == "nan")  # a NaN step is not recorded
+    assert seen["norm"] == [False, False] + [True] * steps == seen["drop"]
+    assert not model.training

@@ -85,6 +85,7 @@ PROBE_WINDOW = 1 / 3  # a probe's score: its mean mini-batch loss over its last 
 PROBE_Z = 2.0  # "better" means lower by more than 2 standard errors of the paired difference
 EXTEND = 3  # an unclear first sweep is run again with EXTEND x the steps
 RATIO_STEPS = 10  # the first steps whose update ratio fit's UpdateRatio monitor judges
+SCALER_INIT_SCALE = 2.0**16  # the GradScaler's first scale under float16 autocast (torch's)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -424,7 +425,11 @@ class _Trainer:
         self.device_type = device.type
         dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(setup.amp_dtype or "")
         self.dtype = dtype
-        self.scaler = torch.amp.GradScaler(device.type) if setup.amp_dtype == "float16" else None
+        self.scaler = (
+            torch.amp.GradScaler(device.type, init_scale=SCALER_INIT_SCALE)
+            if setup.amp_dtype == "float16"
+            else None
+        )
         self.batch, self.n = setup.batch, setup.n
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.skipped = 0

@@ -190,6 +190,9 @@ def _lr_find(
         batch, _ = probe_examples(data, MAX_EXAMPLES, seed, entry="lr_find", forward=forward)
         batch = to_device(batch, device)
         swept = copy.deepcopy(model).to(device)
+        # the checks' eval-mode forwards reset every module's mode; the sweep keeps the
+        # user's (a frozen BatchNorm stays frozen: range_test reads them off this copy)
+        modes = [(m, m.training) for m in swept.modules()]
         # the task against the targets (under forward=, _check_first_batch applies its rules)
         targets = batch[1] if forward is None and len(batch) == 2 else None
         resolved = resolve_task(task, loss_fn, targets)
@@ -202,6 +205,8 @@ def _lr_find(
             )
         _check_first_batch(swept, take(batch, slice(0, batch_size)), forward, loss_fn, resolved)
         # (without forward, check_lr_find_data has already called loss_fn on the first batch)
+        for module, mode in modes:
+            module.training = mode
         torch.manual_seed(seed)
         result = range_test(
             swept,
