@@ -5,6 +5,7 @@ and the cost stays bounded."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -263,3 +264,57 @@ def test_a_model_wholly_in_eval_mode_is_trained_in_train_mode():
     steps = len(result.lrs) + (result.stopped == "nan")  # a NaN step is not recorded
     assert seen["norm"] == [False, False] + [True] * steps == seen["drop"]
     assert not model.training
+
+
+def _fake_probes(monkeypatch, score_at) -> list[float]:
+    """Probes whose score is ``score_at(rung)`` (rung = log10(lr / curve's pick) / PROBE_STEP),
+    each a run of paired losses around that score; returns the lrs probed."""
+    probed: list[float] = []
+
+    def probe(initial, setup, lr, steps, seed):
+        probed.append(lr)
+        score = score_at(round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3))
+        wiggle = [0.01 * ((i * 7) % 5 - 2) for i in range(steps)]
+        losses = [2.0] + [score + w for w in wiggle[1:]]
+        return {"lr": lr, "score": score, "stable": True, "why": None, "ratio": 0.0,
+                "losses": losses}  # fmt: skip
+
+    monkeypatch.setattr(rt, "_probe", probe)
+    monkeypatch.setattr(
+        rt,
+        "_rules",
+        lambda lrs, s, lo: {"minimum": 0.01, "steepest": 0.01, "combined": 0.01, "valley": 0.01},
+    )
+    return probed
+
+
+def test_a_pick_above_the_curve_under_a_cliff_steps_back_part_of_a_rung(monkeypatch):
+    # The probe one rung above the curve's pick trains best and the next rung trains worse
+    # (a cliff above): the suggestion stays CLIFF_MARGIN rungs below the best probe.
+    scores = {0.0: 1.0, 1.0: 0.5, 2.0: 1.5, 0.5: 0.7, -1.0: 1.2}
+    probed = _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd")
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (rt.PROBE_STEP * 0.5))
+    assert not result.confident and "worse one right above it" in result.reason
+    assert any(lr == pytest.approx(0.1) for lr in probed)  # the cliff was probed
+
+
+def test_a_pick_above_the_curve_without_a_cliff_keeps_the_best_probe(monkeypatch):
+    scores = {0.0: 1.0, 1.0: 0.5, 2.0: 0.2}  # better all the way up: no cliff seen
+    _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd")
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (2 * rt.PROBE_STEP))
+    assert not result.confident and "kept training better" in result.reason
+
+
+def test_a_pick_above_the_curve_without_a_blow_up_in_the_sweep_keeps_the_best_probe(monkeypatch):
+    # The same probes as under a cliff, but the sweep ended at end_lr without diverging
+    # (least squares with SGD is stable below lr ~0.5): no cliff was seen, the pick stays.
+    scores = {0.0: 1.0, 1.0: 0.5, 2.0: 1.5, 0.5: 0.7, -1.0: 1.2}
+    _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    assert result.stopped == "end_lr"
+    assert result.suggestion == pytest.approx(0.01 * 10**rt.PROBE_STEP)

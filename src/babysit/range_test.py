@@ -83,6 +83,7 @@ PROBE_STEP = 0.5  # decades between probed lrs
 PROBE_UP, PROBE_DOWN = 2, 3  # at most this many PROBE_STEPs above / below the curve's pick
 PROBE_WINDOW = 1 / 3  # a probe's score: its mean mini-batch loss over its last third
 PROBE_Z = 2.0  # "better" means lower by more than 2 standard errors of the paired difference
+CLIFF_MARGIN = 0.5  # rungs below the best probe when it sits above the curve's pick, under a cliff
 EXTEND = 3  # an unclear first sweep is run again with EXTEND x the steps
 RATIO_STEPS = 10  # the first steps whose update ratio fit's UpdateRatio monitor judges
 SCALER_INIT_SCALE = 2.0**16  # the GradScaler's first scale under float16 autocast (torch's)
@@ -596,11 +597,35 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
             and (not at(j)["stable"] or not _better(at(j), at(j - 1)))
         ):
             j -= 1
-    pick = at(j)
+    pick = best = at(j)
+    # Above the curve's pick and under a cliff (the sweep blew up, and the probe above the
+    # best trained worse), step back part of a rung. Measured (benchmarks/lr_find.py): a GRU
+    # whose best 50-step probe sat at 0.069, 0.1 decade above its best full-run lr, lost 12
+    # points there, and longer probes (100 and 200 steps) still ranked 0.069 first: short
+    # runs cannot see the late breakdown. Without a blow-up in the sweep (a tanh MLP and a
+    # 1-D convnet with probes above their curve's pick) the best probe was right, and
+    # stepping back cost up to 3 points: there the pick stays.
+    if (
+        CLIFF_MARGIN
+        and j > 0
+        and result.stopped in ("diverged", "nan")
+        and j + 1 in probes
+        and not _better(probes[j + 1], best)
+        and at(j - CLIFF_MARGIN)["stable"]
+    ):
+        pick = at(j - CLIFF_MARGIN)
     result.suggestion = pick["lr"]
     result.suggestions = {DEFAULT_RULE: pick["lr"], **result.suggestions}
     result.probes = [probes[k] for k in sorted(probes)]
-    if not pick["stable"]:
+    if pick is not best:
+        result.reasons.append(
+            f"the probes trained best above the curve's pick ({c:.2g}), at "
+            f"lr={best['lr']:.2g}, with a worse one right above it: the pick stays "
+            f"{CLIFF_MARGIN * PROBE_STEP:g} decade below, at lr={pick['lr']:.2g}, since a long "
+            f"run can break down where short ones do not; compare {pick['lr']:.2g} and "
+            f"{best['lr']:.2g} by training"
+        )
+    elif not pick["stable"]:
         result.reasons.append(
             f"every probe down to lr={pick['lr']:.2g} was unstable ({n} steps at a constant "
             f"lr; there: {pick['why']}): lower start_lr, fix the model or data first (see "
