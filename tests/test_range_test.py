@@ -274,6 +274,9 @@ def _fake_probes(monkeypatch, score_at) -> list[float]:
     def probe(initial, setup, lr, steps, seed):
         probed.append(lr)
         score = score_at(round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3))
+        if score == math.inf:  # a probe that diverged
+            return {"lr": lr, "score": score, "stable": False, "why": "diverged",
+                    "ratio": 0.0, "losses": [2.0, 50.0]}  # fmt: skip
         wiggle = [0.01 * ((i * 7) % 5 - 2) for i in range(steps)]
         losses = [2.0] + [score + w for w in wiggle[1:]]
         return {"lr": lr, "score": score, "stable": True, "why": None, "ratio": 0.0,
@@ -296,7 +299,7 @@ def test_a_pick_above_the_curve_under_a_cliff_steps_back_part_of_a_rung(monkeypa
     x, y = _regression()
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd")
     assert result.suggestion == pytest.approx(0.01 * 10 ** (rt.PROBE_STEP * 0.5))
-    assert not result.confident and "worse one right above it" in result.reason
+    assert not result.confident and "lr=0.1 trained worse" in result.reason
     assert any(lr == pytest.approx(0.1) for lr in probed)  # the cliff was probed
 
 
@@ -318,3 +321,15 @@ def test_a_pick_above_the_curve_without_a_blow_up_in_the_sweep_keeps_the_best_pr
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
     assert result.stopped == "end_lr"
     assert result.suggestion == pytest.approx(0.01 * 10**rt.PROBE_STEP)
+
+
+def test_a_pick_one_rung_under_a_probe_that_blew_up_steps_back_part_of_a_rung(monkeypatch):
+    # Issue 17's convnet with Nesterov at batch 16, seed 2: the curve's pick trained better
+    # than the rung below, the rung above diverged, and the pick was handed out as confident;
+    # 360 steps there lost 19 points. A pick right under a blow-up keeps a margin.
+    scores = {0.0: 0.3, 1.0: math.inf, -0.5: 0.35, -1.0: 0.5}
+    _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (-0.5 * rt.PROBE_STEP))
+    assert not result.confident and "lr=0.032 blew up" in result.reason

@@ -565,7 +565,9 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
       standard errors of the paired, step-by-step difference: the same batches make the
       comparison paired, which cancels most of the batch-to-batch noise), at most ``PROBE_UP``;
     - otherwise step down while the probe at the pick is unstable (NaN, a running loss above
-      4x its best, or no fall at all) or not better than the one below, at most ``PROBE_DOWN``.
+      4x its best, or no fall at all) or not better than the one below, at most ``PROBE_DOWN``;
+    - a pick above the curve's that sits under a cliff (the sweep blew up, and the probe one
+      rung above the pick trained worse) moves ``CLIFF_MARGIN`` rungs down, to a probed lr.
 
     Confident only when the pick is stable, beats the probe below it, and the probes did not
     have to move above the curve's pick (a short probe cannot see a breakdown that a long run
@@ -598,31 +600,35 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
         ):
             j -= 1
     pick = best = at(j)
-    # Above the curve's pick and under a cliff (the sweep blew up, and the probe above the
-    # best trained worse), step back part of a rung. Measured (benchmarks/lr_find.py): a GRU
+    # A cliff one rung above the pick: the probe there blew up (NaN, divergence), or, for a
+    # pick the probes moved above the curve's, the sweep blew up and the probe above trained
+    # worse. A long run at a constant lr breaks down lower than a short one, so the pick
+    # steps back CLIFF_MARGIN rungs, to a probed lr. Measured (benchmarks/lr_find.py): a GRU
     # whose best 50-step probe sat at 0.069, 0.1 decade above its best full-run lr, lost 12
-    # points there, and longer probes (100 and 200 steps) still ranked 0.069 first: short
-    # runs cannot see the late breakdown. Without a blow-up in the sweep (a tanh MLP and a
-    # 1-D convnet with probes above their curve's pick) the best probe was right, and
-    # stepping back cost up to 3 points: there the pick stays.
-    if (
-        CLIFF_MARGIN
-        and j > 0
-        and result.stopped in ("diverged", "nan")
-        and j + 1 in probes
-        and not _better(probes[j + 1], best)
-        and at(j - CLIFF_MARGIN)["stable"]
-    ):
+    # points there (100- and 200-step probes still ranked 0.069 first); a convnet with
+    # Nesterov at batch 16 (seed 2) was confidently picked at 0.067, where 360 steps lose 19
+    # points, one rung under a probe that diverged. Without a blow-up (a tanh MLP and a 1-D
+    # convnet whose probes moved up; every pick under a stable probe) the pick was right, and
+    # stepping back cost up to 5 points: there it stays.
+    above = probes.get(j + 1)
+    cliff = above is not None and (
+        above["why"] in ("nan", "diverged")
+        or (j > 0 and result.stopped in ("diverged", "nan") and not _better(above, best))
+    )
+    if CLIFF_MARGIN and cliff and best["stable"] and at(j - CLIFF_MARGIN)["stable"]:
         pick = at(j - CLIFF_MARGIN)
     result.suggestion = pick["lr"]
     result.suggestions = {DEFAULT_RULE: pick["lr"], **result.suggestions}
     result.probes = [probes[k] for k in sorted(probes)]
     if pick is not best:
+        assert above is not None
+        what = "blew up" if above["why"] in ("nan", "diverged") else "trained worse"
+        above_text = f"lr={above['lr']:.2g} {what}"
         result.reasons.append(
-            f"the probes trained best above the curve's pick ({c:.2g}), at "
-            f"lr={best['lr']:.2g}, with a worse one right above it: the pick stays "
+            f"the probes trained best at lr={best['lr']:.2g} (the curve's pick: {c:.2g}), but "
+            f"one rung above it {above_text} in {n} steps: the pick stays "
             f"{CLIFF_MARGIN * PROBE_STEP:g} decade below, at lr={pick['lr']:.2g}, since a long "
-            f"run can break down where short ones do not; compare {pick['lr']:.2g} and "
+            f"run breaks down lower than a short one; compare {pick['lr']:.2g} and "
             f"{best['lr']:.2g} by training"
         )
     elif not pick["stable"]:
