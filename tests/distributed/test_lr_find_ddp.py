@@ -63,6 +63,11 @@ def loss_fn(out, target):
     return loss * float("nan") if rank == 1 and calls["n"] == 22 else loss
 
 nan = bs.lr_find(model(0), (x, y), batch_size=32, steps=STEPS, loss_fn=loss_fn, verify=False)
+# a DDP-wrapped model (what a torchrun script holds) gives the plain model's curve
+plain = bs.lr_find(model(0), (x, y), batch_size=32, steps=STEPS, verify=False)
+wrapped = torch.nn.parallel.DistributedDataParallel(model(0))
+ddp = bs.lr_find(wrapped, (x, y), batch_size=32, steps=STEPS, verify=False)
+assert ddp.raw_losses == plain.raw_losses, (ddp.raw_losses[:5], plain.raw_losses[:5])
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump({"result": result.to_dict(), "nan": nan.to_dict()}, f)
 bd.barrier()

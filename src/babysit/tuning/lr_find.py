@@ -145,6 +145,8 @@ def lr_find(
     check_accumulate_amp(accumulate, amp)
     if not isinstance(model, nn.Module):
         raise TypeError(f"lr_find needs an nn.Module as model, got {type(model).__name__}")
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module  # the range test averages gradients across ranks itself
     if forward is not None and not callable(forward):
         raise TypeError(
             f"forward must be a function (model, batch) -> (output, target), got "
