@@ -1,7 +1,7 @@
 """The LR range test's suggestions against the learning rate a trained grid finds best
 (issue 6; the families and the verified suggestion: issue 17).
 
-    python benchmarks/lr_find.py [--seeds 0,1,2] [--family-seeds 0,1] [--families all|none|a,b]
+    python benchmarks/lr_find.py [--seeds 0,1,2] [--family-seeds 0,1,2] [--families all|none|a,b]
                                  [--epochs-mnist1d 20] [--epochs-digits 20] [--threads 1]
                                  [--json results.json] [--write-docs]
 
@@ -725,7 +725,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the home set-ups")
-    parser.add_argument("--family-seeds", default="0,1", help="seeds of the families")
+    parser.add_argument("--family-seeds", default="0,1,2", help="seeds of the families")
     parser.add_argument(
         "--families", default="all", help="comma-separated names of lr_families, all or none"
     )

@@ -5,6 +5,7 @@ and the cost stays bounded."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -123,7 +124,7 @@ def test_probes_leave_the_global_rng_alone():
     state = torch.get_rng_state()
     result = rt.LRFinderResult(None, {}, False, [], [], [], batch_size=64)
     result.suggestion, result.steps = 0.01, 100
-    rt._verify(result, model, x, y, _sgd, nn.MSELoss(), 0, 50)
+    rt._verify(result, model, rt._Setup(x, y, _sgd, nn.MSELoss()), 0, 50)
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -194,15 +195,141 @@ def test_probes_leave_tensors_that_grow_from_zero_out_of_the_update_ratio():
     so with two of three weight tensors starting at zero the probe called Adam 1e-3 unstable."""
     torch.manual_seed(0)
     x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
-    probe = rt._probe(
-        _ZeroStartAdapter(),
-        x,
-        y,
-        lambda params, lr: torch.optim.Adam(params, lr=lr),
-        nn.CrossEntropyLoss(),
-        1e-3,
-        20,
-        32,
-        0,
+    setup = rt._Setup(
+        x, y, lambda params, lr: torch.optim.Adam(params, lr=lr), nn.CrossEntropyLoss(), 32
     )
+    probe = rt._probe(_ZeroStartAdapter(), setup, 1e-3, 20, 0)
     assert probe["why"] != "update ratio" and probe["ratio"] < 0.1
+
+
+def test_an_extended_sweep_quotes_the_steps_the_user_passed():
+    # Batches of 4 are too noisy: the 100-step sweep is run again with 300 steps. The reason
+    # used to say "steps=300", sending the user to raise steps from a value they never passed.
+    x, y = bs.data.load("mnist1d").train.tensors
+    x = bs.data.Standardize().fit(x).transform(x)
+    torch.manual_seed(0)
+    result = bs.lr_find(bs.nn.mlp(40, [100, 100], 10), (x, y), batch_size=4)
+    assert result.extended and result.steps == 100 * rt.EXTEND
+    assert "steps=300" not in result.reason
+    assert "steps (=100; the sweep was already run again with 300)" in result.reason
+
+
+class _FrozenNorm(nn.Module):
+    """A fine-tune: a BatchNorm the user froze (eval mode) under a model in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(10)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Linear(10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.norm(x)))
+
+
+def _record_modes(model: nn.Module) -> dict[str, list[bool]]:
+    seen: dict[str, list[bool]] = {"norm": [], "drop": []}
+    for name in seen:
+        getattr(model, name).register_forward_pre_hook(
+            lambda module, args, name=name: seen[name].append(module.training)
+        )
+    return seen
+
+
+def test_the_sweep_and_probes_keep_the_eval_modules_the_user_set():
+    x, y = _regression()
+    torch.manual_seed(0)
+    model = _FrozenNorm().train()
+    model.norm.eval()
+    stats = model.norm.running_mean.clone()
+    seen = _record_modes(model)
+    result = bs.lr_find(model, (x, y), loss_fn=nn.MSELoss(), optimizer="sgd", steps=30)
+    assert result.probes  # the probes ran too (deep copies keep the hooks)
+    # the frozen BatchNorm stayed frozen in every training forward (the first, a validation
+    # forward in eval mode, aside); dropout trained in train mode
+    assert seen["norm"] and not any(seen["norm"])
+    assert sum(seen["drop"]) >= 30
+    assert torch.equal(model.norm.running_mean, stats) and not model.norm.training
+
+
+def test_a_model_wholly_in_eval_mode_is_trained_in_train_mode():
+    x, y = _regression()
+    torch.manual_seed(0)
+    model = _FrozenNorm().eval()
+    seen = _record_modes(model)
+    result = bs.lr_find(
+        model, (x, y), loss_fn=nn.MSELoss(), optimizer="sgd", steps=30, verify=False
+    )
+    # two validation forwards in eval mode, then every step of the sweep in train mode
+    steps = len(result.lrs) + (result.stopped == "nan")  # a NaN step is not recorded
+    assert seen["norm"] == [False, False] + [True] * steps == seen["drop"]
+    assert not model.training
+
+
+def _fake_probes(monkeypatch, score_at) -> list[float]:
+    """Probes whose score is ``score_at(rung)`` (rung = log10(lr / curve's pick) / PROBE_STEP),
+    each a run of paired losses around that score; returns the lrs probed."""
+    probed: list[float] = []
+
+    def probe(initial, setup, lr, steps, seed):
+        probed.append(lr)
+        score = score_at(round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3))
+        if score == math.inf:  # a probe that diverged
+            return {"lr": lr, "score": score, "stable": False, "why": "diverged",
+                    "ratio": 0.0, "losses": [2.0, 50.0]}  # fmt: skip
+        wiggle = [0.01 * ((i * 7) % 5 - 2) for i in range(steps)]
+        losses = [2.0] + [score + w for w in wiggle[1:]]
+        return {"lr": lr, "score": score, "stable": True, "why": None, "ratio": 0.0,
+                "losses": losses}  # fmt: skip
+
+    monkeypatch.setattr(rt, "_probe", probe)
+    monkeypatch.setattr(
+        rt,
+        "_rules",
+        lambda lrs, s, lo: {"minimum": 0.01, "steepest": 0.01, "combined": 0.01, "valley": 0.01},
+    )
+    return probed
+
+
+def test_a_pick_above_the_curve_under_a_cliff_steps_back_part_of_a_rung(monkeypatch):
+    # The probe one rung above the curve's pick trains best and the next rung trains worse
+    # (a cliff above): the suggestion stays CLIFF_MARGIN rungs below the best probe.
+    scores = {0.0: 1.0, 1.0: 0.5, 2.0: 1.5, 0.5: 0.7, -1.0: 1.2}
+    probed = _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd")
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (rt.PROBE_STEP * 0.5))
+    assert not result.confident and "lr=0.1 trained worse" in result.reason
+    assert any(lr == pytest.approx(0.1) for lr in probed)  # the cliff was probed
+
+
+def test_a_pick_above_the_curve_without_a_cliff_keeps_the_best_probe(monkeypatch):
+    scores = {0.0: 1.0, 1.0: 0.5, 2.0: 0.2}  # better all the way up: no cliff seen
+    _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), optimizer="sgd")
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (2 * rt.PROBE_STEP))
+    assert not result.confident and "kept training better" in result.reason
+
+
+def test_a_pick_above_the_curve_without_a_blow_up_in_the_sweep_keeps_the_best_probe(monkeypatch):
+    # The same probes as under a cliff, but the sweep ended at end_lr without diverging
+    # (least squares with SGD is stable below lr ~0.5): no cliff was seen, the pick stays.
+    scores = {0.0: 1.0, 1.0: 0.5, 2.0: 1.5, 0.5: 0.7, -1.0: 1.2}
+    _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    assert result.stopped == "end_lr"
+    assert result.suggestion == pytest.approx(0.01 * 10**rt.PROBE_STEP)
+
+
+def test_a_pick_one_rung_under_a_probe_that_blew_up_steps_back_part_of_a_rung(monkeypatch):
+    # Issue 17's convnet with Nesterov at batch 16, seed 2: the curve's pick trained better
+    # than the rung below, the rung above diverged, and the pick was handed out as confident;
+    # 360 steps there lost 19 points. A pick right under a blow-up keeps a margin.
+    scores = {0.0: 0.3, 1.0: math.inf, -0.5: 0.35, -1.0: 0.5}
+    _fake_probes(monkeypatch, lambda rung: scores[rung])
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (-0.5 * rt.PROBE_STEP))
+    assert not result.confident and "lr=0.032 blew up" in result.reason

@@ -10,6 +10,7 @@ traceback. Anything else is a bug in babysit and surfaces as one, traceback and 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -199,12 +200,25 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc-per-node",
+            help="Train with N processes on this machine (DDP): relaunches itself through "
+            "torch.distributed.run, gloo on CPU, nccl on CUDA. --batch-size is per process. "
+            "Multi-node: run 'torchrun --nnodes ... -m babysit.cli train ...' on each node.",
+        ),
+    ] = None,
 ) -> None:
     """Train a builder MLP on a bundled data set with the monitors on (babysit.fit).
 
     Exit 0 when training ends with no error finding, 1 with one (e.g. NaN loss), 2 on bad usage.
     """
+    from .distributed import env_world_size
     from .train import CheckpointError
+
+    worker = env_world_size() > 1  # one of torchrun's processes: rank 0 alone speaks
+    speaks = not worker or os.environ.get("RANK", "0") == "0"
 
     values = {
         "data": data,
@@ -227,11 +241,20 @@ def train(
         values["hidden"] = _widths(hidden)
         if resume:
             values = _resumed_settings(out, values, given)
-        history = _train(values, out=out, resume=resume, device=device, quiet=quiet or as_json)
+        if nproc_per_node is not None and not worker and nproc_per_node != 1:
+            flags = {name: ctx.params[name] for name in given}
+            flags.update(out=out, device=device, resume=resume, quiet=quiet, json=as_json)
+            raise typer.Exit(_launch(nproc_per_node, values, flags))
+        quiet = quiet or as_json or not speaks
+        history = _train(values, out=out, resume=resume, device=device, quiet=quiet)
     except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
         if debug:
             raise
+        if not speaks:
+            raise typer.Exit(2) from None  # rank 0 says it, once
         _usage_error(str(err))
+    if not speaks:
+        raise typer.Exit(1 if not history.diagnosis.ok else 0)
     if as_json:
         typer.echo(json.dumps(history.to_dict(), indent=2))
     else:
@@ -258,7 +281,7 @@ def _train(values: Mapping[str, Any], *, out: Path, resume: bool, device: str, q
     from .data import Standardize, load
     from .nn import mlp
     from .train.config import FitConfig
-    from .train.loop import Trainer
+    from .train.loop import Trainer, process_group
 
     config = FitConfig(  # validated before the data is loaded
         **{k: values[k] for k in _FIT_KEYS},
@@ -283,10 +306,93 @@ def _train(values: Mapping[str, Any], *, out: Path, resume: bool, device: str, q
         dropout=values["dropout"],
     )
     build = {k: values[k] for k in _BUILD_KEYS}
-    trainer = Trainer(
-        model, (x, y), config, val=(xv, yv), run_dir=out, resume=resume, record={"cli": build}
-    )
-    return trainer.run()
+    with process_group(config.device):  # under torchrun: DDP, like fit
+        trainer = Trainer(
+            model, (x, y), config, val=(xv, yv), run_dir=out, resume=resume, record={"cli": build}
+        )
+        return trainer.run()
+
+
+def _launch(nproc: int, values: Mapping[str, Any], flags: Mapping[str, Any]) -> int:
+    """``babysit train`` again in ``nproc`` processes, through ``torch.distributed.run`` (the
+    launcher ``torchrun`` is): what can be refused is refused here first, in one line. Returns
+    the exit code: the processes' own (rank 0 printed the result or the error), or 1 with one
+    line naming the rank that failed when one crashed or was killed."""
+    import logging
+
+    from . import runs
+
+    if nproc < 1:
+        raise ValueError(
+            f"--nproc-per-node must be at least 1 (the number of training processes on this "
+            f"machine), got {nproc}"
+        )
+    device = str(flags["device"])
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.device_count() < nproc:
+            raise ValueError(
+                f"--nproc-per-node {nproc} with --device {device} needs {nproc} GPUs, and "
+                f"{torch.cuda.device_count()} are visible; use at most that many, or --device cpu"
+            )
+    if flags["resume"]:
+        recorded = runs.read_json(Path(flags["out"]), runs.CONFIG) or {}
+        trained = recorded.get("world_size", 1)
+        if trained != nproc:
+            raise ValueError(
+                f"--resume: the run in {flags['out']} was trained by {trained} process(es); each "
+                "process's data shard and random state are in its checkpoint, so "
+                f"--nproc-per-node {nproc} cannot continue it exactly. Pass --nproc-per-node "
+                f"{trained}, or start a new run with another --out"
+            )
+    from .data import load
+
+    n_train = len(load(values["data"], seed=values["seed"]).train)
+    if nproc > n_train:
+        raise ValueError(
+            f"--nproc-per-node {nproc} is more processes than the {n_train} training examples of "
+            f"{values['data']}: each process trains on its own shard; use at most {n_train}"
+        )
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    for name in ("torch.distributed.run", "torch.distributed.elastic"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # the processes speak for themselves
+    argv = ["--standalone", f"--nproc-per-node={nproc}", "--module", "babysit.cli", "train"]
+    try:
+        run(parse_args([*argv, *_as_flags(flags)]))
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        if failure.exitcode in (1, 2):  # a finding of severity error, or a usage error: said
+            return failure.exitcode
+        how = (
+            f"was killed by signal {failure.signal_name()}"
+            if failure.exitcode < 0
+            else f"exited with code {failure.exitcode}"
+        )
+        typer.echo(
+            f"babysit: training process rank {rank} {how}; the others were stopped. Its output "
+            f"is above; continue from the last checkpoint with --resume --nproc-per-node {nproc}",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+def _as_flags(flags: Mapping[str, Any]) -> list[str]:
+    """Command-line flags that give ``train`` these parameter values again."""
+    out: list[str] = []
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                out.append(flag)
+            elif name in ("batchnorm", "standardize"):
+                out.append(f"--no-{name}")
+        elif value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def _resumed_settings(out: Path, values: dict[str, Any], given: set[str]) -> dict[str, Any]:
@@ -603,3 +709,7 @@ def _fresh_out(out: Path) -> Path:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":  # torchrun's processes: python -m babysit.cli
+    main()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "all_reduce_mean",
     "all_reduce_sum",
+    "all_reduce_sum_start",
     "any_rank",
     "backend_for",
     "barrier",
@@ -129,6 +131,24 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     work = tensor.detach().to(collective_device(), copy=True)
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work.to(tensor.device, tensor.dtype)
+
+
+def all_reduce_sum_start(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Start :func:`all_reduce_sum` without waiting; calling the result waits for the sum.
+
+    A small reduction then overlaps other work instead of adding a round trip (``fit``
+    overlaps the loss's with DDP's backward). In one process the result returns ``tensor``.
+    """
+    if not is_distributed():
+        return lambda: tensor
+    work = tensor.detach().to(collective_device(), copy=True)
+    handle = dist.all_reduce(work, op=dist.ReduceOp.SUM, async_op=True)
+
+    def wait() -> torch.Tensor:
+        handle.wait()
+        return work.to(tensor.device, tensor.dtype)
+
+    return wait
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

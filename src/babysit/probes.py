@@ -156,6 +156,12 @@ class LayerStats:
     grad_norm: float | None = None  # ‖∂loss/∂output‖ over the whole output (backward=True)
     param_grad_norms: dict[str, float] = field(default_factory=dict)  # {"weight": ‖grad‖, ...}
     call: int = 0  # which call of the module in its step (0 for the first)
+    # The counts behind the fractions and the std, so that records of several processes can be
+    # combined exactly (``babysit.train.monitors.across_ranks``): the values measured
+    # (examples x units x positions) and those ``saturated_fraction`` is over (the same, except
+    # for recurrent layers, whose hidden states count too).
+    n_values: int = 0
+    n_saturation_values: int = 0
 
     @property
     def dead_judgeable(self) -> bool:
@@ -661,6 +667,8 @@ def _record(
         grad_norm=grad_norm,
         param_grad_norms=param_grads,
         call=rec.call,
+        n_values=rec.numel,
+        n_saturation_values=0 if saturated is None else rec.saturation_numel or rec.numel,
     )
 
 

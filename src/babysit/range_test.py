@@ -38,6 +38,7 @@ and the home MLPs: ``benchmarks/lr_find.py`` (tables in ``docs/benchmarks.md``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -49,12 +50,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .divergence import diverged
 from .outputs import Forward, batch_size_of, run_batch, take
 from .probes import grows_from_zero
 from .thresholds import THRESHOLDS
 
-__all__ = ["LR_FIND_FILE", "RULES", "LRFinderResult", "range_test"]
+__all__ = ["LR_FIND_FILE", "RULES", "LRFinderResult", "amp_dtype", "range_test"]
 
 LR_FIND_FILE = "lr_find.json"
 RULES = ("verified", "combined", "steepest", "minimum", "valley")
@@ -81,8 +83,10 @@ PROBE_STEP = 0.5  # decades between probed lrs
 PROBE_UP, PROBE_DOWN = 2, 3  # at most this many PROBE_STEPs above / below the curve's pick
 PROBE_WINDOW = 1 / 3  # a probe's score: its mean mini-batch loss over its last third
 PROBE_Z = 2.0  # "better" means lower by more than 2 standard errors of the paired difference
+CLIFF_MARGIN = 0.5  # rungs below the best probe when it sits above the curve's pick, under a cliff
 EXTEND = 3  # an unclear first sweep is run again with EXTEND x the steps
 RATIO_STEPS = 10  # the first steps whose update ratio fit's UpdateRatio monitor judges
+SCALER_INIT_SCALE = 2.0**16  # the GradScaler's first scale under float16 autocast (torch's)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -110,6 +114,16 @@ class LRFinderResult:
         raw_losses: the mini-batch loss at each step.
         stopped: ``"end_lr"`` (the sweep finished), ``"diverged"`` (running loss > 4× its
             best) or ``"nan"`` (a NaN/Inf loss, not recorded).
+        accumulate: mini-batches of ``batch_size`` per optimizer step (gradient
+            accumulation); ``steps`` counts optimizer steps.
+        amp: the sweep and probes ran under autocast; ``amp_dtype`` says in which precision
+            (``"float16"`` with a ``GradScaler`` on CUDA, ``"bfloat16"`` elsewhere, e.g. on
+            CPU, where float16 autocast is not the supported mixed precision).
+        skipped_steps: optimizer steps the ``GradScaler`` skipped in the sweep (gradients
+            overflowed float16; the scaler lowers its scale and goes on: not a divergence).
+        world_size: processes that ran the test together (torchrun): every rank trained on its
+            own ``batch_size`` x ``accumulate`` examples per step, the curve is the loss
+            averaged over ranks, and every rank holds this same result.
     """
 
     suggestion: float | None
@@ -130,6 +144,11 @@ class LRFinderResult:
     reason: str | None = None
     probes: list[dict[str, Any]] = field(default_factory=list)
     extended: bool = False
+    accumulate: int = 1
+    amp: bool = False
+    amp_dtype: str | None = None
+    skipped_steps: int = 0
+    world_size: int = 1
 
     def __repr__(self) -> str:
         rules = ", ".join(f"{k}={v:.3g}" for k, v in self.suggestions.items())
@@ -168,6 +187,11 @@ class LRFinderResult:
             "reason": self.reason,
             "probes": [dict(p) for p in self.probes],
             "extended": self.extended,
+            "accumulate": self.accumulate,
+            "amp": self.amp,
+            "amp_dtype": self.amp_dtype,
+            "skipped_steps": self.skipped_steps,
+            "world_size": self.world_size,
             "lrs": list(self.lrs),
             "losses": list(self.losses),
             "raw_losses": list(self.raw_losses),
@@ -233,6 +257,8 @@ def range_test(
     optimizer: str = "adam",
     forward: Forward | None = None,
     verify: bool = True,
+    accumulate: int = 1,
+    amp: bool = False,
 ) -> LRFinderResult:
     """The sweep itself, on ``model`` in place (pass a copy) and tensors already on its device.
 
@@ -245,14 +271,44 @@ def range_test(
     (:func:`_verify`) and a sweep whose curve is unclear is run once more with ``EXTEND`` x the
     steps; the cost is bounded: at most ``steps * (1 + EXTEND)`` sweep steps and
     ``PROBE_UP + PROBE_DOWN + 1`` probes of ``steps * PROBE_FRACTION`` steps each (100 + 300
-    + 6 x 50 = 700 mini-batches at worst for the defaults, 250-350 on a clear curve).
+    + 6 x 50 = 700 optimizer steps at worst for the defaults, 250-350 on a clear curve).
+
+    ``accumulate=k``: every optimizer step accumulates the gradients of ``k`` mini-batches of
+    ``batch_size``, each loss scaled by ``1/k``, so a step is the step on one batch of
+    ``k · batch_size`` (the same examples in the same order: the sweep draws batches of
+    ``k · batch_size`` and splits them); ``steps`` counts optimizer steps. ``amp``: forwards
+    under ``torch.autocast`` (:func:`amp_dtype`), with a ``torch.amp.GradScaler`` for float16;
+    a step the scaler skips (overflowed gradients) is counted, not judged a divergence.
+
+    Under torchrun (a process group of several ranks, :mod:`babysit.distributed`), every rank
+    trains on its own share of each step's batch (``batch_size`` x ``accumulate`` examples per
+    rank), gradients are averaged across ranks before the step (as DDP does), the curve is the
+    loss averaged across ranks (``all_reduce_mean``) and every stop is decided together
+    (``any_rank``), so every rank reaches the same suggestion. The model's initial weights are
+    taken from rank 0.
+
+    The modes the user set are kept: a model in train mode trains with the modules the user
+    put in eval mode (a frozen BatchNorm) left in eval, as ``fit`` does; a model wholly in
+    eval mode trains in train mode.
     """
     check_args(start_lr, end_lr, steps, batch_size)
+    check_accumulate_amp(accumulate, amp)
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = next((p.device for p in params), torch.device("cpu"))
+    setup = _Setup(
+        x=x,
+        y=y,
+        make_opt=make_opt,
+        loss_fn=loss_fn,
+        batch_size=batch_size,
+        forward=forward,
+        accumulate=accumulate,
+        amp_dtype=amp_dtype(device) if amp else None,
+        eval_modules=_kept_eval(model),
+    )
+    _sync_from_rank0(model)
     initial = copy.deepcopy(model) if verify else None
-    result = _read_sweep(
-        model, x, y, make_opt, loss_fn, start_lr, end_lr, steps, batch_size, seed, optimizer,
-        forward,
-    )  # fmt: skip
+    result = _read_sweep(model, setup, start_lr, end_lr, steps, seed, optimizer)
     if initial is None:
         result.rule = CURVE_RULE
         result.suggestion = result.suggestions.get(CURVE_RULE)
@@ -260,37 +316,210 @@ def range_test(
         return result
     if _unclear(result):
         longer = _read_sweep(
-            copy.deepcopy(initial), x, y, make_opt, loss_fn, start_lr, end_lr, steps * EXTEND,
-            batch_size, seed, optimizer, forward,
+            copy.deepcopy(initial), setup, start_lr, end_lr, steps * EXTEND, seed, optimizer,
+            extended=True,
         )  # fmt: skip
         if longer.suggestion is not None and len(longer.reasons) <= len(result.reasons):
-            longer.extended = True
             result = longer
     if result.suggestion is not None:
         probe_steps = max(MIN_PROBE_STEPS, int(steps * PROBE_FRACTION))
-        _verify(result, initial, x, y, make_opt, loss_fn, seed, probe_steps, forward)
+        _verify(result, initial, setup, seed, probe_steps)
     _finish(result)
     return result
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every training pass of one range test shares: the data, the loss, the optimizer
+    factory and how one optimizer step is taken (accumulation, autocast, kept eval modes)."""
+
+    x: Any
+    y: Any
+    make_opt: OptimizerFactory
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    batch_size: int = 64
+    forward: Forward | None = None
+    accumulate: int = 1
+    amp_dtype: str | None = None
+    eval_modules: frozenset[str] = frozenset()
+
+    @property
+    def batch(self) -> Any:
+        return (self.x, self.y) if self.forward is None else self.x
+
+    @property
+    def n(self) -> int:
+        return batch_size_of(self.batch) or 0
+
+
+def amp_dtype(device: torch.device | str) -> str:
+    """The autocast precision ``amp=True`` uses on ``device``: ``"float16"`` (with a
+    ``GradScaler``) on CUDA, the usual mixed precision there; ``"bfloat16"`` elsewhere (CPU),
+    where float16 autocast is not the supported mixed precision (Lightning refuses
+    ``"16-mixed"`` on CPU for the same reason); bfloat16 keeps float32's exponent range, so it
+    needs no loss scaling.
+
+    Raises:
+        ValueError: autocast is not available on ``device``'s type.
+    """
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "float16"
+    if not torch.amp.is_autocast_available(kind):
+        raise ValueError(
+            f"amp=True needs autocast, which torch does not offer on device {kind!r}: "
+            "pass amp=False, or run on CUDA or CPU"
+        )
+    return "bfloat16"
+
+
+def _kept_eval(model: nn.Module) -> frozenset[str]:
+    """Names of the modules the user put in eval mode under a model in train mode (a frozen
+    BatchNorm); a model wholly in eval mode keeps none (it is trained as usual), as ``fit``."""
+    if not model.training:
+        return frozenset()
+    return frozenset(name for name, m in model.named_modules() if not m.training)
+
+
+def _train_mode(model: nn.Module, setup: _Setup) -> None:
+    """``model.train()``, then the modules of ``setup.eval_modules`` back in eval mode."""
+    model.train()
+    if setup.eval_modules:
+        for name, module in model.named_modules():
+            if name in setup.eval_modules:
+                module.eval()
+
+
+@torch.no_grad()
+def _sync_from_rank0(model: nn.Module) -> None:
+    """Under torchrun, every rank starts from rank 0's weights and buffers (as DDP does at
+    construction): each tensor is summed over ranks with every other rank's copy zeroed."""
+    if not distributed.is_distributed():
+        return
+    keep = distributed.is_main()
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if not (tensor.is_floating_point() or tensor.dtype in (torch.int64, torch.int32)):
+            continue
+        tensor.copy_(distributed.all_reduce_sum(tensor if keep else torch.zeros_like(tensor)))
+
+
+class _Trainer:
+    """One training pass (the sweep or a probe): ``loss(index)`` runs this rank's share of a
+    step's batch forward and backward, ``step()`` takes the optimizer step.
+
+    A step's batch ``index`` (``k · W · batch_size`` examples for ``accumulate=k`` on ``W``
+    ranks) is split into ``k · W`` equal micro-batches; rank ``r`` takes the ``r``-th run of
+    ``k``. Each micro-batch's loss is scaled by ``1/k`` before ``backward`` (scaled again by the
+    ``GradScaler`` under float16 autocast), so the accumulated gradient is the gradient of the
+    mean loss over this rank's share; the gradients are then averaged across ranks. The loss
+    returned is the mean over this rank's micro-batches, averaged across ranks: every rank gets
+    the same value, and so takes the same decisions.
+    """
+
+    def __init__(self, model: nn.Module, setup: _Setup, lr: float) -> None:
+        self.model, self.setup = model, setup
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+        self.opt = setup.make_opt(self.params, lr)
+        device = self.params[0].device
+        self.device_type = device.type
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(setup.amp_dtype or "")
+        self.dtype = dtype
+        self.scaler = (
+            torch.amp.GradScaler(device.type, init_scale=SCALER_INIT_SCALE)
+            if setup.amp_dtype == "float16"
+            else None
+        )
+        self.batch, self.n = setup.batch, setup.n
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.skipped = 0
+        _train_mode(model, setup)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def loss(self, index: torch.Tensor) -> float:
+        """Forward and backward over this rank's micro-batches of ``index``; the mean loss
+        across ranks (NaN on every rank when any rank met a non-finite loss)."""
+        k = self.setup.accumulate
+        parts = index.tensor_split(k * self.world)[self.rank * k : (self.rank + 1) * k]
+        self.opt.zero_grad(set_to_none=True)
+        total, finite = 0.0, True
+        for part in parts:
+            with self._autocast():
+                output, target, _ = run_batch(
+                    self.model, take(self.batch, part, self.n), self.setup.forward
+                )
+                loss = self.setup.loss_fn(output, target)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                finite = False
+                break
+            total += value / k
+            scaled = loss / k
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if distributed.any_rank(not finite):
+            return math.nan
+        if self.world > 1:
+            total = float(distributed.all_reduce_mean(torch.tensor([total], dtype=torch.float64)))
+        return total
+
+    def step(self) -> None:
+        """The optimizer step on the accumulated (and, across ranks, averaged) gradients; a
+        step the ``GradScaler`` skips is counted in ``skipped``."""
+        if self.world > 1:
+            _average_gradients(self.params)
+        if self.scaler is None:
+            self.opt.step()
+            return
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if self.scaler.get_scale() < scale:
+            self.skipped += 1
+
+
+@torch.no_grad()
+def _average_gradients(params: list[nn.Parameter]) -> None:
+    """Each parameter's gradient averaged across ranks, in one flat ``all_reduce_mean`` (as
+    DDP's bucketed all-reduce). A parameter that got no gradient on any rank keeps none (Adam
+    must not step it); one that got a gradient on some ranks counts zeros for the others."""
+    flat = [
+        (
+            p.grad.reshape(-1).float()
+            if p.grad is not None
+            else torch.zeros(p.numel(), device=p.device)
+        )
+        for p in params
+    ]
+    has = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=params[0].device)
+    reduced = distributed.all_reduce_mean(torch.cat([*flat, has]))
+    offset = 0
+    for i, p in enumerate(params):
+        chunk = reduced[offset : offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+        if float(reduced[-len(params) + i]) > 0:
+            p.grad = chunk.clone()
+        else:
+            p.grad = None
+
+
 def _read_sweep(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    make_opt: OptimizerFactory,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    setup: _Setup,
     start_lr: float,
     end_lr: float,
     steps: int,
-    batch_size: int,
     seed: int,
     optimizer: str,
-    forward: Forward | None = None,
+    *,
+    extended: bool = False,
 ) -> LRFinderResult:
     """One sweep and the rules read off its curve (``suggestion``: the curve's pick)."""
-    lrs, raw, stopped = _sweep(
-        model, x, y, make_opt, loss_fn, start_lr, end_lr, steps, batch_size, seed, forward
-    )
+    lrs, raw, stopped, skipped = _sweep(model, setup, start_lr, end_lr, steps, seed)
     result = LRFinderResult(
         suggestion=None,
         suggestions={},
@@ -303,8 +532,14 @@ def _read_sweep(
         start_lr=start_lr,
         end_lr=end_lr,
         steps=steps,
-        batch_size=batch_size,
-        n_examples=batch_size_of((x, y) if forward is None else x) or 0,
+        batch_size=setup.batch_size,
+        n_examples=setup.n,
+        extended=extended,
+        accumulate=setup.accumulate,
+        amp=setup.amp_dtype is not None,
+        amp_dtype=setup.amp_dtype,
+        skipped_steps=skipped,
+        world_size=distributed.world_size(),
     )
     _suggest(result)
     return result
@@ -315,17 +550,7 @@ def _finish(result: LRFinderResult) -> None:
     result.reason = None if result.confident else "; ".join(result.reasons)
 
 
-def _verify(
-    result: LRFinderResult,
-    initial: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    make_opt: OptimizerFactory,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    seed: int,
-    n: int,
-    forward: Forward | None = None,
-) -> None:
+def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int, n: int) -> None:
     """Check the curve's pick with short constant-lr probes; set ``suggestion`` to the result.
 
     Why: the range test measures stability over a few steps at a *growing* lr, and a run at a
@@ -340,7 +565,9 @@ def _verify(
       standard errors of the paired, step-by-step difference: the same batches make the
       comparison paired, which cancels most of the batch-to-batch noise), at most ``PROBE_UP``;
     - otherwise step down while the probe at the pick is unstable (NaN, a running loss above
-      4x its best, or no fall at all) or not better than the one below, at most ``PROBE_DOWN``.
+      4x its best, or no fall at all) or not better than the one below, at most ``PROBE_DOWN``;
+    - a pick above the curve's that sits under a cliff (the sweep blew up, and the probe one
+      rung above the pick trained worse) moves ``CLIFF_MARGIN`` rungs down, to a probed lr.
 
     Confident only when the pick is stable, beats the probe below it, and the probes did not
     have to move above the curve's pick (a short probe cannot see a breakdown that a long run
@@ -353,9 +580,7 @@ def _verify(
     def at(j: int) -> dict[str, Any]:
         if j not in probes:
             lr = c * 10 ** (PROBE_STEP * j)
-            probes[j] = _probe(
-                initial, x, y, make_opt, loss_fn, lr, n, result.batch_size, seed, forward
-            )
+            probes[j] = _probe(initial, setup, lr, n, seed)
         return probes[j]
 
     def inside(j: int) -> bool:  # probes stay within the swept range
@@ -374,11 +599,39 @@ def _verify(
             and (not at(j)["stable"] or not _better(at(j), at(j - 1)))
         ):
             j -= 1
-    pick = at(j)
+    pick = best = at(j)
+    # A cliff one rung above the pick: the probe there blew up (NaN, divergence), or, for a
+    # pick the probes moved above the curve's, the sweep blew up and the probe above trained
+    # worse. A long run at a constant lr breaks down lower than a short one, so the pick
+    # steps back CLIFF_MARGIN rungs, to a probed lr. Measured (benchmarks/lr_find.py): a GRU
+    # whose best 50-step probe sat at 0.069, 0.1 decade above its best full-run lr, lost 12
+    # points there (100- and 200-step probes still ranked 0.069 first); a convnet with
+    # Nesterov at batch 16 (seed 2) was confidently picked at 0.067, where 360 steps lose 19
+    # points, one rung under a probe that diverged. Without a blow-up (a tanh MLP and a 1-D
+    # convnet whose probes moved up; every pick under a stable probe) the pick was right, and
+    # stepping back cost up to 5 points: there it stays.
+    above = probes.get(j + 1)
+    cliff = above is not None and (
+        above["why"] in ("nan", "diverged")
+        or (j > 0 and result.stopped in ("diverged", "nan") and not _better(above, best))
+    )
+    if CLIFF_MARGIN and cliff and best["stable"] and at(j - CLIFF_MARGIN)["stable"]:
+        pick = at(j - CLIFF_MARGIN)
     result.suggestion = pick["lr"]
     result.suggestions = {DEFAULT_RULE: pick["lr"], **result.suggestions}
     result.probes = [probes[k] for k in sorted(probes)]
-    if not pick["stable"]:
+    if pick is not best:
+        assert above is not None
+        what = "blew up" if above["why"] in ("nan", "diverged") else "trained worse"
+        above_text = f"lr={above['lr']:.2g} {what}"
+        result.reasons.append(
+            f"the probes trained best at lr={best['lr']:.2g} (the curve's pick: {c:.2g}), but "
+            f"one rung above it {above_text} in {n} steps: the pick stays "
+            f"{CLIFF_MARGIN * PROBE_STEP:g} decade below, at lr={pick['lr']:.2g}, since a long "
+            f"run breaks down lower than a short one; compare {pick['lr']:.2g} and "
+            f"{best['lr']:.2g} by training"
+        )
+    elif not pick["stable"]:
         result.reasons.append(
             f"every probe down to lr={pick['lr']:.2g} was unstable ({n} steps at a constant "
             f"lr; there: {pick['why']}): lower start_lr, fix the model or data first (see "
@@ -387,7 +640,7 @@ def _verify(
     elif j - 1 in probes and not _better(pick, probes[j - 1]):
         result.reasons.append(
             f"the probes at lr={pick['lr']:.2g} and below train about equally well over {n} "
-            f"steps: the curve gives no clear optimum; raise steps (={result.steps}) or "
+            f"steps: the curve gives no clear optimum; raise {_steps_text(result)} or "
             f"batch_size (={result.batch_size}) for a clearer test, or compare lrs near "
             f"{pick['lr']:.2g} by training"
         )
@@ -395,8 +648,8 @@ def _verify(
         result.reasons.append(
             f"the probes stepped down {PROBE_DOWN * PROBE_STEP:g} decades from the curve's "
             f"pick to lr={pick['lr']:.2g}, which still trains better than nothing but was not "
-            "compared with a lower lr: the curve misleads here; raise steps "
-            f"(={result.steps}) or try lrs below {pick['lr']:.2g} by training"
+            f"compared with a lower lr: the curve misleads here; raise {_steps_text(result)} "
+            f"or try lrs below {pick['lr']:.2g} by training"
         )
     elif j - 1 not in probes:
         result.reasons.append(
@@ -421,19 +674,8 @@ def _verify(
             )
 
 
-def _probe(
-    initial: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    make_opt: OptimizerFactory,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    lr: float,
-    steps: int,
-    batch_size: int,
-    seed: int,
-    forward: Forward | None = None,
-) -> dict[str, Any]:
-    """``steps`` mini-batches at constant ``lr`` on a fresh copy of ``initial``.
+def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) -> dict[str, Any]:
+    """``steps`` optimizer steps at constant ``lr`` on a fresh copy of ``initial``.
 
     Every probe draws the same batches and the same dropout masks (its own generator, seeded
     with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
@@ -447,16 +689,12 @@ def _probe(
     own measurement), so that ``fit`` never warns at the lr babysit suggested.
     """
     model = copy.deepcopy(initial)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_opt(params, lr)
+    trainer = _Trainer(model, setup, lr)
     # the monitor's own tensors: weights that do not grow from zero (probes.grows_from_zero)
-    weights = [p for p in params if p.dim() >= 2 and not grows_from_zero(p)]
+    weights = [p for p in trainer.params if p.dim() >= 2 and not grows_from_zero(p)]
     peak = 0.0
-    batch = (x, y) if forward is None else x
-    n = batch_size_of(batch) or 0
-    batches = _batches(n, batch_size, seed + 1)
-    device = next((p.device for p in params), torch.device("cpu"))
+    batches = _batches(setup.n, _global_batch(setup), seed + 1)
+    device = trainer.params[0].device
     devices = [device] if device.type == "cuda" else []
     losses: list[float] = []
     stable, beta, avg, best = True, 0.9, 0.0, math.inf
@@ -464,10 +702,7 @@ def _probe(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for i in range(steps):
-            index = next(batches)
-            output, target, _ = run_batch(model, take(batch, index, n), forward)
-            loss = loss_fn(output, target)
-            value = float(loss.detach())
+            value = trainer.loss(next(batches))
             if not math.isfinite(value):
                 stable, why = False, "nan"
                 break
@@ -475,12 +710,10 @@ def _probe(
             avg = beta * avg + (1 - beta) * value
             running = avg / (1 - beta ** (i + 1))
             best = min(best, running)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             if i < RATIO_STEPS and weights:
-                peak = max(peak, _step_ratio(opt, weights))
+                peak = max(peak, _step_ratio(trainer.step, weights))
             else:
-                opt.step()
+                trainer.step()
     tail = losses[-max(1, int(len(losses) * PROBE_WINDOW)) :] if losses else []
     score = float(np.mean(tail)) if stable and tail else math.inf
     if stable and diverged(score, best, DIVERGE_FACTOR):
@@ -504,10 +737,10 @@ def _weights_before(weights: list[torch.Tensor]) -> list[torch.Tensor]:
     return [w.detach().clone() for w in weights]
 
 
-def _step_ratio(opt: torch.optim.Optimizer, weights: list[nn.Parameter]) -> float:
-    """``opt.step()``, returning the median over ``weights`` of ``‖ΔW‖ / ‖W‖`` (0/0 skipped)."""
+def _step_ratio(step: Callable[[], None], weights: list[nn.Parameter]) -> float:
+    """``step()``, returning the median over ``weights`` of ``‖ΔW‖ / ‖W‖`` (0/0 skipped)."""
     before = _weights_before(weights)
-    opt.step()
+    step()
     with torch.no_grad():
         ratios = [float((w - b).norm() / b.norm()) for w, b in zip(weights, before, strict=True)]
     finite = [r for r in ratios if math.isfinite(r)]
@@ -543,67 +776,80 @@ def check_args(start_lr: float, end_lr: float, steps: int, batch_size: int) -> N
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
+def check_accumulate_amp(accumulate: int, amp: bool) -> None:
+    """``accumulate`` a positive integer, ``amp`` a bool; each error names the fix."""
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(
+            f"accumulate must be a positive integer (the mini-batches whose gradients add up "
+            f"to one optimizer step; 1 = no accumulation), got {accumulate!r}"
+        )
+    if not isinstance(amp, bool):
+        raise ValueError(f"amp must be True (autocast + GradScaler) or False, got {amp!r}")
+
+
+def _global_batch(setup: _Setup) -> int:
+    """Examples per optimizer step over all ranks: ``batch_size · accumulate · world_size``,
+    at most the examples there are, and a multiple of ``accumulate · world_size`` (every
+    micro-batch the same size, so scaling each loss by ``1/k`` gives the mean)."""
+    parts = setup.accumulate * distributed.world_size()
+    if setup.n < parts:
+        raise ValueError(
+            f"lr_find needs at least accumulate x processes = {parts} examples, got "
+            f"{setup.n}: lower accumulate or pass more data"
+        )
+    size = min(setup.batch_size * parts, setup.n)
+    return size - size % parts
+
+
 def _sweep(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    make_opt: OptimizerFactory,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    setup: _Setup,
     start_lr: float,
     end_lr: float,
     steps: int,
-    batch_size: int,
     seed: int,
-    forward: Forward | None = None,
-) -> tuple[list[float], list[float], str]:
-    """Train with an exponentially growing lr; returns (lrs, losses, why it stopped).
+) -> tuple[list[float], list[float], str, int]:
+    """Train with an exponentially growing lr; returns (lrs, losses, why it stopped, steps the
+    GradScaler skipped).
 
     The running loss is fastai's bias-corrected EMA, ``a_i = β a_{i-1} + (1-β) L_i``,
     ``Â_i = a_i / (1 - β^(i+1))``, β = 0.98; the sweep stops once ``Â_i`` diverges from
     ``min_j Â_j`` with factor 4 (:func:`babysit.divergence.diverged`: ``Â_i > 4 min_j Â_j`` for a
     best loss of 0.1 or more) after the burn-in, or at the first non-finite loss, which is not
-    recorded.
+    recorded. ``L_i`` is the loss of optimizer step ``i`` (:class:`_Trainer`: the mean over its
+    accumulated mini-batches and over ranks, so every rank stops at the same step).
     """
-    batch = (x, y) if forward is None else x
-    n = batch_size_of(batch) or 0
-    if n == 0:
+    if setup.n == 0:
         raise ValueError("data is empty: lr_find needs examples (ideally >= 1000)")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    model.train()
-    opt = make_opt(params, start_lr)
+    trainer = _Trainer(model, setup, start_lr)
     gamma = (end_lr / start_lr) ** (1.0 / (steps - 1))
     burn_in = _burn_in(steps)
-    batches = _batches(n, batch_size, seed)
+    batches = _batches(setup.n, _global_batch(setup), seed)
     lrs: list[float] = []
     losses: list[float] = []
     avg, best = 0.0, math.inf
     for i in range(steps):
         lr = start_lr * gamma**i
-        for group in opt.param_groups:
+        for group in trainer.opt.param_groups:
             group["lr"] = lr
-        index = next(batches)
-        output, target, _ = run_batch(model, take(batch, index, n), forward)
-        loss = loss_fn(output, target)
-        value = float(loss.detach())
+        value = trainer.loss(next(batches))
         if not math.isfinite(value):
-            return lrs, losses, "nan"
+            return lrs, losses, "nan", trainer.skipped
         lrs.append(lr)
         losses.append(value)
         avg = EMA_BETA * avg + (1 - EMA_BETA) * value
         running = avg / (1 - EMA_BETA ** (i + 1))
         if i > burn_in and diverged(running, best, DIVERGE_FACTOR):
-            return lrs, losses, "diverged"
+            return lrs, losses, "diverged", trainer.skipped
         best = min(best, running)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return lrs, losses, "end_lr"
+        trainer.step()
+    return lrs, losses, "end_lr", trainer.skipped
 
 
 def _batches(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Index batches: a fresh seeded permutation per pass over the ``n`` examples."""
+    """Index batches: a fresh seeded permutation per pass over the ``n`` examples (the same
+    permutation whatever the batch size, so ``accumulate=k`` on ``b`` sees the examples that
+    batches of ``k · b`` see, in the same order)."""
     gen = torch.Generator().manual_seed(seed)
     size = min(batch_size, n)
     while True:
@@ -728,7 +974,7 @@ def _doubts(result: LRFinderResult, lo: int) -> list[str]:
         reasons.append(
             f"the fall of the loss ({fall:.3g}) is within its batch-to-batch noise "
             f"({noise:.3g}): the model may be trained already, or the sweep is too short or "
-            f"noisy (raise end_lr, batch_size={result.batch_size} or steps={result.steps})"
+            f"noisy (raise end_lr, batch_size (={result.batch_size}) or {_steps_text(result)})"
         )
     if result.n_examples is not None and result.n_examples < MIN_EXAMPLES:
         reasons.append(
@@ -739,6 +985,17 @@ def _doubts(result: LRFinderResult, lo: int) -> list[str]:
     if result.stopped == "end_lr" and i_min >= n - max(2, n // 20):
         reasons.append(f"the loss was still falling at end_lr={result.end_lr:g}: raise end_lr")
     return reasons
+
+
+def _steps_text(result: LRFinderResult) -> str:
+    """``steps`` as the user passed it: an extended sweep ran ``EXTEND`` x their steps, and
+    quoting the longer sweep's count as theirs would send them to the value they passed."""
+    if result.extended:
+        return (
+            f"steps (={result.steps // EXTEND}; the sweep was already run again with "
+            f"{result.steps})"
+        )
+    return f"steps (={result.steps})"
 
 
 def _unclear(result: LRFinderResult) -> bool:

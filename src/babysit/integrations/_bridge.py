@@ -342,13 +342,13 @@ class Bridge(Watcher):
 
     def _take_loss(self) -> float:
         losses, self._losses = self._losses, []
-        value = math.fsum(losses) / len(losses) if losses else math.nan
-        if distributed.is_distributed():  # one decision for all ranks, on the global batch
-            value = float(distributed.all_reduce_mean(torch.tensor([value], dtype=torch.float64)))
-        return value
+        return math.fsum(losses) / len(losses) if losses else math.nan
 
     def _judge(self, loss: float) -> None:
+        # under DDP observe() shares every rank's loss (the guard judges each against its own
+        # start: one decision on all ranks, naming the rank); settle() waits for the verdict
         self.observe(loss)
+        self.settle()
 
     def _real_stepped(self, *_: Any) -> None:
         self._stepped = True

@@ -9,7 +9,9 @@ them side by side, so a std that collapsed or a layer that died during training 
 Measuring never changes the run: the model is measured in eval mode (no dropout, batch norm with
 its running statistics, which stay untouched), under a forked torch RNG, and the gradients the
 measurement leaves are put back as they were, so weights, optimizer and random stream are the
-same as without it.
+same as without it. Under DDP only rank 0 measures and writes (a figure of rank 0's sample; the
+other ranks do nothing, and no collective runs: the measured module is the one inside the
+``DistributedDataParallel`` wrapper).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import runs
+from .. import distributed, runs
 from ..probes import measure_layers
 from .callbacks import Callback
 
@@ -89,6 +91,8 @@ class ActivationSnapshots(Callback):
                 raise
 
     def _inputs(self, trainer: Session) -> torch.Tensor | None:
+        if not distributed.is_main():
+            return None  # one figure per run, from rank 0
         sample = getattr(trainer, "_train_sample", None)
         if sample is None or getattr(trainer, "forward_fn", None) is not None:
             return None
@@ -96,7 +100,7 @@ class ActivationSnapshots(Callback):
         return x[: self.sample] if isinstance(x, torch.Tensor) and x.is_floating_point() else None
 
     def _measure(self, trainer: Session) -> list[dict[str, Any]]:
-        model, x = trainer.model, self._inputs(trainer)
+        model, x = trainer.measured_model, self._inputs(trainer)
         grads = {p: p.grad for p in model.parameters()}
         was_training = model.training
         devices = [x.device.index] if x.device.type == "cuda" else []

@@ -7,6 +7,10 @@ One step::
 No framework underneath: in-memory tensors are batched by indexing, the loss is read once per
 step (``loss.item()``, which the progress bar and the NaN guard need), accuracy is summed as a
 tensor. Everything else a monitor measures is sampled (see :mod:`babysit.train.monitors`).
+
+Under torchrun every rank's loss is shared once per step (one all-reduce of `W` scalars), so
+every rank logs and judges the same number and no rank skips a backward another one runs;
+docs/distributed.md lists every collective the loop adds.
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ import contextlib
 import copy
 import itertools
 import math
+import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import distributed as bd
 from .. import inputs, runs
 from ..batches import Batches, TensorBatches, UserLoader, make_batches, to_device
 from ..findings import Finding
@@ -38,9 +44,10 @@ from .config import RESUME_KEYS, FitConfig, conflicts
 from .history import History
 from .schedules import Schedule, make_schedule
 from .session import Session
+from .sharding import shard_eval, shard_training
 from .snapshot import StateSnapshot
 
-__all__ = ["fit"]
+__all__ = ["fit", "process_group"]
 
 Forward = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 Metric = Callable[[torch.Tensor, torch.Tensor], Any]
@@ -117,6 +124,13 @@ def fit(
             metrics, and is recorded in ``config.json``. A task that contradicts the loss or
             the targets is a ``ValueError``.
 
+    Under torchrun (``WORLD_SIZE > 1``) the same call trains with DDP: the process group
+    from torchrun's environment (unless the user created one), a ``DistributedSampler`` shard
+    per rank, ``batch_size`` **per process** (the global batch is ``world_size`` times it),
+    the loss and the metrics averaged over ranks, one decision (rollback, stop) for all
+    ranks, one run directory written by rank 0, and checkpoints that resume exactly with the
+    same number of processes (another number is refused). See docs/distributed.md.
+
     Returns:
         A :class:`History`: per-epoch metrics, ``.findings``, ``.stop_reason``, ``.rollbacks``.
     """
@@ -135,19 +149,44 @@ def fit(
         progress=progress,
         task=task,
     )
-    trainer = Trainer(
-        model,
-        data,
-        config,
-        val=val,
-        loss_fn=loss_fn,
-        metrics=metrics,
-        forward=forward,
-        callbacks=callbacks,
-        run_dir=run_dir,
-        resume=resume,
-    )
-    return trainer.run()
+    with process_group(config.device):  # torchrun: the group from its environment
+        trainer = Trainer(
+            model,
+            data,
+            config,
+            val=val,
+            loss_fn=loss_fn,
+            metrics=metrics,
+            forward=forward,
+            callbacks=callbacks,
+            run_dir=run_dir,
+            resume=resume,
+        )
+        return trainer.run()
+
+
+@contextlib.contextmanager
+def process_group(device: str | torch.device) -> Iterator[None]:
+    """Training under torchrun: the process group from its environment when the user made
+    none (destroyed on the way out; a user's group stays theirs), and a collective that timed
+    out or lost its peers turned into an error that says so (another rank died or hangs).
+    In one process it does nothing."""
+    created = bd.init_from_env(device)
+    try:
+        yield
+    except RuntimeError as err:
+        if bd.is_distributed() and _collective_failed(err):
+            raise RuntimeError(
+                f"fit on rank {bd.rank()} of {bd.world_size()}: the other processes did not "
+                "answer a collective (it timed out or their connection closed), so another "
+                "rank died or hangs: see that rank's output. This rank waited the process "
+                f"group's timeout (babysit's default: {bd.DEFAULT_TIMEOUT_S:g} s) and stops "
+                f"instead of hanging ({str(err).splitlines()[0][:200]})"
+            ) from err
+        raise
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
 
 
 class Trainer(Session):
@@ -176,8 +215,15 @@ class Trainer(Session):
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = model if isinstance(model, DistributedDataParallel) else None
+        if wrapped is not None:  # the user's own DDP wrapper: trained through, watched inside
+            model = wrapped.module
+        self._wrapped = wrapped
         self.settings = config
-        self.device = _device(config.device)
+        self._world, self._rank = bd.world_size(), bd.rank()
+        self.device = _device(config.device, distributed=self._world > 1)
         self.seed = config.seed
         self.epochs = config.epochs
         batch_size = config.batch_size
@@ -187,10 +233,11 @@ class Trainer(Session):
         # "Data: tasks, batches and forward="). A model wholly in eval mode is trained as usual.
         self._kept_eval = [m for m in model.modules() if not m.training] if model.training else []
         self.metric_fns: dict[str, Metric] = dict(metrics or {})
-        self.batches = make_batches(
+        full = make_batches(
             data, batch_size, shuffle=True, seed=self.seed, device=self.device, name="data"
         )
-        tensors = getattr(self.batches, "tensors", None)
+        self.batches = full
+        tensors = getattr(full, "tensors", None)
         sample = tensors[1] if tensors is not None and len(tensors) == 2 else None
         self.task = resolve_task(config.task, loss_fn, sample)
         self.loss_fn = loss_fn if loss_fn is not None else default_loss(self.task)
@@ -206,11 +253,16 @@ class Trainer(Session):
                 val, batch_size, shuffle=False, seed=0, device=self.device, name="val"
             )
         )
-        self._on_device = _in_memory(self.batches)
-        self._check_data(self.batches, "data")
-        self._train_sample = _sample(self.batches, TRAIN_SAMPLE, batch_size)
+        self._on_device = _in_memory(full)
+        self._check_data(full, "data")
+        self._train_sample = _sample(full, TRAIN_SAMPLE, batch_size)
         if self.val_batches is not None:
             self._check_data(self.val_batches, "val")
+        # What this process evaluates: all of it, or under torchrun its shard (sums reduced).
+        self._val_eval, self._sample_eval = self.val_batches, self._train_sample
+        self.net: nn.Module = model  # what the training forward calls (DDP under torchrun)
+        if self._world > 1:
+            self._shard(full, model)
         self.schedule: Schedule | None = make_schedule(
             config.schedule, opt, epochs=self.epochs, steps_per_epoch=len(self.batches)
         )
@@ -219,16 +271,18 @@ class Trainer(Session):
         checkpoints = [c for c in user if isinstance(c, Checkpoint)]
         run_path = Path(run_dir) if run_dir is not None else None
         extra: list[Callback] = []
-        if config.progress:
+        main = bd.is_main()  # only rank 0 prints and writes files
+        if config.progress and main:
             from .progress import ProgressBar
 
             extra.append(ProgressBar())
         if run_path is not None:
             from .tensorboard import TensorBoard
 
-            if TensorBoard.available():
+            if TensorBoard.available() and main:
                 extra.append(TensorBoard(run_path / runs.TENSORBOARD))
-            extra.append(ActivationSnapshots())
+            if main:
+                extra.append(ActivationSnapshots())
             if not checkpoints:
                 checkpoints = [Checkpoint()]
         others = [c for c in user if not isinstance(c, Checkpoint)]
@@ -256,6 +310,26 @@ class Trainer(Session):
         self._resume_sums: _Sums | None = None
         self._batch_done = -1
         self.initial_lr = self.lr()
+
+    def _shard(self, full: Batches, model: nn.Module) -> None:
+        """Under torchrun: this rank's shard of the data, and the model wrapped in DDP (its
+        constructor broadcasts rank 0's weights, so every rank starts from the same ones)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        n = full.n_examples
+        if n is not None and n < self._world:
+            raise ValueError(
+                f"fit under torchrun: {self._world} processes but only {n} training examples; "
+                f"each process needs examples of its own: launch at most {n} processes "
+                "(--nproc-per-node), or train in one process"
+            )
+        self.batches = shard_training(full, self._rank, self._world, self.seed, "data")
+        if self.val_batches is not None:
+            self._val_eval = shard_eval(self.val_batches, self._rank, self._world, "val")
+        if self._train_sample is not None:
+            self._sample_eval = shard_eval(self._train_sample, self._rank, self._world, "data")
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = self._wrapped or DistributedDataParallel(model, device_ids=ids)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -303,11 +377,12 @@ class Trainer(Session):
             self.step += 1
             if self.stop_reason:
                 break
-        metrics = {"epoch": self.epoch, **sums.means("train"), "lr": self.lr()}
-        if self.val_batches is not None:
-            metrics.update(self.evaluate(self.val_batches))
-            if self._train_sample is not None and "val_acc" in metrics:
-                metrics["train_eval_acc"] = self.evaluate(self._train_sample)["val_acc"]
+        train = sums.reduced(self.metric_fns)  # the global batch's sums under torchrun
+        metrics = {"epoch": self.epoch, **train.means("train"), "lr": self.lr()}
+        if self._val_eval is not None:
+            metrics.update(self.evaluate(self._val_eval))
+            if self._sample_eval is not None and "val_acc" in metrics:
+                metrics["train_eval_acc"] = self.evaluate(self._sample_eval)["val_acc"]
         metrics["seconds"] = time.perf_counter() - started
         self._log_epoch(metrics)
         self.history.append(metrics)
@@ -346,31 +421,38 @@ class Trainer(Session):
         loss = self.loss_fn(output, target)
         if self.step == self._start_step:
             self._check_loss(loss)
-        value = loss.item()
+        local = loss.item()
+        if self._world > 1:  # every rank's loss shared while DDP's backward runs
+            self.begin_loss_share(local)
+            loss.backward()
+        self.call("on_loss", local)  # waits for the share: self.rank_losses, self.global_loss
+        value = self.global_loss  # the mean over ranks (the loss itself in one process)
         self.log("loss", value)
-        self.call("on_loss", value)
         if self._skip or self.stop_reason:  # rolled back or breaking out: no update from it
             return value
-        loss.backward()
+        if self._world == 1:
+            loss.backward()
         self.optimizer.step()
         if self.schedule is not None:
             self.schedule.step_batch()
         sums.add(value, output.detach() if self.metric_fns else output, target, self)
         return value
 
-    def _forward(self, batch: Any, on_device: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, batch: Any, on_device: bool = False, net: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch through ``net`` (default: the training forward, DDP under torchrun)."""
+        net = self.net if net is None else net
         if self.forward_fn is not None:
-            output, target, _ = run_batch(
-                self.model, to_device(batch, self.device), self.forward_fn
-            )
+            output, target, _ = run_batch(net, to_device(batch, self.device), self.forward_fn)
             return output, target
         x, y = _xy(batch)
         if not on_device:  # in-memory tensors were moved (and int labels widened) at the start
             x, y = to_device(x, self.device), to_device(y, self.device)
             y = inputs.as_labels(y) if isinstance(y, torch.Tensor) else y
         if self.step == self._start_step:
-            return read_output(_first_forward(self.model, x))[0], y
-        return read_output(self.model(x))[0], y
+            return read_output(_first_forward(net, x))[0], y
+        return read_output(net(x))[0], y
 
     def _train_mode(self) -> None:
         """``model.train()``, keeping the modules the user had put in eval mode in eval."""
@@ -380,19 +462,22 @@ class Trainer(Session):
 
     @torch.no_grad()
     def evaluate(self, batches: Batches) -> dict[str, float]:
-        """Loss, accuracy (classification) and custom metrics on ``batches``, in eval mode."""
+        """Loss, accuracy (classification) and custom metrics on ``batches``, in eval mode.
+
+        Under torchrun each rank passes its shard; the sums and counts are reduced over ranks
+        before they are divided (the plain module runs: no DDP hooks, shards may be uneven)."""
         self.call("on_validation_start")
         self.model.eval()
         sums = _Sums()
         on_device = _in_memory(batches)
         try:
             for _, batch in batches.epoch(0):
-                output, target = self._forward(batch, on_device)
+                output, target = self._forward(batch, on_device, self.model)
                 sums.add(self.loss_fn(output, target).item(), output, target, self)
         finally:
             self._train_mode()
             self.call("on_validation_end")
-        return sums.means("val")
+        return sums.reduced(self.metric_fns).means("val")
 
     # -- rollback (the lecture's break-out, done without losing progress) ---------------------
 
@@ -444,6 +529,9 @@ class Trainer(Session):
             step = self.step if next_step is None else next_step
             position = {"epoch": self.epoch, "batch": next_batch, "step": step}
             sums = self._sums.state_dict()
+        per_rank = self._per_rank_state(sums)  # a collective: every rank is here
+        if not bd.is_main():
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -461,34 +549,79 @@ class Trainer(Session):
             "metric_rows": self._rows_on_disk,
             "initial_lr": self.initial_lr,
             "config": {k: v for k, v in self.config.items() if k != "model_repr"},
+            **per_rank,
         }
         _save(self.run_dir / runs.CHECKPOINTS / f"{name}.pt", state)
 
+    def _per_rank_state(self, sums: dict[str, Any] | None) -> dict[str, Any]:
+        """Under torchrun, what exact resume needs from every rank: each one's RNG states
+        (its dropout draws; a user's loader shuffles from them) and its epoch's running sums,
+        gathered from every rank (an all-reduce each, at checkpoints only)."""
+        if self._world == 1:
+            return {}
+        rng = _gather(torch.get_rng_state())
+        epoch_rng = _gather(self._epoch_rng if self._epoch_rng is not None else rng[self._rank])
+        out: dict[str, Any] = {"world_size": self._world, "rank_rng": rng}
+        out["rank_epoch_rng"] = epoch_rng
+        if self.device.type == "cuda":
+            out["rank_cuda_rng"] = _gather(torch.cuda.get_rng_state(self.device))
+        if sums is not None:
+            out["rank_sums"] = _gather_sums(sums, self.metric_fns)
+        return out
+
     def _prepare_run_dir(self) -> None:
-        """Check everything first, then write: a refused run or resume changes no file."""
+        """Check everything first, then write: a refused run or resume changes no file.
+
+        Under torchrun rank 0 reads and checks, every rank learns the outcome (an error is
+        raised on all of them, so none is left waiting), every rank restores the checkpoint
+        rank 0 read, and only rank 0 writes."""
         if self.run_dir is None:
             if self.resume:
                 raise ValueError("resume=True needs the run_dir of the run to continue")
             return
         last = self.run_dir / runs.CHECKPOINTS / "last.pt"
+        opened: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+        failure: BaseException | None = None
+        if bd.is_main():
+            try:
+                opened = self._open_resume(last)
+            except Exception as err:  # told to every rank, then raised on each
+                failure = err
+        if self._world > 1:
+            failure, resuming = bd.broadcast_object((failure, opened is not None))
+            if failure is not None:
+                raise failure
+            opened = bd.broadcast_object(opened) if resuming else None
+        elif failure is not None:
+            raise failure
+        if opened is not None:
+            state, recorded = opened
+            self._restore(state, last)  # the model, optimizer, RNG... in memory only
+            self.config = self._resumed_config(recorded)
+            self._rows_on_disk = state["metric_rows"]
+            if bd.is_main():
+                runs.truncate_metrics(self.run_dir, state["metric_rows"])
+        elif bd.is_main():
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                runs.fresh_run_dir(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if bd.is_main():
+            runs.write_json(self.run_dir, runs.CONFIG, self.config)
+
+    def _open_resume(self, last: Path) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """The checkpoint to continue and the run's settings, checked (nothing written); None
+        for a new run (the run directory checked writable)."""
         if self.resume and last.exists():
             state = load_checkpoint(last)
             recorded = self._recorded(state)
             self._check_resume(state, recorded, last)
-            self._restore(state, last)  # the model, optimizer, RNG... in memory only
-            self.config = self._resumed_config(recorded)
-            runs.truncate_metrics(self.run_dir, state["metric_rows"])
-            self._rows_on_disk = state["metric_rows"]
-        else:
-            if self.resume:
-                warnings.warn(
-                    f"resume=True but {last} does not exist: starting a new run", stacklevel=4
-                )
-            _writable(self.run_dir)
-            if self.run_dir.exists() and any(self.run_dir.iterdir()):
-                runs.fresh_run_dir(self.run_dir)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_json(self.run_dir, runs.CONFIG, self.config)
+            return state, recorded
+        if self.resume:
+            warnings.warn(
+                f"resume=True but {last} does not exist: starting a new run", stacklevel=5
+            )
+        _writable(self.run_dir)  # type: ignore[arg-type]
+        return None
 
     def _recorded(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """The settings the run was trained with: ``config.json`` merged over the copy the
@@ -506,7 +639,7 @@ class Trainer(Session):
                 f"{self.run_dir} has no config.json and its checkpoint records no settings: "
                 "this resume's optimizer, lr, batch size and seed cannot be checked against "
                 "the run's",
-                stacklevel=5,
+                stacklevel=6,
             )
             return None
         return merged
@@ -519,6 +652,15 @@ class Trainer(Session):
         where = f"cannot resume {self.run_dir}"
         keep = "nothing was changed"
         check_same_model(state, self.model, path)
+        saved_world = state.get("world_size", (recorded or {}).get("world_size", 1))
+        if saved_world != self._world:
+            raise ValueError(
+                f"{where}: it was trained by {saved_world} process(es) and this job has "
+                f"{self._world}; each process's shard of the data and its random state are "
+                f"in the checkpoint, so another count cannot continue it exactly. Relaunch "
+                f"with {saved_world} process(es) (torchrun --nproc-per-node {saved_world}), or "
+                f"start a new run in another run_dir; {keep}"
+            )
         if recorded is not None:
             if recorded.get("kind", "fit") != "fit":
                 raise ValueError(
@@ -583,15 +725,26 @@ class Trainer(Session):
             self.schedule.scheduler.load_state_dict(state["schedule"])
         pos = state["position"]
         self._start = (pos["epoch"], pos["batch"])
-        if state["sums"] is not None:
-            self._resume_sums = _Sums.from_state(state["sums"])
+        sums = state["sums"]
+        rank_sums = state.get("rank_sums")
+        if rank_sums is not None:
+            sums = _sums_state(rank_sums[self._rank], sums)
+        if sums is not None:
+            self._resume_sums = _Sums.from_state(sums)
         self.step = self._start_step = pos["step"]
         self.epoch = self._start[0]
-        torch.set_rng_state(state["rng"])
-        if self.device.type == "cuda" and state["cuda_rng"]:
+        rng, epoch_rng = state["rng"], state["epoch_rng"]
+        if "rank_rng" in state:  # torchrun: this rank's own states
+            rng = state["rank_rng"][self._rank].to(torch.uint8)
+            epoch_rng = state["rank_epoch_rng"][self._rank].to(torch.uint8)
+        torch.set_rng_state(rng)
+        if self.device.type == "cuda" and "rank_cuda_rng" in state:
+            cuda_rng = state["rank_cuda_rng"][self._rank].to(torch.uint8)
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+        elif self.device.type == "cuda" and state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self._epoch_rng = state["epoch_rng"]
-        self._resume_rng = state["rng"] if self._start[1] > 0 else None
+        self._epoch_rng = epoch_rng
+        self._resume_rng = rng if self._start[1] > 0 else None
         if self._resume_rng is None:
             self._epoch_rng = None
         self.load_callback_states(state["callbacks"])
@@ -605,8 +758,17 @@ class Trainer(Session):
         """Ctrl-C keeps the progress: a mid-epoch ``last.pt`` after the last completed step."""
         if not isinstance(err, KeyboardInterrupt) or self.run_dir is None:
             return
+        if self._world > 1:  # ranks stop at different points: a collective could hang
+            return
         with contextlib.suppress(CheckpointError):
             self.save_checkpoint("last", next_batch=self._batch_done + 1, next_step=self.step)
+
+    def flush(self) -> None:
+        """Write the rows and findings (rank 0 only: the others drop their rows)."""
+        if not bd.is_main():
+            self.rows.clear()
+            return
+        super().flush()
 
     # -- checks and bookkeeping ----------------------------------------------------------------
 
@@ -652,6 +814,7 @@ class Trainer(Session):
             "task": self.task.to_dict(),
             "monitors": [type(c).__name__ for c in self.callbacks],
             "n_train": self.batches.n_examples,
+            "world_size": self._world,
             "n_val": None if self.val_batches is None else self.val_batches.n_examples,
         }
 
@@ -754,6 +917,15 @@ class _Sums:
             "custom": {k: float(v) for k, v in self.custom.items()},
         }
 
+    def reduced(self, metric_fns: Mapping[str, Any]) -> _Sums:
+        """The sums over all ranks (one all-reduce of a short float64 vector; ``self`` in one
+        process). Every rank calls it, an empty shard too."""
+        if not bd.is_distributed():
+            return self
+        names = sorted(metric_fns)
+        total = bd.all_reduce_sum(_sums_vector(self.state_dict(), names))
+        return _Sums.from_state(_sums_from_vector(total, names))
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Sums:
         sums = cls()
@@ -782,6 +954,65 @@ class _Sums:
         for name, total in self.custom.items():
             out[f"{split}_{name}"] = float(total) / self.n
         return out
+
+
+def _collective_failed(err: BaseException) -> bool:
+    """A collective that timed out or lost its peers (gloo and nccl say so in these words)."""
+    backend_error = getattr(torch.distributed, "DistBackendError", ())
+    text = str(err).lower()
+    words = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe")
+    return isinstance(err, backend_error) or any(w in text for w in words)
+
+
+def _sums_vector(state: dict[str, Any], names: list[str]) -> torch.Tensor:
+    """A :meth:`_Sums.state_dict` as float64 numbers (exact: Python floats, counts < 2**53)."""
+    reg = state["reg"]
+    values = [
+        state["loss"],
+        state["n"],
+        state["correct"] or 0,
+        state["acc_n"],
+        state["correct"] is not None,  # counted (a count of ranks, once summed)
+        reg is not None,
+        *(reg if reg is not None else [0.0] * 4),
+        state["reg_n"],
+        *(state["custom"].get(name, 0.0) for name in names),
+    ]
+    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+
+
+def _sums_from_vector(vector: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    v = vector.tolist()
+    n_custom = v[11:]
+    return {
+        "loss": v[0],
+        "n": int(v[1]),
+        "correct": int(v[2]) if v[4] > 0 else None,
+        "acc_n": int(v[3]),
+        "reg": v[6:10] if v[5] > 0 else None,
+        "reg_n": int(v[10]),
+        "custom": dict(zip(names, n_custom, strict=True)),
+    }
+
+
+def _gather(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``tensor`` (same length on each), as float64 rows (exact for bytes and
+    for counts): one all-reduce of a ``world_size x len`` matrix holding this rank's row."""
+    flat = tensor.detach().reshape(-1).to("cpu", torch.float64)
+    rows = torch.zeros(bd.world_size(), flat.numel(), dtype=torch.float64)
+    rows[bd.rank()] = flat
+    return [row.clone() for row in bd.all_reduce_sum(rows).unbind(0)]
+
+
+def _gather_sums(sums: dict[str, Any], metric_fns: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's epoch sums (plain types, for the checkpoint)."""
+    names = sorted(metric_fns)
+    return [_sums_from_vector(row, names) for row in _gather(_sums_vector(sums, names))]
+
+
+def _sums_state(mine: dict[str, Any], fallback: dict[str, Any] | None) -> dict[str, Any]:
+    """This rank's sums from a checkpoint's ``rank_sums`` entry."""
+    return mine if mine is not None else fallback  # type: ignore[return-value]
 
 
 def _in_memory(batches: Batches) -> bool:
@@ -813,10 +1044,16 @@ def _first_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return inputs.first_forward(model, x, entry="fit")
 
 
-def _device(device: str | torch.device) -> torch.device:
+def _device(device: str | torch.device, *, distributed: bool = False) -> torch.device:
+    """The training device; under torchrun a bare ``"cuda"`` is this process's GPU
+    (``cuda:LOCAL_RANK``), made the current one for nccl."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but CUDA is not available here; use 'cpu'")
+    if distributed and device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     return device
 
 

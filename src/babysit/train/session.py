@@ -4,6 +4,16 @@ A :class:`Session` holds the model, the optimizer, the step and epoch counters, 
 emitted so far and the metric rows logged so far. Monitors (callbacks) read it and call
 :meth:`Session.emit` and :meth:`Session.log`; ``fit`` adds what only a loop that owns the
 training can do (:meth:`Session.remember_good_state`, :meth:`Session.request_rollback`).
+
+Under ``torchrun`` (DDP) every rank holds its own session, and the sessions agree
+(docs/architecture.md, "Distributed training"): every step's loss is shared across ranks before
+any ``on_loss`` hook runs (:attr:`Session.rank_losses`, one all-reduce of ``world_size``
+float64s), so the loss guard takes the same decision on every rank in the same step and calls
+:meth:`Session.request_rollback`, :meth:`Session.restore_good_state` or
+:meth:`Session.request_stop` on all of them together; monitors judge statistics reduced across
+ranks, so every rank emits the same findings; only rank 0 writes the run directory and prints
+alerts. Monitors hook and name the user's module inside a ``DistributedDataParallel`` wrapper
+(:attr:`Session.measured_model`).
 """
 
 from __future__ import annotations
@@ -17,12 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import runs
+from .. import distributed, runs
 from ..findings import Finding, known_codes
 from ..thresholds import resolve
 from .callbacks import Callback
 
-__all__ = ["MetricRow", "Session"]
+__all__ = ["MetricRow", "Session", "unwrap"]
 
 MetricRow = tuple[int, int, str, str, Any]  # (step, epoch, split, name, value: float | 0-d tensor)
 
@@ -58,6 +68,53 @@ class Session:
         self._rows_on_disk = 0
         self._dispatch: dict[str, list[Callable[..., None]]] = {}  # hook -> bound methods
         self._skip = False  # set by a rollback until the loop moves to the next batch
+        # every rank's loss of the current step (index = rank), shared before on_loss
+        self.rank_losses: tuple[float, ...] = ()
+        self._sharing: Callable[[], torch.Tensor] | None = None  # a share begun, not yet read
+
+    @property
+    def measured_model(self) -> nn.Module:
+        """The model monitors hook, measure and name layers by: ``model`` itself, or the module
+        inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (so layer names are the
+        model's own, without ``module.``; hooks on it fire inside the wrapper's forward)."""
+        return unwrap(self.model)
+
+    @property
+    def global_loss(self) -> float:
+        """The mean of the current step's loss over all ranks (NaN when any rank's is NaN):
+        the number logs and loss-curve rules read. The step's loss itself in one process."""
+        losses = self.rank_losses
+        if len(losses) <= 1:
+            return losses[0] if losses else math.nan
+        return math.fsum(losses) / len(losses)
+
+    def share_loss(self, loss: float) -> tuple[float, ...]:
+        """Every rank's ``loss`` for this step, on every rank (:attr:`rank_losses`).
+
+        One all-reduce of ``world_size`` float64s: each rank puts its loss at its own index
+        and zeros elsewhere, so the sum is every rank's loss, NaN and Inf included. In one
+        process: ``(loss,)``, no collective. :meth:`call` runs it before the ``on_loss`` hooks
+        (waiting for the one :meth:`begin_loss_share` started, if any); every rank must reach
+        it once per step.
+        """
+        wait, self._sharing = self._sharing, None
+        if wait is None:
+            if not distributed.is_distributed():
+                self.rank_losses = (float(loss),)
+                return self.rank_losses
+            wait = distributed.all_reduce_sum_start(_slots(loss))
+        self.rank_losses = tuple(wait().tolist())
+        return self.rank_losses
+
+    def begin_loss_share(self, loss: float) -> None:
+        """Start sharing this step's loss across ranks without waiting (under DDP).
+
+        A loop calls it as soon as it has the loss and ``call("on_loss", loss)`` later: the
+        all-reduce then runs while the loop works (``watch`` overlaps it with the user's
+        backward). In one process it does nothing.
+        """
+        if distributed.is_distributed():
+            self._sharing = distributed.all_reduce_sum_start(_slots(loss))
 
     # -- what monitors call ----------------------------------------------------------------------
 
@@ -73,7 +130,7 @@ class Session:
         if finding.step is None:
             finding = dataclasses.replace(finding, step=self.step)
         self.findings.append(finding)
-        if self.alert is not None:
+        if self.alert is not None and distributed.is_main():
             self.alert(finding)
         return True
 
@@ -92,7 +149,12 @@ class Session:
 
     def request_rollback(self, reason: Finding, lr_factor: float) -> bool:
         """Ask the loop to restore the last good state and scale the learning rate by
-        ``lr_factor``. Returns whether it will (only ``fit`` can; a ``Watcher`` cannot)."""
+        ``lr_factor``. Returns whether it will (only ``fit`` can; a ``Watcher`` cannot).
+
+        Under DDP the loss guard decides on every rank's loss (:attr:`rank_losses`), so this,
+        :meth:`restore_good_state` and :meth:`request_stop` are called on every rank in the same
+        step: a loop restores (and answers) the same on every rank, and no rank runs the
+        step's backward (with its gradient all-reduce) while another skips it."""
         return False
 
     def restore_good_state(self) -> bool:
@@ -105,8 +167,9 @@ class Session:
 
     def flush(self) -> None:
         """Write the rows logged since the last write to ``metrics.csv`` (and to the sinks),
-        and all findings to ``findings.json``. Without a run directory the rows are dropped."""
-        if self.run_dir is None:
+        and all findings to ``findings.json``. Without a run directory the rows are dropped;
+        under DDP only rank 0 writes (the other ranks hold the same findings in memory)."""
+        if self.run_dir is None or not distributed.is_main():
             self.rows.clear()
             return
         rows = plain_rows(self.rows) if self.rows else []
@@ -125,7 +188,13 @@ class Session:
     # -- dispatch --------------------------------------------------------------------------------
 
     def call(self, hook: str, *args: Any) -> None:
-        """Call ``hook`` on every callback that implements it, in order."""
+        """Call ``hook`` on every callback that implements it, in order.
+
+        ``on_loss`` first shares the loss across ranks (:meth:`share_loss`; nothing to share
+        in one process), so each hook can read :attr:`rank_losses` and :attr:`global_loss`.
+        """
+        if hook == "on_loss":
+            self.share_loss(args[0])
         methods = self._dispatch.get(hook)
         if methods is None:
             methods = self._dispatch[hook] = [
@@ -156,6 +225,21 @@ class Session:
             seen[key] = n + 1
             keyed.append((key if n == 0 else f"{key}#{n}", callback))
         return keyed
+
+
+def _slots(loss: float) -> torch.Tensor:
+    """This rank's loss at its own index of a ``world_size`` vector, zeros elsewhere."""
+    slots = torch.zeros(distributed.world_size(), dtype=torch.float64)
+    slots[distributed.rank()] = float(loss)
+    return slots
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper."""
+    parallel = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while isinstance(model, parallel):
+        model = model.module
+    return model
 
 
 def plain_rows(rows: Iterable[MetricRow]) -> list[tuple[int, int, str, str, float]]:

@@ -27,6 +27,17 @@ only, module hooks. It never changes what the loop computes: no gradient is touc
 parameter moves, no random number is drawn. It cannot roll back a loop it does not own: a NaN
 or diverged loss (:func:`babysit.divergence.diverged`, the rule ``fit`` uses) is reported and
 ``watcher.diverged`` becomes True for the loop to act on.
+
+Under ``torchrun`` (DDP) the loop stays the same: wrap the model in ``DistributedDataParallel``,
+call ``babysit.watch(ddp_model, optimizer)`` on every rank and the same one-line
+``watcher.observe(loss)``. Every ``observe`` shares the rank's loss with the others (one small
+all-reduce), so a NaN or a break-out on any rank makes ``watcher.diverged`` True on every rank
+in the same step: the loop breaks out everywhere at once, and no rank is left waiting in the
+next gradient all-reduce. Activation statistics are judged on the global batch, every rank holds
+the same findings, and rank 0 alone writes the run directory and prints. Call
+:meth:`Watcher.end_epoch` and :meth:`Watcher.close` on every rank too (``end_epoch`` sums the
+epoch's counts across ranks and takes the metrics rank 0 passes). See docs/architecture.md,
+"Distributed training".
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import runs
+from .. import distributed, runs
 from ..outputs import read_output
 from ..tasks import Task, hits, resolve_task
 from .callbacks import Callback
@@ -123,7 +134,7 @@ class Watcher(Session):
             ignore=ignore,
             run_dir=run_dir,
         )
-        if run_dir is not None:
+        if run_dir is not None and distributed.is_main():  # under DDP rank 0 writes
             if run_dir.exists() and any(run_dir.iterdir()):
                 runs.fresh_run_dir(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +152,10 @@ class Watcher(Session):
         self._probabilities = False  # multilabel outputs read as probabilities (> 0.5)
         self._sums = _EpochSums()
         self._closed = False
+        self._pending: float | None = None  # under DDP: a loss observed, its share in flight
+        # registered before the monitors' hooks, so it runs first: the step's loss is judged
+        # before anything inside the step is (under DDP, the share ends here at the latest)
+        self._settle_handle = optimizer.register_step_pre_hook(lambda *_: self.settle())
         self.call("on_fit_start")
         # registered after the monitors' hooks, so it runs last: it ends the step
         self._handle = optimizer.register_step_post_hook(lambda *_: self._after_step())
@@ -164,11 +179,33 @@ class Watcher(Session):
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         if output is not None:
             output, target = self._check_pair(output, target)
+        self.settle()  # a loss observed twice without a step: the first one is judged now
         self._last_loss = value
-        self.log("loss", value)
-        self.call("on_loss", value)
+        if distributed.is_distributed():
+            # judged when the ranks' losses are in: at diverged, at the optimizer step, or at
+            # the next observe / end_epoch / close, all within this step
+            self.begin_loss_share(value)
+            self._pending = value
+        else:
+            self._judge_loss(value)
         if output is not None and self._task is not None:
             self._sums.add(output, target, self._task, self._probabilities)
+
+    def _judge_loss(self, value: float) -> None:
+        self.call("on_loss", value)  # shares the loss across ranks first (Session.call)
+        self.log("loss", self.global_loss if len(self.rank_losses) > 1 else value)
+
+    def settle(self) -> None:
+        """Under DDP: wait for every rank's loss of this step and judge it now.
+
+        ``observe`` only starts the exchange, so that it overlaps the backward; reading
+        :attr:`diverged`, the optimizer step, the next ``observe``, :meth:`end_epoch` and
+        :meth:`close` settle it. A driver that must act on the verdict right after ``observe``
+        (drop the update, roll back) calls this first. In one process ``observe`` judges at
+        once and this does nothing."""
+        if self._pending is not None:
+            value, self._pending = self._pending, None
+            self._judge_loss(value)
 
     def end_epoch(self, **metrics: float) -> None:
         """Optional: report epoch metrics (``train_acc=..., val_acc=..., val_loss=...``) so the
@@ -176,8 +213,16 @@ class Watcher(Session):
 
         When :meth:`observe` got outputs and targets this epoch, ``train_acc`` (classification,
         multilabel) or ``train_mae`` (regression) is the epoch's running value, unless given.
+
+        Under DDP call it on every rank: the counts are summed over all ranks' examples, and
+        the ``metrics`` rank 0 passes are the ones judged and written on every rank (pass values
+        already reduced over ranks, or the same on every rank).
         """
-        for key, value in self._sums.read().items():
+        self.settle()
+        counted = self._sums.read()
+        if distributed.is_distributed():
+            metrics = distributed.broadcast_object(dict(metrics))
+        for key, value in counted.items():
             metrics.setdefault(key, value)
         self._sums = _EpochSums()
         row = {"epoch": self.epoch, **{k: float(v) for k, v in metrics.items()}}
@@ -198,7 +243,12 @@ class Watcher(Session):
     @property
     def diverged(self) -> bool:
         """True once the loss went NaN/Inf or diverged from its start (above 3x it for a loss
-        that starts at 0.1 or more; :mod:`babysit.divergence`): the loop should stop."""
+        that starts at 0.1 or more; :mod:`babysit.divergence`): the loop should stop.
+
+        Under DDP it is True on every rank in the same step, when the loss is NaN or diverged
+        on any rank; reading it waits for every rank's ``observe`` of the step (read it after
+        ``backward()`` to let that exchange overlap the backward pass)."""
+        self.settle()
         return self.stop_reason is not None
 
     def close(self) -> None:
@@ -206,7 +256,9 @@ class Watcher(Session):
         if self._closed:
             return
         self._closed = True
+        self.settle()
         self._handle.remove()
+        self._settle_handle.remove()
         self.call("on_fit_end")
         self.flush()
 
@@ -245,7 +297,7 @@ class Watcher(Session):
                 with torch.no_grad():  # a sigmoid's output lies in [0, 1]; logits rarely all do
                     self._probabilities = bool(((out >= 0) & (out <= 1)).all())
                 self.task["outputs"] = "probabilities" if self._probabilities else "logits"
-            if self.run_dir is not None:
+            if self.run_dir is not None and distributed.is_main():
                 runs.write_json(self.run_dir, runs.CONFIG, self._config())
         return out, target
 
@@ -272,19 +324,23 @@ class Watcher(Session):
         return resolve_task(setting, None, targets=target)
 
     def _after_step(self) -> None:
+        self.settle()  # normally done by the step's pre-hook already
         self.call("on_train_batch_end", self._last_loss, self.step)
         self.step += 1
 
     def _config(self) -> dict[str, Any]:
-        return {
+        config = {
             "kind": "watch",
-            "model": type(self.model).__name__,
+            "model": type(self.measured_model).__name__,
             "model_repr": repr(self.model),
             "optimizer": type(self.optimizer).__name__,
             "lr": self.lr(),
             "task": self.task,
             "monitors": [type(c).__name__ for c in self.callbacks],
         }
+        if distributed.is_distributed():
+            config["world_size"] = distributed.world_size()
+        return config
 
 
 def _misfit(out: torch.Tensor, target: torch.Tensor, task: Task) -> str | None:
@@ -339,11 +395,20 @@ class _EpochSums:
             self.hits = pair if self.hits is None else self.hits + pair
 
     def read(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+        """The epoch's metrics; under DDP over every rank's examples (one all-reduce of four
+        float64s, on every rank, whatever each counted)."""
+        correct = counted = abs_err = 0.0
         if self.hits is not None:
-            correct, counted = self.hits.tolist()
-            if counted:
-                out["train_acc"] = correct / counted
-        if self.abs_err is not None and self.values:
-            out["train_mae"] = float(self.abs_err) / self.values
+            correct, counted = (float(v) for v in self.hits.tolist())
+        if self.abs_err is not None:
+            abs_err = float(self.abs_err)
+        values = float(self.values)
+        if distributed.is_distributed():
+            sums = torch.tensor([correct, counted, abs_err, values], dtype=torch.float64)
+            correct, counted, abs_err, values = distributed.all_reduce_sum(sums).tolist()
+        out: dict[str, float] = {}
+        if counted:
+            out["train_acc"] = correct / counted
+        if values:
+            out["train_mae"] = abs_err / values
         return out

@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.distributed
 from torch import nn
 
+from .. import distributed
 from ..batches import preserved_rng, probe_examples, to_device
 from ..inputs import check_loss, check_lr_find_data, check_targets
 from ..optim import make_optimizer, optimizer_name
@@ -43,6 +45,8 @@ from ..range_test import (
     MINIMUM_DIVISOR,
     RULES,
     LRFinderResult,
+    amp_dtype,
+    check_accumulate_amp,
     check_args,
     range_test,
 )
@@ -76,6 +80,8 @@ def lr_find(
     forward: Forward | None = None,
     verify: bool = True,
     task: str | Task = "auto",
+    accumulate: int = 1,
+    amp: bool = False,
 ) -> LRFinderResult:
     """Run the LR range test on a copy of ``model`` (the model itself is never changed).
 
@@ -103,13 +109,30 @@ def lr_find(
         task: ``"auto"`` (inferred from ``loss_fn``), a kind name or a :class:`babysit.Task`;
             its rules check the targets, and a kind without ``loss_fn`` trains with the kind's
             default loss (``babysit.tasks.default_loss``).
+        accumulate: mini-batches of ``batch_size`` whose gradients add up to one optimizer
+            step (each loss scaled by ``1/accumulate``), as a training loop with gradient
+            accumulation takes it: the suggestion is for an effective batch of
+            ``batch_size * accumulate``. ``steps`` counts optimizer steps.
+        amp: run the forwards under ``torch.autocast`` as a mixed-precision training does:
+            float16 with a ``torch.amp.GradScaler`` on CUDA, bfloat16 on CPU (float16
+            autocast is not the supported mixed precision there); ``result.amp_dtype`` says
+            which. A step the scaler skips (overflowed float16 gradients) is counted in
+            ``result.skipped_steps``, not taken for a divergence.
+
+    Under torchrun (``WORLD_SIZE > 1``; the process group is initialised from the environment
+    when the user has not done it, and destroyed again afterwards): ``batch_size`` is per
+    process, each rank trains on its own share of every step's batch, gradients are averaged
+    across ranks, the curve is the loss averaged across ranks and every stop is decided by all
+    ranks together, so every rank returns the same suggestion; only rank 0 writes
+    ``lr_find.json``.
 
     Returns:
         An :class:`LRFinderResult`: ``.suggestion``, ``.suggestions``, ``.confident``,
         ``.lrs``, ``.losses``, ``.plot()``.
 
     Raises:
-        ValueError: bad arguments (the message names the value and the fix), empty data,
+        ValueError: bad arguments (the message names the value and the fix; ``accumulate``
+            not a positive integer, ``amp`` not a bool, among them), empty data,
             data without targets, NaN/Inf inputs, labels or shapes that do not fit the model
             and the loss (the same messages as ``fit``); a batch of 3+ items without
             ``forward``; an output whose rows differ from the targets'.
@@ -119,15 +142,49 @@ def lr_find(
     generator are left as they were; the user's model (weights, buffers, modes) is untouched.
     """
     check_args(start_lr, end_lr, steps, batch_size)
+    check_accumulate_amp(accumulate, amp)
     if not isinstance(model, nn.Module):
         raise TypeError(f"lr_find needs an nn.Module as model, got {type(model).__name__}")
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module  # the range test averages gradients across ranks itself
     if forward is not None and not callable(forward):
         raise TypeError(
             f"forward must be a function (model, batch) -> (output, target), got "
             f"{type(forward).__name__}"
         )
     device = torch.device(device)
+    if amp:
+        amp_dtype(device)  # autocast must exist on the device: the error before any work
+    created = distributed.init_from_env(device)
+    try:
+        return _lr_find(
+            model, data, optimizer, start_lr, end_lr, steps, batch_size, seed, loss_fn,
+            weight_decay, device, run_dir, forward, verify, task, accumulate, amp,
+        )  # fmt: skip
+    finally:
+        if created:  # babysit.distributed has no teardown yet; the group is ours to end
+            torch.distributed.destroy_process_group()
 
+
+def _lr_find(
+    model: nn.Module,
+    data: Any,
+    optimizer: str | Callable,
+    start_lr: float,
+    end_lr: float,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    weight_decay: float,
+    device: torch.device,
+    run_dir: str | os.PathLike | None,
+    forward: Forward | None,
+    verify: bool,
+    task: str | Task,
+    accumulate: int,
+    amp: bool,
+) -> LRFinderResult:
     def factory(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return make_optimizer(optimizer, params, lr, weight_decay)
 
@@ -135,6 +192,9 @@ def lr_find(
         batch, _ = probe_examples(data, MAX_EXAMPLES, seed, entry="lr_find", forward=forward)
         batch = to_device(batch, device)
         swept = copy.deepcopy(model).to(device)
+        # the checks' eval-mode forwards reset every module's mode; the sweep keeps the
+        # user's (a frozen BatchNorm stays frozen: range_test reads them off this copy)
+        modes = [(m, m.training) for m in swept.modules()]
         # the task against the targets (under forward=, _check_first_batch applies its rules)
         targets = batch[1] if forward is None and len(batch) == 2 else None
         resolved = resolve_task(task, loss_fn, targets)
@@ -147,6 +207,8 @@ def lr_find(
             )
         _check_first_batch(swept, take(batch, slice(0, batch_size)), forward, loss_fn, resolved)
         # (without forward, check_lr_find_data has already called loss_fn on the first batch)
+        for module, mode in modes:
+            module.training = mode
         torch.manual_seed(seed)
         result = range_test(
             swept,
@@ -162,11 +224,14 @@ def lr_find(
             optimizer=optimizer_name(optimizer),
             forward=forward or default_forward,
             verify=verify,
+            accumulate=accumulate,
+            amp=amp,
         )
-    if run_dir is not None:
+    if run_dir is not None and distributed.is_main():
         from .. import runs
 
         runs.write_json(run_dir, LR_FIND_FILE, result.to_dict())
+    distributed.barrier()  # no rank returns before the file is there
     return result
 
 

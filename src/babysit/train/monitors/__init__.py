@@ -11,6 +11,11 @@ Generalization     OVERFITTING, UNDERFITTING                                  pe
 EvalMode           MODEL_IN_EVAL_MODE                                         every 100 steps
 =================  =========================================================  ==============
 
+Under DDP (``torchrun``) every step's loss is shared across ranks (one all-reduce of
+``world_size`` float64s) and a sampled ``ActivationStats`` step adds one all-reduce of its
+counts, so every rank judges the global batch and takes the same decisions
+(:mod:`.across_ranks`, docs/architecture.md, "Distributed training").
+
 ``monitors="default"`` is all of them with these rates; ``"all"`` samples more often
 (``UpdateRatio(every=1)``, ``ActivationStats(every=10)``); ``None`` (or ``[]``) runs none.
 """

@@ -20,6 +20,11 @@ Rules (definitions in docs/architecture.md):
   last weight layer's gradient norm, on two consecutive samples; "first" and "last" in the
   order the model registers its layers (``diagnose`` reads the forward order), each with the
   layers reading the same input (its depth group, seen in the first forward: ``SameInput``).
+
+Under DDP (``torchrun``) every rank samples the same steps (the schedule is the step count, no
+random draw), and the counts behind each judged number are summed across ranks before they are
+divided (:mod:`.across_ranks`): a layer is dead or saturated on the global batch, every rank
+emits the same findings, and the 256 examples a dead verdict needs are counted over all ranks.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ... import distributed
 from ...gradient_flow import SameInput, vanishing_or_exploding
 from ...nn.activations import WEIGHT_LAYERS
 from ...probes import DEAD_MIN_EXAMPLES, Probe
 from ._base import Monitor, finding
+from .across_ranks import StepReducer
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -58,11 +65,12 @@ class ActivationStats(Monitor):
         self.dead: dict[str, list] = {}  # layer -> window of [dead unit indices, examples]
         self.streaks: dict[str, int] = {}  # rule:layer -> consecutive samples over the limit
         self._probe: Probe | None = None
+        self._reducer = StepReducer()  # under DDP: the layout the ranks agreed on
         self._weights: list[tuple[str, nn.Parameter]] = []
         self._siblings: SameInput | None = None  # depth groups, seen in the first forward
 
     def on_fit_start(self, trainer: Session) -> None:
-        model = trainer.model
+        model = trainer.measured_model
         self._weights = [
             (n, m.weight)
             for n, m in model.named_modules()
@@ -92,10 +100,41 @@ class ActivationStats(Monitor):
         step = trainer.step
         if probe.current_step == step and probe.sampling:
             probe.step()
-            self._judge(trainer, [r for r in probe.records if r.step == step])
-            self._gradients(trainer, self._grad_norms())
+            records = [r for r in probe.records if r.step == step]
+            if distributed.is_distributed():
+                self._judge_global(trainer, records)
+            else:
+                self._judge(trainer, records)
+                self._gradients(trainer, self._grad_norms())
         elif (step + 1) % self.every == 0 or probe.current_step > step + 1:
             probe.seek(step + 1)  # arms the hooks for the sampled step that follows
+
+    def _judge_global(self, trainer: Session, records: list) -> None:
+        """Under DDP: judge the step's statistics summed over every rank's shard."""
+        judged = [
+            r
+            for r in records
+            if not r.call and (r.dead_fraction is not None or r.saturated_fraction is not None)
+        ]
+        reduced = self._reducer.reduce(judged, [(n, w.grad) for n, w in self._weights])
+        if reduced is None:
+            trainer.emit(
+                finding(
+                    "CHECKS_SKIPPED",
+                    f"the ranks recorded different activation layouts at step {trainer.step} "
+                    "(a layer whose units follow the data, or a module called a data-dependent "
+                    "number of times): dead units, saturation and gradient flow were not judged "
+                    "on the global batch",
+                    "nothing to fix in training; to have these layers judged, give every rank "
+                    "batches of one shape, or run babysit.diagnose(model, data) in one process",
+                    {"skipped": {"activation_stats": "layouts differ across ranks"}},
+                    severity="info",
+                )
+            )
+            return
+        stats, grads = reduced
+        self._judge(trainer, stats)
+        self._gradients(trainer, grads)
 
     @torch.no_grad()
     def _grad_norms(self) -> dict[str, float]:
@@ -158,7 +197,12 @@ class ActivationStats(Monitor):
                 f"training examples (step {trainer.step}): they no longer learn",
                 "lower the learning rate (a too-large update kills ReLUs), use He init with a "
                 "small positive bias, or Leaky ReLU",
-                {"dead_fraction": fraction, "n_examples": seen, "dead_units": len(units)},
+                {
+                    "dead_fraction": fraction,
+                    "n_examples": seen,
+                    "dead_units": len(units),
+                    **_ranks(),
+                },
                 layer=r.name,
                 severity="warning" if fraction >= t["dead_relu_warning"] else "info",
             )
@@ -175,7 +219,7 @@ class ActivationStats(Monitor):
                 f"saturated at step {trainer.step}: their local gradient is ~0",
                 "shrink the init (babysit.nn.init_model(model, 'xavier')), lower the learning "
                 "rate, or add batch norm before the activation",
-                {"saturated_fraction": r.saturated_fraction, "std": r.std},
+                {"saturated_fraction": r.saturated_fraction, "std": r.std, **_ranks()},
                 layer=r.name,
             )
         )
@@ -203,3 +247,9 @@ class ActivationStats(Monitor):
             "dead": {k: [[list(u), n] for u, n in v] for k, v in self.dead.items()},
             "streaks": dict(self.streaks),
         }
+
+
+def _ranks() -> dict[str, int]:
+    """Evidence under DDP: how many ranks' examples the statistics cover (nothing otherwise)."""
+    world = distributed.world_size()
+    return {"world_size": world} if world > 1 else {}

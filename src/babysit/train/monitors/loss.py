@@ -7,12 +7,15 @@ which also handles losses that start at or below zero). Under ``fit`` both roll 
 optimizer back to the last good state, lower the learning rate by ``lr_factor`` and continue,
 up to ``max_rollbacks`` times (then training stops); each time a ``NAN_LOSS`` or ``LR_TOO_HIGH``
 finding records it. Under ``watch`` (the user's loop) they are reported, and
-``watcher.diverged`` tells the loop to stop.
+``watcher.diverged`` tells the loop to stop. Under DDP the guard judges every rank's loss
+(``trainer.rank_losses``), each against that rank's own start: a NaN or a break-out on any rank
+is the same decision on every rank in the same step, so they roll back or stop together.
 
 :class:`LossCurve` reads the per-step loss series at each epoch's end: a long flat start then a
 sudden drop (``LOSS_PLATEAU_AT_START``, the lecture's "bad initialization" curve), a loss that
 barely moves while the weights barely move (``LR_TOO_LOW``), and a loss that swings instead of
-descending (``LOSS_OSCILLATING``).
+descending (``LOSS_OSCILLATING``). Under DDP the curve is that of the loss averaged over ranks
+(``trainer.global_loss``), the same on every rank.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class LossGuard(Monitor):
         self.lr_factor = lr_factor
         self.max_rollbacks = max_rollbacks
         self.snapshot_every = snapshot_every
-        self.initial_loss: float | None = None
+        self.initial_loss: float | None = None  # the first finite loss (rank 0's under DDP)
+        self.initial_losses: list[float | None] | None = None  # every rank's, under DDP only
         self.rollbacks = 0
         self.diverged = False
         self._snapshot_due = True
@@ -73,32 +77,71 @@ class LossGuard(Monitor):
         self._limit = trainer.thresholds["loss_explosion"]
 
     def on_loss(self, trainer: Session, loss: float) -> None:
-        bad = not math.isfinite(loss)
-        if not bad and self.initial_loss is None:
-            self.initial_loss = loss
-        if not diverged(loss, self.initial_loss, self._limit):
+        """Judge every rank's loss of this step (``trainer.rank_losses``; in one process just
+        ``loss``): a NaN or a break-out on any rank is a blow-up on all of them, decided from
+        the same numbers on every rank, so they roll back or stop together."""
+        losses = trainer.rank_losses if len(trainer.rank_losses) > 1 else (loss,)
+        starts = self._starts(losses)
+        blown = [
+            r
+            for r, (value, start) in enumerate(zip(losses, starts, strict=True))
+            if diverged(value, start, self._limit)
+        ]
+        if not blown:
             if self._snapshot_due or trainer.step % self.snapshot_every == 0:
                 trainer.remember_good_state()
                 self._snapshot_due = False
             return
-        self._blow_up(trainer, loss, nan=bad)
+        nan = [r for r in blown if not math.isfinite(losses[r])]
+        rank = (nan or blown)[0]  # the rank the finding names: the first NaN, else the first
+        self._blow_up(trainer, losses[rank], nan=bool(nan), rank=rank, ranks=nan or blown)
 
-    def _blow_up(self, trainer: Session, loss: float, *, nan: bool) -> None:
+    def _starts(self, losses: tuple[float, ...]) -> list[float | None]:
+        """Each rank's first finite loss (its start for the divergence rule)."""
+        if len(losses) == 1:
+            if self.initial_loss is None and math.isfinite(losses[0]):
+                self.initial_loss = losses[0]
+            return [self.initial_loss]
+        if self.initial_losses is None or len(self.initial_losses) != len(losses):
+            self.initial_losses = [None] * len(losses)
+        for r, value in enumerate(losses):
+            if self.initial_losses[r] is None and math.isfinite(value):
+                self.initial_losses[r] = value
+        self.initial_loss = self.initial_losses[0]
+        return list(self.initial_losses)
+
+    def _blow_up(
+        self,
+        trainer: Session,
+        loss: float,
+        *,
+        nan: bool,
+        rank: int = 0,
+        ranks: list[int] | None = None,
+    ) -> None:
         if self.diverged:
             return  # already reported; a user's loop that goes on does not get one per step
         lr = trainer.lr()
         can_retry = self.rollbacks < self.max_rollbacks
+        start = self.initial_loss if self.initial_losses is None else self.initial_losses[rank]
         evidence = {
             "loss": loss if math.isfinite(loss) else str(loss),
-            "initial_loss": self.initial_loss,
+            "initial_loss": start,
             "lr": lr,
             "rollbacks_before": self.rollbacks,
         }
+        where = ""
+        if self.initial_losses is not None:  # under DDP: which rank(s), of how many
+            world = len(self.initial_losses)
+            evidence.update({"rank": rank, "ranks": list(ranks or [rank]), "world_size": world})
+            others = len(ranks or []) - 1
+            where = f" on rank {rank}" + (f" (and {others} more)" if others > 0 else "")
+            where += f" of {world}"
         code = "NAN_LOSS" if nan else "LR_TOO_HIGH"
         what = (
-            f"the loss became {loss} at step {trainer.step}"
+            f"the loss became {loss} at step {trainer.step}{where}"
             if nan
-            else f"the loss {loss:.3g} exceeds {_rise(self.initial_loss, self._limit)} at step "
+            else f"the loss {loss:.3g}{where} exceeds {_rise(start, self._limit)} at step "
             f"{trainer.step} (lecture: break out)"
         )
         rolled = can_retry and trainer.request_rollback(
@@ -164,6 +207,8 @@ class LossCurve(Monitor):
             self.lr_at_start = trainer.lr()
 
     def on_loss(self, trainer: Session, loss: float) -> None:
+        if len(trainer.rank_losses) > 1:  # under DDP: the curve of the mean over ranks
+            loss = trainer.global_loss
         if not math.isfinite(loss):
             return
         self.count += 1

@@ -55,7 +55,7 @@ class EvalMode(Monitor):
     def _check(self, trainer: Session) -> None:
         if trainer.step % self.every:
             return
-        names = modules_in_eval(trainer.model)
+        names = modules_in_eval(trainer.measured_model)
         if names:
             trainer.emit(
                 finding(

@@ -26,6 +26,10 @@ tensors of each sampled step. The first ``EARLY_STEPS`` (10) steps are all sampl
 The thresholds and what they were calibrated on are in ``babysit.thresholds``; the scenarios
 that check them are ``benchmarks/monitors.py`` (its tables: ``docs/benchmarks.md``).
 
+Under DDP the weights are in sync (every rank applies the same all-reduced gradient), so every
+rank measures the same ratios from its own copy: no collective, and the same findings on every
+rank.
+
 Cost: a sampled step clones the weights and takes two ``_foreach_norm`` s; sampling every 50th
 step (after the first 10) keeps that a small share of training (``benchmarks/fit.py`` measures
 the default monitors' overhead).
@@ -73,7 +77,9 @@ class UpdateRatio(Monitor):
         if self.lr_at_start is None:
             self.lr_at_start = trainer.lr()
         self._params = [
-            (n, p) for n, p in trainer.model.named_parameters() if p.requires_grad and p.dim() >= 2
+            (n, p)
+            for n, p in trainer.measured_model.named_parameters()
+            if p.requires_grad and p.dim() >= 2
         ]
         # which tensors grow from zero (module docstring), once per run
         self._from_zero = [grows_from_zero(p) for _, p in self._params]
