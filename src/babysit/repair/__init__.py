@@ -9,7 +9,7 @@ patch-like lines), :mod:`.fix` (the loop), :mod:`.result` (``Repair``, ``RepairS
 
 from .fix import Order, default_order, fix
 from .remedies import CODE_ORDER, ORDER, REMEDIES, Change, Remedy, Skip, remedies_for
-from .result import Remaining, Repair, RepairStep
+from .result import Remaining, Repair, RepairStep, format_repair
 from .setup import SetUp
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "Skip",
     "default_order",
     "fix",
+    "format_repair",
     "remedies_for",
 ]

@@ -55,6 +55,7 @@ NOT_TRAINABLE = "the set-up cannot train until this is fixed, so no remedy could
 NO_REMEDY = "no automatic remedy: the change is in your code"
 ALL_REJECTED = "every remedy for it was tried and rejected (see Repair.steps)"
 BUDGET = "not tried: budget_s was spent"
+MAX_PASSES = 2
 
 
 def default_order(code: str, names: tuple[str, ...]) -> Sequence[str]:
@@ -173,12 +174,26 @@ class _State:
         if self._steps_override is not None:
             self.trainer.steps = self._steps_override
         self.say("fix: a short training run of the set-up as given (the reference)")
-        reference = self.trainer.run(current)
+        try:
+            reference = self.trainer.run(current)
+        except (ValueError, TypeError, RuntimeError) as err:  # cannot train: cannot verify
+            reason = f"the short training run failed ({type(err).__name__}: {err}): {NOT_TRAINABLE}"
+            for code in sorted(loud):
+                for name in remedies_for(code):
+                    self.not_tried.append({"code": code, "remedy": name, "reason": reason})
+            left = [_with_reason(r, reason) for r in remaining(before.findings, "")]
+            return self._result(current, before, before, left, {})
         current_diag, current_run = before, reference
         tried: set[str] = set()
+        passes, accepted_in_pass = 1, False
         while True:
             present = _loud(current_diag)
             code = next((c for c in CODE_ORDER if c in present and c not in tried), None)
+            if code is None and accepted_in_pass and passes < MAX_PASSES and present & set(tried):
+                # a remedy rejected before another was accepted may verify now (standardized
+                # targets make an input remedy measurable): one more pass over what is left
+                passes, accepted_in_pass, tried = passes + 1, False, set()
+                continue
             if code is None:
                 break
             tried.add(code)
@@ -194,8 +209,10 @@ class _State:
                 self.say(f"fix: {code}: {name} {'accepted' if step.accepted else 'rejected'}")
                 if step.accepted and candidate is not None:
                     current, current_diag, current_run = candidate
+                    accepted_in_pass = True
                     break
-        for code in sorted(_loud(current_diag) - tried):
+        reached = {s.code for s in self.steps} | {n["code"] for n in self.not_tried}
+        for code in sorted(_loud(current_diag) - reached):
             if code in CODE_ORDER:  # never reached: the budget ran out first
                 for name in self.order(code, remedies_for(code)):
                     self.not_tried.append({"code": code, "remedy": name, "reason": BUDGET})
@@ -227,8 +244,10 @@ class _State:
                 change = remedy.apply(candidate.copy(), _finding(diag, code))
             except Skip:
                 break
-            candidate, patch = change.setup, patch + list(change.patch)
-            diag = self._diagnose(candidate) or diag
+            again = self._diagnose(change.setup)
+            if again is None:  # an empty Diagnosis is falsy: compare with None
+                break
+            candidate, patch, diag = change.setup, patch + list(change.patch), again
             repeats += 1
         names = [name]
         base = _loud(current_diag)
@@ -245,19 +264,55 @@ class _State:
         if not gone or new:
             return RepairStep(code, " + ".join(names), False, evidence, tuple(patch)), None
         assert self.trainer is not None
-        run = self.trainer.run(candidate)
+        try:
+            run = self.trainer.run(candidate)
+        except (ValueError, TypeError, RuntimeError) as err:
+            evidence["rejected"] = f"the short training run failed: {type(err).__name__}: {err}"
+            return RepairStep(code, " + ".join(names), False, evidence, tuple(patch)), None
         accepted = better(run.val_loss, current_run.val_loss)
         evidence.update(
             val_loss_before=_num(current_run.val_loss),
             val_loss_after=_num(run.val_loss),
             train_steps=self.trainer.steps,
         )
+        if not accepted and remedy.retune_lr and not self.spent():
+            # data scale + lr, init + lr: the lr that suited the old set-up may not suit the
+            # repaired one; the range test's lr for it, verified together with the remedy
+            retuned = self._retuned(candidate, code, base)
+            if retuned is not None:
+                candidate2, diag2, patch2 = retuned
+                run2 = self._run(candidate2)
+                if run2 is not None:
+                    evidence["val_loss_with_lr_retuned"] = _num(run2.val_loss)
+                    if better(run2.val_loss, current_run.val_loss):
+                        accepted, run, diag = True, run2, diag2
+                        candidate, patch = candidate2, patch + patch2
+                        names.append("lr_range_test")
+                        evidence["val_loss_after"] = _num(run2.val_loss)
+                        evidence["codes_after"] = sorted(_loud(diag2))
         if not accepted:
             evidence["rejected"] = (
                 "the finding is gone but the short run's validation loss is not lower"
             )
         step = RepairStep(code, " + ".join(names), accepted, evidence, tuple(patch))
         return step, ((candidate, diag, run) if accepted else None)
+
+    def _retuned(self, candidate: SetUp, code: str, base: set[str]):
+        try:
+            change = REMEDIES["lr_range_test"].apply(candidate.copy(), None)  # type: ignore[arg-type]
+        except Skip:
+            return None
+        diag = self._diagnose(change.setup)
+        if diag is None or code in _loud(diag) or _loud(diag) - base:
+            return None
+        return change.setup, diag, list(change.patch)
+
+    def _run(self, setup: SetUp):
+        assert self.trainer is not None
+        try:
+            return self.trainer.run(setup)
+        except (ValueError, TypeError, RuntimeError):
+            return None
 
     def _together(self, candidate, diag, patch, names, base):
         for code in [c for c in CODE_ORDER if c in _loud(diag) - base]:

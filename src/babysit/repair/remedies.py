@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..findings import Finding
 from ..nn.activations import WEIGHT_LAYERS, activation_name, weight_layers
-from .modules import FittedScaler
+from .modules import FittedScaler, OutputScaler
 from .setup import SetUp
 
 __all__ = ["CODE_ORDER", "ORDER", "REMEDIES", "Change", "Remedy", "Skip", "remedies_for"]
@@ -53,12 +53,16 @@ class Remedy:
 
     ``repeat``: how many times ``fix`` may apply it again on top of itself while its finding
     persists (weight decay / 10 "until the regularization no longer dominates").
+    ``retune_lr``: the remedy changes the scale of activations or gradients (data, init,
+    structure), so when it removes its finding but does not train better at the old lr, ``fix``
+    tries it once more with the range test's lr for the repaired set-up, verified together.
     """
 
     name: str
     summary: str
     apply: Callable[[SetUp, Finding], Change]
     repeat: int = 1
+    retune_lr: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +325,43 @@ def zero_center_inputs(setup: SetUp, finding: Finding) -> Change:
     return _fit_scaler(setup, "zero_center")
 
 
+def standardize_targets(setup: SetUp, finding: Finding) -> Change:
+    """Train on standardized regression targets; append ``y * std + mean`` to the model."""
+    _inputs(setup, "standardizing the targets")
+    data = setup.data
+    pair = data.tensors if isinstance(data, TensorDataset) else data
+    y = torch.as_tensor(pair[1])
+    if not y.is_floating_point():
+        raise Skip("the targets are not real-valued: standardizing them applies to regression")
+    mean = y.mean(0)
+    std = y.std(0, unbiased=False)
+    scale = torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
+    post = OutputScaler(mean, scale)
+    if setup.postprocess is not None:
+        post = nn.Sequential(post, setup.postprocess)
+    setup.postprocess = post
+    z = (y - mean) / scale
+    setup.data = TensorDataset(pair[0], z) if isinstance(data, TensorDataset) else (pair[0], z)
+    shown = _vector(mean), _vector(scale)
+    return Change(
+        setup,
+        (
+            f"train on standardized targets y' = (y - {shown[0]}) / {shown[1]} and map the "
+            f"output back with output * {shown[1]} + {shown[0]} (Repair.model has it built in "
+            "as its last module)",
+        ),
+    )
+
+
+def _vector(t: torch.Tensor) -> str:
+    values = [f"{v:.4g}" for v in t.reshape(-1).tolist()]
+    return (
+        values[0]
+        if len(values) == 1
+        else f"[{', '.join(values[:4])}{', ...' if len(values) > 4 else ''}]"
+    )
+
+
 def lr_range_test(setup: SetUp, finding: Finding) -> Change:
     """The learning rate the LR range test suggests for this (already repaired) set-up."""
     from ..tuning import lr_find
@@ -476,16 +517,22 @@ def _generator(setup: SetUp) -> torch.Generator:
 
 
 _ALL = [
-    Remedy("reinit", "re-initialise by activation (He for ReLU, Xavier for tanh)", reinit),
-    Remedy("lsuv", "LSUV init on a batch of the inputs", lsuv),
-    Remedy("reset_biases", "every bias to 0", reset_biases),
-    Remedy("batchnorm", "BatchNorm before each nonlinearity", batchnorm),
-    Remedy("relu_he", "sigmoid/tanh -> ReLU with He init", relu_he),
-    Remedy("leaky_relu", "ReLU -> LeakyReLU(0.01)", leaky_relu),
-    Remedy("scale_output", "output layer weights x 0.1", scale_output, repeat=2),
-    Remedy("zero_output", "output layer to zero", zero_output),
-    Remedy("standardize_inputs", "prepend a fitted Standardize", standardize_inputs),
-    Remedy("zero_center_inputs", "prepend a fitted ZeroCenter", zero_center_inputs),
+    Remedy("reinit", "re-initialise by activation (He for ReLU, Xavier for tanh)", reinit,
+           retune_lr=True),
+    Remedy("lsuv", "LSUV init on a batch of the inputs", lsuv, retune_lr=True),
+    Remedy("reset_biases", "every bias to 0", reset_biases, retune_lr=True),
+    Remedy("batchnorm", "BatchNorm before each nonlinearity", batchnorm, retune_lr=True),
+    Remedy("relu_he", "sigmoid/tanh -> ReLU with He init", relu_he, retune_lr=True),
+    Remedy("leaky_relu", "ReLU -> LeakyReLU(0.01)", leaky_relu, retune_lr=True),
+    Remedy("scale_output", "output layer weights x 0.1", scale_output, repeat=2,
+           retune_lr=True),
+    Remedy("zero_output", "output layer to zero", zero_output, retune_lr=True),
+    Remedy("standardize_targets", "standardized regression targets", standardize_targets,
+           retune_lr=True),
+    Remedy("standardize_inputs", "prepend a fitted Standardize", standardize_inputs,
+           retune_lr=True),
+    Remedy("zero_center_inputs", "prepend a fitted ZeroCenter", zero_center_inputs,
+           retune_lr=True),
     Remedy("lr_range_test", "lr from the LR range test", lr_range_test),
     Remedy("lr_down", "lr / 10", lr_down, repeat=2),
     Remedy("lr_up", "lr x 10", lr_up, repeat=2),
@@ -494,9 +541,9 @@ _ALL = [
     Remedy("dropout_half", "dropout -> 0.5", dropout_half),
     Remedy("shuffle_loader", "a shuffled DataLoader", shuffle_loader),
     Remedy("remove_output_activation", "remove the activation on the logits",
-           remove_output_activation),
-    Remedy("insert_relu", "a ReLU between two linear layers", insert_relu),
-    Remedy("train_mode", "model.train()", train_mode),
+           remove_output_activation, retune_lr=True),
+    Remedy("insert_relu", "a ReLU between two linear layers", insert_relu, retune_lr=True),
+    Remedy("train_mode", "model.train()", train_mode, retune_lr=True),
 ]  # fmt: skip
 
 REMEDIES: dict[str, Remedy] = {r.name: r for r in _ALL}
@@ -509,6 +556,7 @@ ORDER: dict[str, tuple[str, ...]] = {
     "ACTIVATION_ON_OUTPUT": ("remove_output_activation",),
     "MISSING_NONLINEARITY": ("insert_relu",),
     "MODEL_IN_EVAL_MODE": ("train_mode",),
+    "TARGET_SCALE": ("standardize_targets",),
     "DATA_SCALE": ("standardize_inputs",),
     "DATA_NOT_CENTERED": ("standardize_inputs", "zero_center_inputs"),
     "SYMMETRIC_INIT": ("reinit", "lsuv"),

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..findings import Diagnosis
 
-__all__ = ["Remaining", "Repair", "RepairStep"]
+__all__ = ["Remaining", "Repair", "RepairStep", "format_repair"]
 
 SCHEMA = 1
 FIX_JSON = "fix.json"
@@ -133,3 +133,50 @@ def _plain_config(config: dict[str, Any]) -> dict[str, Any]:
         k: v if isinstance(v, str | int | float | bool | type(None)) else repr(v)
         for k, v in config.items()
     }
+
+
+def format_repair(repair: Repair) -> str:
+    """The repair as plain text: the plan tried, the patch, what remains (``babysit fix``)."""
+    lines: list[str] = []
+    before = sorted({f.code for f in repair.before if f.severity != "info"})
+    if not before:
+        lines.append("Nothing at warning or error: nothing to repair, nothing changed.")
+        return "\n".join(lines)
+    lines.append(f"Found: {', '.join(before)}")
+    if repair.steps:
+        lines.append("Tried:")
+        for step in repair.steps:
+            verdict = "accepted" if step.accepted else "rejected"
+            lines.append(f"  {step.code}: {step.remedy} -> {verdict} ({_why_text(step)})")
+    if repair.patch:
+        lines.append("Patch:")
+        lines.extend(f"  {line}" for line in repair.patch)
+    else:
+        lines.append("No change verified: the repaired set-up is the original.")
+    if repair.fixed:
+        lines.append(f"Fixed: {', '.join(repair.fixed)}")
+    if repair.remaining:
+        lines.append("Remaining (change by hand):")
+        for r in repair.remaining:
+            lines.append(f"  [{r.severity}] {r.code}: {r.line}")
+            lines.append(f"      ({r.reason})")
+    if repair.not_tried:
+        names = ", ".join(f"{n['remedy']} ({n['code']})" for n in repair.not_tried)
+        lines.append(f"Not tried: {names}")
+    return "\n".join(lines)
+
+
+def _why_text(step: RepairStep) -> str:
+    ev = step.evidence
+    if "skipped" in ev:
+        return f"skipped: {ev['skipped']}"
+    if not ev.get("finding_gone", False):
+        return "the finding is still there"
+    if ev.get("new_findings"):
+        return f"new findings: {', '.join(ev['new_findings'])}"
+    before, after = ev.get("val_loss_before"), ev.get("val_loss_after")
+    return f"validation loss {_loss(before)} -> {_loss(after)}"
+
+
+def _loss(value: Any) -> str:
+    return "nan/inf" if value is None else f"{value:.4g}"

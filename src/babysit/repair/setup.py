@@ -24,12 +24,13 @@ TRAINING_KEYS = ("optimizer", "lr", "weight_decay")
 class SetUp:
     """What ``diagnose`` and the verification run receive.
 
-    ``model`` is the model as trained, without the fitted input preprocessing; ``data`` what it
-    is trained on (the user's data, or its inputs passed through ``preprocess``); ``raw_data``
-    the user's data, untouched; ``options`` the keyword arguments of ``diagnose`` that describe
-    the set-up (``loss_fn``, ``optimizer``, ``lr``, ``weight_decay``, ``forward``, ``task``,
-    ``num_classes``, ``thresholds``, ``device``). ``preprocess`` (a module, or None) maps raw
-    inputs to what ``model`` expects: :attr:`full_model` puts it in front.
+        ``model`` is the model as trained, without the fitted input preprocessing; ``data`` what it
+        is trained on (the user's data, or its inputs passed through ``preprocess``); ``raw_data``
+        the user's data, untouched; ``options`` the keyword arguments of ``diagnose`` that describe
+        the set-up (``loss_fn``, ``optimizer``, ``lr``, ``weight_decay``, ``forward``, ``task``,
+        ``num_classes``, ``thresholds``, ``device``). ``preprocess`` (a module, or None) maps raw
+        inputs to what ``model`` expects: :attr:`full_model` puts it in front; ``postprocess`` maps
+    the model's output on standardized targets back to the targets' units, and is put behind.
     """
 
     model: nn.Module
@@ -37,6 +38,7 @@ class SetUp:
     raw_data: Any
     options: dict[str, Any] = field(default_factory=dict)
     preprocess: nn.Module | None = None
+    postprocess: nn.Module | None = None
 
     def copy(self) -> SetUp:
         """A copy whose model (and preprocessing) a remedy may edit in place."""
@@ -45,6 +47,7 @@ class SetUp:
             model=copy.deepcopy(self.model),
             options=dict(self.options),
             preprocess=copy.deepcopy(self.preprocess),
+            postprocess=copy.deepcopy(self.postprocess),
         )
 
     @property
@@ -53,10 +56,10 @@ class SetUp:
 
     @property
     def full_model(self) -> nn.Module:
-        """The model that takes the user's raw inputs: ``preprocess`` then ``model``."""
-        if self.preprocess is None:
-            return self.model
-        return nn.Sequential(self.preprocess, self.model)
+        """The model that takes the user's raw inputs and answers in the targets' units:
+        ``preprocess``, ``model``, ``postprocess`` (those that are set)."""
+        parts = [m for m in (self.preprocess, self.model, self.postprocess) if m is not None]
+        return parts[0] if len(parts) == 1 else nn.Sequential(*parts)
 
     def config(self) -> dict[str, Any]:
         """The training set-up to use with :attr:`full_model` (``Repair.config``)."""

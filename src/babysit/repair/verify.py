@@ -3,8 +3,9 @@
 A remedy is accepted only when the repaired set-up reaches a lower *validation* loss than the
 set-up it replaces, after the same number of steps, from the same seed, on the same training
 examples, judged on the same held-out examples (``docs/architecture.md``, "Repair"). The split
-and the step budget are fixed once per ``fix`` call (:class:`ShortRun`), so two runs differ only
-by what the remedy changed.
+and the step budget (``STEPS`` minibatches of ``BATCH_SIZE``, never sized by a timing, so a
+verdict does not depend on the machine) are fixed once per ``fix`` call (:class:`ShortRun`), so
+two runs differ only by what the remedy changed.
 
 - In-memory data and map-style datasets: up to ``MAX_EXAMPLES`` examples are drawn (seeded,
   :func:`babysit.batches.probe_examples`); ``VAL_FRACTION`` of them (at most ``MAX_VAL``) are
@@ -44,9 +45,7 @@ MAX_EXAMPLES = 4096
 VAL_FRACTION = 0.2
 MAX_VAL = 1024
 BATCH_SIZE = 64
-MAX_STEPS = 300
-MIN_STEPS = 30
-RUN_TIME_S = 1.5  # the step budget is sized so that one run takes about this long
+STEPS = 200  # fixed, not sized by timing: the verdicts must not depend on the machine
 EVALS = 6  # validation points on the curve (the last one decides)
 MARGIN = 0.01
 
@@ -82,7 +81,7 @@ class ShortRun:
 
     def __init__(self, *, seed: int = 0, steps: int | None = None, device: Any = "cpu") -> None:
         self.seed = seed
-        self.steps = steps
+        self.steps = STEPS if steps is None else int(steps)
         self.device = torch.device(device)
         self.batch_size = BATCH_SIZE
 
@@ -100,17 +99,8 @@ class ShortRun:
                 lr=opts.get("lr"),
                 weight_decay=float(opts.get("weight_decay") or 0.0),
             )
-            if self.steps is None:
-                self.steps = self._size_steps(model, opt, train, loss_fn, setup.forward)
-                model = copy.deepcopy(setup.model).to(self.device)
-                torch.manual_seed(self.seed)
-                opt = make_optimizer(
-                    opts.get("optimizer", "adam"),
-                    model.parameters(),
-                    lr=opts.get("lr"),
-                    weight_decay=float(opts.get("weight_decay") or 0.0),
-                )
-            result = self._train(model, opt, train, val, loss_fn, setup.forward)
+            post = copy.deepcopy(setup.postprocess)
+            result = self._train(model, opt, train, val, loss_fn, setup.forward, post)
         result.seconds = time.perf_counter() - start
         return result
 
@@ -147,26 +137,17 @@ class ShortRun:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def _size_steps(self, model, opt, train, loss_fn, forward) -> int:
-        """Steps such that a run takes about ``RUN_TIME_S`` (timed on a few real steps)."""
-        probe = 5
-        t0 = time.perf_counter()
-        for _ in range(probe):
-            _step(model, opt, next(train), loss_fn, forward)
-        per_step = (time.perf_counter() - t0) / probe
-        return int(min(MAX_STEPS, max(MIN_STEPS, RUN_TIME_S / max(per_step, 1e-6))))
-
-    def _train(self, model, opt, train, val, loss_fn, forward) -> RunResult:
-        steps = int(self.steps or MIN_STEPS)
+    def _train(self, model, opt, train, val, loss_fn, forward, post=None) -> RunResult:
+        steps = int(self.steps or STEPS)
         marks = {max(1, round(steps * (i + 1) / EVALS)) for i in range(EVALS)}
-        curve: list[list[float]] = [[0, _evaluate(model, val, loss_fn, forward)]]
+        curve: list[list[float]] = [[0, _evaluate(model, val, loss_fn, forward, post)]]
         for step in range(1, steps + 1):
             loss = _step(model, opt, next(train), loss_fn, forward)
             if not math.isfinite(loss):
                 curve.append([step, math.inf])
                 return RunResult(math.inf, _finite(curve), diverged=True)
             if step in marks:
-                curve.append([step, _evaluate(model, val, loss_fn, forward)])
+                curve.append([step, _evaluate(model, val, loss_fn, forward, post)])
         final = curve[-1][1]
         return RunResult(final if math.isfinite(final) else math.inf, _finite(curve))
 
@@ -207,18 +188,25 @@ def _step(model: nn.Module, opt, batch: Any, loss_fn, forward) -> float:
     loss = loss_fn(output, target)
     if not torch.isfinite(loss):
         return math.inf
+    if not loss.requires_grad:  # nothing trainable reaches the loss: the run trains nothing
+        return float(loss.detach())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return float(loss.detach())
 
 
-def _evaluate(model: nn.Module, val: Any, loss_fn, forward) -> float:
+def _evaluate(model: nn.Module, val: Any, loss_fn, forward, post=None) -> float:
+    """The validation loss in eval mode; with ``post`` (standardized targets) both the output
+    and the targets are mapped back to the targets' units, so every run is judged on one scale."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
             output, target, _ = run_batch(model, val, forward)
+            if post is not None:
+                post = post.to(output.device)
+                output, target = post(output), post(target)
             loss = float(loss_fn(output, target))
     finally:
         for m, mode in modes.items():
