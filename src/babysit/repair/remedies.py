@@ -49,7 +49,8 @@ class Change:
 
 @dataclass(frozen=True)
 class Remedy:
-    """One remedy: ``apply(setup_copy, finding) -> Change`` (or raises :class:`Skip`).
+    """One remedy: ``apply(setup_copy, finding) -> Change`` (or raises :class:`Skip`); the
+    finding (None when applied by hand) lets a remedy read the layer it names.
 
     ``repeat``: how many times ``fix`` may apply it again on top of itself while its finding
     persists (weight decay / 10 "until the regularization no longer dominates").
@@ -60,7 +61,7 @@ class Remedy:
 
     name: str
     summary: str
-    apply: Callable[[SetUp, Finding], Change]
+    apply: Callable[[SetUp, Finding | None], Change]
     repeat: int = 1
     retune_lr: bool = False
 
@@ -173,7 +174,7 @@ def _fmt(value: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def reinit(setup: SetUp, finding: Finding) -> Change:
+def reinit(setup: SetUp, finding: Finding | None) -> Change:
     """Re-initialise every Linear/Conv layer by its activation: He for ReLU, Xavier for tanh."""
     from ..nn import init_model
 
@@ -183,7 +184,7 @@ def reinit(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f'bs.nn.init_model(model, "{scheme}")',))
 
 
-def lsuv(setup: SetUp, finding: Finding) -> Change:
+def lsuv(setup: SetUp, finding: Finding | None) -> Change:
     """Layer-sequential unit-variance init (Mishkin & Matas, 2015) on a batch of the inputs."""
     import warnings
 
@@ -197,7 +198,7 @@ def lsuv(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, ('bs.nn.init_model(model, "lsuv", data=X[:512])',))
 
 
-def reset_biases(setup: SetUp, finding: Finding) -> Change:
+def reset_biases(setup: SetUp, finding: Finding | None) -> Change:
     """Every Linear/Conv bias to 0 (a negative bias kills ReLUs before training starts)."""
     changed = []
     with torch.no_grad():
@@ -210,7 +211,7 @@ def reset_biases(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"set the biases of {', '.join(changed)} to 0",))
 
 
-def batchnorm(setup: SetUp, finding: Finding) -> Change:
+def batchnorm(setup: SetUp, finding: Finding | None) -> Change:
     """Insert BatchNorm after each Linear/Conv that an activation follows in an nn.Sequential."""
     lines = []
     for path, seq in list(_sequentials(setup.model)):
@@ -225,7 +226,10 @@ def batchnorm(setup: SetUp, finding: Finding) -> Change:
                 if norm is not None:
                     rebuilt.append(norm)
                     inserted = True
-                    lines.append(f"insert {norm!r} after {show(_child(path, i))}")
+                    size = norm.num_features
+                    lines.append(
+                        f"insert {type(norm).__name__}({size}) after {show(_child(path, i))}"
+                    )
         if inserted:
             setup.model = _set(setup.model, path, nn.Sequential(*rebuilt))
     if not lines:
@@ -248,7 +252,7 @@ def _swap(setup: SetUp, kinds: tuple[type, ...], make: Callable[[], nn.Module]) 
     return lines
 
 
-def relu_he(setup: SetUp, finding: Finding) -> Change:
+def relu_he(setup: SetUp, finding: Finding | None) -> Change:
     """Swap saturating activations (sigmoid, tanh) for ReLU and re-initialise with He."""
     from ..nn import init_model
 
@@ -259,7 +263,7 @@ def relu_he(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (*lines, 'bs.nn.init_model(model, "he")'))
 
 
-def leaky_relu(setup: SetUp, finding: Finding) -> Change:
+def leaky_relu(setup: SetUp, finding: Finding | None) -> Change:
     """ReLU -> LeakyReLU(0.01): a unit with a negative input still gets a gradient."""
     lines = _swap(setup, (nn.ReLU,), lambda: nn.LeakyReLU(0.01))
     if not lines:
@@ -267,7 +271,7 @@ def leaky_relu(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, tuple(lines))
 
 
-def scale_output(setup: SetUp, finding: Finding) -> Change:
+def scale_output(setup: SetUp, finding: Finding | None) -> Change:
     """Scale the output layer's weights by 0.1: logits near 0 give the loss ln C at init."""
     path, layer = _weight_layer_list(setup.model)[-1]
     with torch.no_grad():
@@ -277,7 +281,7 @@ def scale_output(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"scale the weights of {show(path)} by 0.1 and zero its bias",))
 
 
-def zero_output(setup: SetUp, finding: Finding) -> Change:
+def zero_output(setup: SetUp, finding: Finding | None) -> Change:
     """Zero the output layer: the loss at init is exactly the best constant predictor's."""
     path, layer = _weight_layer_list(setup.model)[-1]
     with torch.no_grad():
@@ -315,17 +319,17 @@ def _fit_scaler(setup: SetUp, kind: str) -> Change:
     )
 
 
-def standardize_inputs(setup: SetUp, finding: Finding) -> Change:
+def standardize_inputs(setup: SetUp, finding: Finding | None) -> Change:
     """Prepend a fitted Standardize: ``(x - mean) / std`` (the lecture's normalization)."""
     return _fit_scaler(setup, "standardize")
 
 
-def zero_center_inputs(setup: SetUp, finding: Finding) -> Change:
+def zero_center_inputs(setup: SetUp, finding: Finding | None) -> Change:
     """Prepend a fitted ZeroCenter: ``x - mean`` (the lecture's first preprocessing step)."""
     return _fit_scaler(setup, "zero_center")
 
 
-def standardize_targets(setup: SetUp, finding: Finding) -> Change:
+def standardize_targets(setup: SetUp, finding: Finding | None) -> Change:
     """Train on standardized regression targets; append ``y * std + mean`` to the model."""
     _inputs(setup, "standardizing the targets")
     data = setup.data
@@ -362,7 +366,7 @@ def _vector(t: torch.Tensor) -> str:
     )
 
 
-def lr_range_test(setup: SetUp, finding: Finding) -> Change:
+def lr_range_test(setup: SetUp, finding: Finding | None) -> Change:
     """The learning rate the LR range test suggests for this (already repaired) set-up."""
     from ..tuning import lr_find
 
@@ -386,21 +390,21 @@ def lr_range_test(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"lr={_fmt(lr)} (the LR range test's suggestion)",))
 
 
-def lr_down(setup: SetUp, finding: Finding) -> Change:
+def lr_down(setup: SetUp, finding: Finding | None) -> Change:
     """lr / 10 (the lecture: when the cost explodes, the lr is too high)."""
     lr = _current_lr(setup) / 10
     setup.options["lr"] = lr
     return Change(setup, (f"lr={_fmt(lr)}",))
 
 
-def lr_up(setup: SetUp, finding: Finding) -> Change:
+def lr_up(setup: SetUp, finding: Finding | None) -> Change:
     """lr x 10 (the lecture: a loss that barely moves means the lr is too low)."""
     lr = _current_lr(setup) * 10
     setup.options["lr"] = lr
     return Change(setup, (f"lr={_fmt(lr)}",))
 
 
-def weight_decay_down(setup: SetUp, finding: Finding) -> Change:
+def weight_decay_down(setup: SetUp, finding: Finding | None) -> Change:
     """weight_decay / 10; ``fix`` repeats it while the regularization still dominates."""
     wd = float(setup.options.get("weight_decay") or 0.0)
     if wd <= 0:
@@ -409,7 +413,7 @@ def weight_decay_down(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"weight_decay={_fmt(wd / 10)}",))
 
 
-def decoupled_weight_decay(setup: SetUp, finding: Finding) -> Change:
+def decoupled_weight_decay(setup: SetUp, finding: Finding | None) -> Change:
     """Adam + L2 -> AdamW (Loshchilov & Hutter, 2019): the decay no longer enters the gradient."""
     optimizer = setup.options.get("optimizer", "adam")
     if not isinstance(optimizer, str) or optimizer.strip().lower() != "adam":
@@ -418,7 +422,7 @@ def decoupled_weight_decay(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, ('optimizer="adamw" (decoupled weight decay)',))
 
 
-def dropout_half(setup: SetUp, finding: Finding) -> Change:
+def dropout_half(setup: SetUp, finding: Finding | None) -> Change:
     """Every dropout rate above 0.5 -> 0.5 (UMLAUT's rule; Srivastava et al. use 0.5)."""
     lines = []
     for path, module in setup.model.named_modules():
@@ -430,7 +434,7 @@ def dropout_half(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, tuple(lines))
 
 
-def shuffle_loader(setup: SetUp, finding: Finding) -> Change:
+def shuffle_loader(setup: SetUp, finding: Finding | None) -> Change:
     """A DataLoader over the same dataset with ``shuffle=True`` (seeded)."""
     loader = setup.data
     if not isinstance(loader, DataLoader) or not isinstance(loader.dataset, Dataset):
@@ -461,9 +465,9 @@ def _last_module_path(model: nn.Module) -> str | None:
 OUTPUT_ACTIVATIONS = (nn.Softmax, nn.Sigmoid, nn.ReLU, nn.Tanh, nn.LogSigmoid, nn.Softplus)
 
 
-def remove_output_activation(setup: SetUp, finding: Finding) -> Change:
+def remove_output_activation(setup: SetUp, finding: Finding | None) -> Change:
     """Replace the module that turns the logits into probabilities/activations by Identity."""
-    path = finding.layer
+    path = finding.layer if finding is not None else None
     module = None
     if path:
         try:
@@ -482,7 +486,7 @@ def remove_output_activation(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"remove {module!r} at {show(path)}: the loss takes the logits",))
 
 
-def insert_relu(setup: SetUp, finding: Finding) -> Change:
+def insert_relu(setup: SetUp, finding: Finding | None) -> Change:
     """Insert a ReLU between two weight layers that follow each other in an nn.Sequential."""
     lines = []
     for path, seq in list(_sequentials(setup.model)):
@@ -506,7 +510,7 @@ def insert_relu(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, tuple(lines))
 
 
-def train_mode(setup: SetUp, finding: Finding) -> Change:
+def train_mode(setup: SetUp, finding: Finding | None) -> Change:
     """``model.train()``: dropout and batch norm behave as in training."""
     setup.model.train()
     return Change(setup, ("model.train() before the training loop",))
