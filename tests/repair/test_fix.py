@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import babysit as bs
-from babysit.repair import REMEDIES, Remedy, Skip, format_repair
+from babysit.repair import REMEDIES, Change, Remedy, Skip, format_repair
 from babysit.repair.modules import FittedScaler
 from babysit.repair.verify import RunResult, ShortRun, better
 
@@ -186,3 +186,24 @@ def test_fix_json_is_written_with_schema_1(data, tmp_path):
     assert document["patch"] == ["model[2].p = 0.5 (was 0.9)"]
     assert document["before"]["findings"] and document["after"]["findings"] == []
     assert [p.name for p in tmp_path.iterdir()] == ["fix.json"]  # atomic: no temporary left
+
+
+def test_a_finding_the_remedy_uncovers_is_repaired_with_it_and_verified_together(data, monkeypatch):
+    def half_and_slow(setup, finding):  # fixes the dropout but leaves an lr that barely moves
+        setup.model[2].p = 0.5
+        setup.options.update(optimizer="sgd", lr=1e-6)
+        return Change(setup, ("model[2].p = 0.5", "optimizer='sgd', lr=1e-6"))
+
+    monkeypatch.setitem(REMEDIES, "half_and_slow", Remedy("half_and_slow", "test", half_and_slow))
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Dropout(0.9), nn.Linear(32, 4))
+
+    def order(code, names):
+        return ["half_and_slow"] if code == "DROPOUT_TOO_HIGH" else names
+
+    repair = bs.fix(model, data, _order=order, **FAST)
+    (step,) = repair.steps
+    assert step.remedy == "half_and_slow + lr_range_test" and step.accepted
+    assert step.evidence["new_findings"] == [] and step.evidence["finding_gone"]
+    assert repair.config["optimizer"] == "sgd" and repair.config["lr"] > 1e-4
+    assert repair.patch[-1].startswith(f"lr={repair.config['lr']:.2g}")
+    assert repair.ok

@@ -316,6 +316,8 @@ class _State:
 
     def _together(self, candidate, diag, patch, names, base):
         for code in [c for c in CODE_ORDER if c in _loud(diag) - base]:
+            if code not in _loud(diag):  # gone with an earlier one (UPDATE_RATIO_LOW with the lr)
+                continue
             for name in self.order(code, remedies_for(code)):
                 try:
                     change = REMEDIES[name].apply(candidate.copy(), _finding(diag, code))
