@@ -287,3 +287,12 @@ def test_every_registered_code_is_a_known_finding_code():
 def test_blobs_are_learnable():
     x, y = blobs()
     assert x.shape == (600, 20) and set(y.tolist()) == {0, 1, 2, 3}
+
+
+def test_data_remedies_read_float64_numpy_arrays_as_float32(data):
+    x, y = data
+    raw = ((x * 50 + 128).double().numpy(), y.numpy())
+    change = _apply("standardize_inputs", _setup(mlp(), raw))
+    assert change.setup.data[0].dtype == torch.float32
+    assert change.setup.full_model(torch.from_numpy(raw[0]).float()).shape == (600, 4)
+    assert raw[0].dtype.name == "float64"  # the user's array is untouched

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..batches import as_tensor
 from ..findings import Finding
 from ..nn.activations import WEIGHT_LAYERS, activation_name, weight_layers
 from .modules import FittedScaler, OutputScaler
@@ -125,10 +126,11 @@ def _inputs(setup: SetUp, what: str) -> torch.Tensor:
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         data = data.tensors
     if isinstance(data, tuple | list) and len(data) == 2:
-        x = data[0]
-        if not isinstance(x, torch.Tensor):
-            x = torch.as_tensor(x)
-        if x.is_floating_point():
+        try:
+            x = as_tensor(data[0], "X")  # float64 arrays become float32, as fit reads them
+        except (TypeError, ValueError):
+            x = None
+        if x is not None and x.is_floating_point():
             return x
     raise Skip(f"{what} needs in-memory (X, y) float tensors; pass the data as (X, y)")
 
@@ -334,7 +336,7 @@ def standardize_targets(setup: SetUp, finding: Finding | None) -> Change:
     _inputs(setup, "standardizing the targets")
     data = setup.data
     pair = data.tensors if isinstance(data, TensorDataset) else data
-    y = torch.as_tensor(pair[1])
+    y = as_tensor(pair[1], "y")
     if not y.is_floating_point():
         raise Skip("the targets are not real-valued: standardizing them applies to regression")
     mean = y.mean(0)
@@ -345,7 +347,8 @@ def standardize_targets(setup: SetUp, finding: Finding | None) -> Change:
         post = nn.Sequential(post, setup.postprocess)
     setup.postprocess = post
     z = (y - mean) / scale
-    setup.data = TensorDataset(pair[0], z) if isinstance(data, TensorDataset) else (pair[0], z)
+    x = as_tensor(pair[0], "X")
+    setup.data = TensorDataset(x, z) if isinstance(data, TensorDataset) else (x, z)
     shown = _vector(mean), _vector(scale)
     return Change(
         setup,
