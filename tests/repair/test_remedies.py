@@ -296,3 +296,18 @@ def test_data_remedies_read_float64_numpy_arrays_as_float32(data):
     assert change.setup.data[0].dtype == torch.float32
     assert change.setup.full_model(torch.from_numpy(raw[0]).float()).shape == (600, 4)
     assert raw[0].dtype.name == "float64"  # the user's array is untouched
+
+
+def test_baseline_orders_use_registered_remedies():
+    from babysit.repair import ORDER
+    from babysit.repair.baselines import AUTOTRAINER, autotrainer_order, random_order
+
+    assert {n for names in AUTOTRAINER.values() for n in names} <= set(REMEDIES)
+    assert autotrainer_order("DEAD_RELU", ORDER["DEAD_RELU"])[0] == "batchnorm"
+    assert autotrainer_order("DROPOUT_TOO_HIGH", ORDER["DROPOUT_TOO_HIGH"]) == ("dropout_half",)
+    draws = [random_order(seed)("DEAD_RELU", ORDER["DEAD_RELU"]) for seed in range(20)]
+    assert all(len(d) == 1 and d[0] in ORDER["DEAD_RELU"] for d in draws)
+    assert len({d[0] for d in draws}) > 1
+    assert random_order(3)("DEAD_RELU", ORDER["DEAD_RELU"]) == random_order(3)(
+        "DEAD_RELU", ORDER["DEAD_RELU"]
+    )
