@@ -105,7 +105,10 @@ def test_relu_he_swaps_saturating_activations_but_not_the_output(data):
     s = _setup(model[0], data)
     assert "VANISHING_GRADIENTS" in _codes(s)
     change = _apply("relu_he", s)
-    assert change.patch[0] == "replace Sigmoid() at model[1] with ReLU()"
+    assert change.patch[0] == (
+        "replace Sigmoid() at model[1], model[3], model[5], model[7], model[9], model[11], "
+        "model[13], model[15] with ReLU()"
+    )
     assert change.patch[-1] == 'bs.nn.init_model(model, "he")'
     assert not any(isinstance(m, nn.Sigmoid) for m in change.setup.model)
     assert "VANISHING_GRADIENTS" not in _codes(change.setup)
@@ -116,7 +119,9 @@ def test_relu_he_swaps_saturating_activations_but_not_the_output(data):
 def test_leaky_relu_swaps_relu_modules(data):
     change = _apply("leaky_relu", _setup(mlp(), data))
     assert [type(m).__name__ for m in change.setup.model][1] == "LeakyReLU"
-    assert change.patch[0] == "replace ReLU() at model[1] with LeakyReLU(negative_slope=0.01)"
+    assert change.patch == (
+        "replace ReLU() at model[1], model[3] with LeakyReLU(negative_slope=0.01)",
+    )
 
 
 def test_zero_output_gives_ln_c_at_init(data):

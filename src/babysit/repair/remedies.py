@@ -245,13 +245,15 @@ def batchnorm(setup: SetUp, finding: Finding | None) -> Change:
 def _swap(setup: SetUp, kinds: tuple[type, ...], make: Callable[[], nn.Module]) -> list[str]:
     """Replace every module of ``kinds`` except the model's last module (the output's)."""
     last = _last_module_path(setup.model)
-    lines = []
+    swapped: dict[tuple[str, str], list[str]] = {}  # (old, new) -> paths, one line each
     for path, module in list(setup.model.named_modules()):
         if path and isinstance(module, kinds) and path != last:
             new = make()
             setup.model = _set(setup.model, path, new)
-            lines.append(f"replace {type(module).__name__}() at {show(path)} with {new!r}")
-    return lines
+            swapped.setdefault((f"{type(module).__name__}()", repr(new)), []).append(show(path))
+    return [
+        f"replace {old} at {', '.join(paths)} with {new}" for (old, new), paths in swapped.items()
+    ]
 
 
 def relu_he(setup: SetUp, finding: Finding | None) -> Change:
