@@ -33,7 +33,9 @@ def test_saturation_is_repaired_verified_and_the_users_model_untouched(data):
     model = bs.nn.init_model(mlp(nn.Tanh), "normal", std=1.0)
     x, y = data
     x_before, y_before, digest = x.clone(), y.clone(), state_hash(model)
+    rng = torch.random.get_rng_state()
     repair = bs.fix(model, data, **FAST)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the global generator too
     assert state_hash(model) == digest  # the user's model
     assert torch.equal(x, x_before) and torch.equal(y, y_before)  # and data
     assert "SATURATED_ACTIVATIONS" in repair.fixed and repair.ok

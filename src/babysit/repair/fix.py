@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import runs
+from ..batches import preserved_rng
 from ..checks import diagnose
 from ..findings import Diagnosis, Finding
 from ..outputs import Forward
@@ -88,7 +89,8 @@ def fix(
     """Apply the lecture's remedies to what ``diagnose`` finds, and keep those that verify.
 
     Takes ``diagnose``'s keyword arguments (same meaning). The user's model, optimizer and
-    data are never modified: every remedy edits a copy.
+    data are never modified: every remedy edits a copy; torch's, Python's and NumPy's random
+    generators (and a DataLoader's) are left as they were.
 
     Args:
         budget_s: seconds, >= 0 (``None``: no limit); no remedy starts once it is spent, and
@@ -124,12 +126,13 @@ def fix(
     def rediagnose(setup: SetUp) -> Diagnosis:
         return diagnose(setup.model, setup.data, progress=False, **setup.options, **diag_kw)
 
-    current = SetUp(copy.deepcopy(model), data, data, options)
-    say("fix: diagnosing the set-up as given")
-    before = rediagnose(current)
-    state = _State(start, budget_s, order, say, rediagnose)
-    state._steps_override = _steps
-    repair = state.repair(current, before)
+    with preserved_rng(data, device):  # torch's, Python's and NumPy's generators, as diagnose
+        current = SetUp(copy.deepcopy(model), data, data, options)
+        say("fix: diagnosing the set-up as given")
+        before = rediagnose(current)
+        state = _State(start, budget_s, order, say, rediagnose)
+        state._steps_override = _steps
+        repair = state.repair(current, before)
     if run_dir is not None:
         runs.write_json(run_dir, FIX_JSON, repair.to_dict())
     return repair
