@@ -209,3 +209,22 @@ def test_a_finding_the_remedy_uncovers_is_repaired_with_it_and_verified_together
     assert repair.config["optimizer"] == "sgd" and repair.config["lr"] > 1e-4
     assert repair.patch[-1].startswith(f"lr={repair.config['lr']:.2g}")
     assert repair.ok
+
+
+def test_nothing_is_trained_when_no_finding_has_a_remedy(data, monkeypatch):
+    class Detached(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(20, 32), nn.ReLU())
+            self.head = nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.head(self.body(x).detach())
+
+    def run(self, setup):
+        raise AssertionError("a short run with nothing to verify")
+
+    monkeypatch.setattr(ShortRun, "run", run)
+    repair = bs.fix(Detached(), data, **FAST)
+    assert repair.steps == [] and repair.curves == {}
+    assert {r.code for r in repair.remaining} >= {"PARAMS_WITHOUT_GRAD"}

@@ -170,6 +170,9 @@ class _State:
             left = [_with_reason(r, NOT_TRAINABLE if r.code in BLOCKING else _why(r.code, []))
                     for r in left]  # fmt: skip
             return self._result(current, before, before, left, {})
+        if not loud & set(CODE_ORDER):  # nothing has a remedy: no run to verify anything with
+            left = [_with_reason(r, _why(r.code, [])) for r in remaining(before.findings, "")]
+            return self._result(current, before, before, left, {})
         self.trainer = ShortRun(
             seed=int(current.options.get("seed", 0)),
             device=current.options.get("device", "cpu"),
