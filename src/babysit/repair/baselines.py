@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .fix import Order
+from .loop import Order
 
 __all__ = ["AUTOTRAINER", "autotrainer_order", "random_order"]
 
