@@ -228,3 +228,16 @@ def test_nothing_is_trained_when_no_finding_has_a_remedy(data, monkeypatch):
     repair = bs.fix(Detached(), data, **FAST)
     assert repair.steps == [] and repair.curves == {}
     assert {r.code for r in repair.remaining} >= {"PARAMS_WITHOUT_GRAD"}
+
+
+def test_a_remedy_that_crashes_on_an_unusual_model_is_recorded_not_raised(data, monkeypatch):
+    def crashes(setup, finding):
+        raise RuntimeError("cannot handle this model")
+
+    monkeypatch.setitem(REMEDIES, "crashes", Remedy("crashes", "a test remedy", crashes))
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Dropout(0.9), nn.Linear(32, 4))
+    repair = bs.fix(model, data, _order=lambda code, names: ["crashes", *names], **FAST)
+    assert repair.steps[0].evidence == {
+        "skipped": "the remedy failed on this model: RuntimeError: cannot handle this model"
+    }
+    assert repair.steps[1].accepted and repair.ok

@@ -57,6 +57,7 @@ NO_REMEDY = "no automatic remedy: the change is in your code"
 ALL_REJECTED = "every remedy for it was tried and rejected (see Repair.steps)"
 BUDGET = "not tried: budget_s was spent"
 MAX_PASSES = 2
+REMEDY_ERRORS = (ValueError, TypeError, RuntimeError, AttributeError, KeyError, IndexError)
 
 
 def default_order(code: str, names: tuple[str, ...]) -> Sequence[str]:
@@ -130,8 +131,7 @@ def fix(
         current = SetUp(copy.deepcopy(model), data, data, options)
         say("fix: diagnosing the set-up as given")
         before = rediagnose(current)
-        state = _State(start, budget_s, order, say, rediagnose)
-        state._steps_override = _steps
+        state = _State(start, budget_s, order, say, rediagnose, steps=_steps)
         repair = state.repair(current, before)
     if run_dir is not None:
         runs.write_json(run_dir, FIX_JSON, repair.to_dict())
@@ -141,8 +141,9 @@ def fix(
 class _State:
     """One ``fix`` call: the budget, the order, the short run and the steps taken so far."""
 
-    def __init__(self, start, budget_s, order, say, rediagnose) -> None:
+    def __init__(self, start, budget_s, order, say, rediagnose, *, steps=None) -> None:
         self.start = start
+        self.train_steps = steps  # None: verify.STEPS
         self.budget_s = budget_s
         self.order = order
         self.say = say
@@ -175,10 +176,9 @@ class _State:
             return self._result(current, before, before, left, {})
         self.trainer = ShortRun(
             seed=int(current.options.get("seed", 0)),
+            steps=self.train_steps,
             device=current.options.get("device", "cpu"),
         )
-        if self._steps_override is not None:
-            self.trainer.steps = self._steps_override
         self.say("fix: a short training run of the set-up as given (the reference)")
         try:
             reference = self.trainer.run(current)
@@ -228,8 +228,6 @@ class _State:
         curves = {"before": reference.curve, "after": current_run.curve}
         return self._result(current, before, current_diag, left, curves)
 
-    _steps_override: int | None = None
-
     def _attempt(
         self, code: str, name: str, current: SetUp, current_diag: Diagnosis, current_run
     ) -> tuple[RepairStep, tuple[SetUp, Diagnosis, Any] | None]:
@@ -239,6 +237,9 @@ class _State:
             change = remedy.apply(current.copy(), finding)
         except Skip as skip:
             return RepairStep(code, name, False, {"skipped": str(skip)}), None
+        except REMEDY_ERRORS as err:  # an unusual model a remedy cannot handle: say so, go on
+            reason = f"the remedy failed on this model: {type(err).__name__}: {err}"
+            return RepairStep(code, name, False, {"skipped": reason}), None
         candidate, patch = change.setup, list(change.patch)
         diag = self._diagnose(candidate)
         if diag is None:
