@@ -471,18 +471,18 @@ OUTPUT_ACTIVATIONS = (nn.Softmax, nn.Sigmoid, nn.ReLU, nn.Tanh, nn.LogSigmoid, n
 
 
 def remove_output_activation(setup: SetUp, finding: Finding | None) -> Change:
-    """Replace the module that turns the logits into probabilities/activations by Identity."""
-    path = finding.layer if finding is not None else None
-    module = None
-    if path:
-        try:
-            module = setup.model.get_submodule(path)
-        except AttributeError:
-            module = None
-    if module is None or not isinstance(module, OUTPUT_ACTIVATIONS):
-        path = _last_module_path(setup.model)
+    """Replace the module that turns the logits into probabilities/activations by Identity.
+
+    The module is the one the finding names (the structure check traced it as the last call
+    before the loss); applied by hand (no finding), the model's last module. A finding that
+    names no module came from a functional call, which cannot be edited.
+    """
+    path = finding.layer if finding is not None else _last_module_path(setup.model)
+    try:
         module = setup.model.get_submodule(path) if path else None
-    if path is None or not isinstance(module, OUTPUT_ACTIVATIONS):
+    except AttributeError:
+        module = None
+    if not path or not isinstance(module, OUTPUT_ACTIVATIONS):
         raise Skip(
             "the output activation is not a module babysit can remove (a functional call in "
             "forward): delete it from forward by hand; the loss applies it"
