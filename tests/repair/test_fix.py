@@ -241,3 +241,18 @@ def test_a_remedy_that_crashes_on_an_unusual_model_is_recorded_not_raised(data, 
         "skipped": "the remedy failed on this model: RuntimeError: cannot handle this model"
     }
     assert repair.steps[1].accepted and repair.ok
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("lr_huge", "NAN_LOSS"), ("raw_digits", "DATA_NOT_CENTERED"), ("tanh_huge_init", "SATURATED_ACTIVATIONS")],
+)
+def test_catalogue_set_ups_are_repaired(case, code):
+    from babysit.checks.catalogue import CASES
+
+    model, data, kwargs = CASES[case].build()
+    repair = bs.fix(model, data, **kwargs)
+    assert code in repair.fixed and repair.ok and repair.changed
+    accepted = [s for s in repair.steps if s.accepted]
+    assert all(s.evidence["val_loss_after"] < (s.evidence["val_loss_before"] or float("inf"))
+               for s in accepted)  # fmt: skip
