@@ -260,3 +260,32 @@ def test_catalogue_set_ups_are_repaired(case, code):
     accepted = [s for s in repair.steps if s.accepted]
     assert all(s.evidence["val_loss_after"] < (s.evidence["val_loss_before"] or float("inf"))
                for s in accepted)  # fmt: skip
+
+
+@pytest.mark.parametrize(("retuned_loss", "kept"), [(0.5, True), (0.795, False)])
+def test_the_lr_retuned_for_a_scale_changing_remedy_is_kept_only_when_better(
+    data, monkeypatch, retuned_loss, kept
+):
+    def half(setup, finding):
+        setup.model[2].p = 0.5
+        return Change(setup, ("model[2].p = 0.5",))
+
+    def fixed_lr(setup, finding):
+        setup.options["lr"] = 0.0123
+        return Change(setup, ("lr=0.0123",))
+
+    def run(self, setup):  # reference 1.0, the remedy alone 0.8, with the retuned lr: param
+        if setup.model[2].p == 0.9:
+            return RunResult(1.0)
+        return RunResult(retuned_loss if setup.options["lr"] == 0.0123 else 0.8)
+
+    monkeypatch.setitem(REMEDIES, "half", Remedy("half", "test", half, retune_lr=True))
+    monkeypatch.setitem(REMEDIES, "lr_range_test", Remedy("lr_range_test", "test", fixed_lr))
+    monkeypatch.setattr(ShortRun, "run", run)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Dropout(0.9), nn.Linear(32, 4))
+    repair = bs.fix(model, data, _order=lambda code, names: ["half"], **FAST)
+    (step,) = repair.steps
+    assert step.accepted and step.evidence["val_loss_with_lr_retuned"] == retuned_loss
+    assert (step.remedy == "half + lr_range_test") is kept
+    assert repair.config["lr"] == (0.0123 if kept else 1e-3)
+    assert step.evidence["val_loss_after"] == (retuned_loss if kept else 0.8)

@@ -282,21 +282,20 @@ class _State:
             val_loss_after=_num(run.val_loss),
             train_steps=self.trainer.steps,
         )
-        if not accepted and remedy.retune_lr and not self.spent():
+        if remedy.retune_lr and "lr_range_test" not in names and not self.spent():
             # data scale + lr, init + lr: the lr that suited the old set-up may not suit the
-            # repaired one; the range test's lr for it, verified together with the remedy
+            # repaired one; the range test's lr for it, verified together with the remedy and
+            # kept when it trains better than the remedy alone (or than the current set-up)
             retuned = self._retuned(candidate, code, base)
-            if retuned is not None:
-                candidate2, diag2, patch2 = retuned
-                run2 = self._run(candidate2)
-                if run2 is not None:
-                    evidence["val_loss_with_lr_retuned"] = _num(run2.val_loss)
-                    if better(run2.val_loss, current_run.val_loss):
-                        accepted, run, diag = True, run2, diag2
-                        candidate, patch = candidate2, patch + patch2
-                        names.append("lr_range_test")
-                        evidence["val_loss_after"] = _num(run2.val_loss)
-                        evidence["codes_after"] = sorted(_loud(diag2))
+            run2 = self._run(retuned[0]) if retuned is not None else None
+            if retuned is not None and run2 is not None:
+                evidence["val_loss_with_lr_retuned"] = _num(run2.val_loss)
+                if better(run2.val_loss, run.val_loss if accepted else current_run.val_loss):
+                    candidate, diag, patch2 = retuned
+                    accepted, run, patch = True, run2, patch + patch2
+                    names.append("lr_range_test")
+                    evidence["val_loss_after"] = _num(run2.val_loss)
+                    evidence["codes_after"] = sorted(_loud(diag))
         if not accepted:
             evidence["rejected"] = (
                 "the finding is gone but the short run's validation loss is not lower"
