@@ -17,6 +17,9 @@ The loop (``docs/architecture.md``, "Repair"):
 4. Interacting findings: when a remedy removes its code but uncovers another (standardized
    data now needs another learning rate; a re-initialised net now saturates differently), the
    new code's remedies are applied on top and the two are verified *together*, as one step.
+   A remedy that changes the scale of activations or gradients (``Remedy.retune_lr``) is also
+   tried with the range test's lr for the repaired set-up (data scale + lr, init + lr), kept
+   when that trains better. When a pass accepted something, one more pass retries what is left.
 5. ``budget_s``: no remedy starts after the budget is spent; those not tried are listed.
 
 The order of remedies can be injected (``_order``): the benchmark compares babysit's order with
