@@ -289,3 +289,22 @@ def test_the_lr_retuned_for_a_scale_changing_remedy_is_kept_only_when_better(
     assert (step.remedy == "half + lr_range_test") is kept
     assert repair.config["lr"] == (0.0123 if kept else 1e-3)
     assert step.evidence["val_loss_after"] == (retuned_loss if kept else 0.8)
+
+
+def test_a_repeated_setting_reads_as_its_final_value():
+    from babysit.repair.loop import merge_patch
+
+    lines = merge_patch(["weight_decay=10", "model[2].p = 0.5"], ["weight_decay=1"])
+    assert lines == ["weight_decay=1", "model[2].p = 0.5"]
+    assert merge_patch(["lr=0.1"], ["lr=0.02 (the LR range test's suggestion)"]) == [
+        "lr=0.02 (the LR range test's suggestion)"
+    ]
+    assert merge_patch(["scale x 0.1"], ["scale x 0.1"]) == ["scale x 0.1", "scale x 0.1"]
+
+
+def test_weight_decay_is_lowered_until_it_no_longer_dominates(data):
+    repair = bs.fix(mlp(), data, weight_decay=100.0, **FAST)
+    (step,) = repair.steps
+    assert step.accepted and step.remedy == "weight_decay_down"
+    assert repair.patch == [f"weight_decay={repair.config['weight_decay']:.2g}"]
+    assert repair.config["weight_decay"] < 10 and "REG_TOO_STRONG" in repair.fixed

@@ -29,6 +29,7 @@ a random remedy and AUTOTRAINER's fixed order at the same training budget.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -257,7 +258,7 @@ class _State:
             again = self._diagnose(change.setup)
             if again is None:  # an empty Diagnosis is falsy: compare with None
                 break
-            candidate, patch, diag = change.setup, patch + list(change.patch), again
+            candidate, patch, diag = change.setup, merge_patch(patch, change.patch), again
             repeats += 1
         names = [name]
         base = _loud(current_diag)
@@ -295,7 +296,7 @@ class _State:
                 evidence["val_loss_with_lr_retuned"] = _num(run2.val_loss)
                 if better(run2.val_loss, run.val_loss if accepted else current_run.val_loss):
                     candidate, diag, patch2 = retuned
-                    accepted, run, patch = True, run2, patch + patch2
+                    accepted, run, patch = True, run2, merge_patch(patch, patch2)
                     names.append("lr_range_test")
                     evidence["val_loss_after"] = _num(run2.val_loss)
                     evidence["codes_after"] = sorted(_loud(diag))
@@ -335,7 +336,7 @@ class _State:
                 diag2 = self._diagnose(change.setup)
                 if diag2 is not None and code not in _loud(diag2):
                     candidate, diag = change.setup, diag2
-                    patch = patch + list(change.patch)
+                    patch = merge_patch(patch, change.patch)
                     names = [*names, name]
                     break
         return candidate, diag, patch, names
@@ -359,6 +360,20 @@ class _State:
             curves=curves,
             elapsed_s=time.perf_counter() - self.start,
         )
+
+
+def merge_patch(patch: Sequence[str], new: Sequence[str]) -> list[str]:
+    """``patch`` then ``new``; a setting set again (``lr=``, ``weight_decay=``) replaces the
+    earlier line, so a repeated remedy reads as its final value."""
+    out = list(patch)
+    for line in new:
+        key = re.match(r"^(\w+)=", line)
+        same = [i for i, old in enumerate(out) if key and old.startswith(key.group(0))]
+        if same:
+            out[same[-1]] = line
+        else:
+            out.append(line)
+    return out
 
 
 def _loud(diagnosis: Diagnosis) -> set[str]:
