@@ -11,7 +11,18 @@ from .setup import SetUp
 
 
 def lr_range_test(setup: SetUp, finding: Finding | None) -> Change:
-    """The learning rate the LR range test suggests for this (already repaired) set-up."""
+    """The learning rate the LR range test suggests for this (already repaired) set-up, its
+    pick verified by short constant-lr probes (:func:`babysit.lr_find`)."""
+    return _range_test(setup, verify=True)
+
+
+def lr_sweep(setup: SetUp, finding: Finding | None) -> Change:
+    """The range test's curve pick without the probes (one 100-step sweep): the cheap retune
+    ``fix`` tries with a remedy that changes the scale of activations or gradients."""
+    return _range_test(setup, verify=False)
+
+
+def _range_test(setup: SetUp, *, verify: bool) -> Change:
     from ..tuning import lr_find
 
     opts = setup.options
@@ -25,6 +36,7 @@ def lr_range_test(setup: SetUp, finding: Finding | None) -> Change:
         task=opts.get("task", "auto"),
         device=opts.get("device", "cpu"),
         seed=opts.get("seed", 0),
+        verify=verify,
     )
     if result.suggestion is None or not math.isfinite(result.suggestion):
         reasons = "; ".join(result.reasons) or "no suggestion"

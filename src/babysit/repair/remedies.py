@@ -42,7 +42,14 @@ from .init_remedies import (
     scale_output,
     zero_output,
 )
-from .optim_remedies import decoupled_weight_decay, lr_down, lr_range_test, lr_up, weight_decay_down
+from .optim_remedies import (
+    decoupled_weight_decay,
+    lr_down,
+    lr_range_test,
+    lr_sweep,
+    lr_up,
+    weight_decay_down,
+)
 from .setup import SetUp
 from .structure_remedies import (
     batchnorm,
@@ -97,6 +104,7 @@ _ALL = [
     Remedy("zero_center_inputs", "prepend a fitted ZeroCenter", zero_center_inputs,
            retune_lr=True),
     Remedy("lr_range_test", "lr from the LR range test", lr_range_test),
+    Remedy("lr_sweep", "lr from one range-test sweep (the retune)", lr_sweep),
     Remedy("lr_down", "lr / 10", lr_down, repeat=2),
     Remedy("lr_up", "lr x 10", lr_up, repeat=2),
     Remedy("weight_decay_down", "weight decay / 10", weight_decay_down, repeat=4),
