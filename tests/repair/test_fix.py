@@ -334,3 +334,11 @@ def test_every_remedy_of_a_code_is_tried_and_the_best_verified_one_kept(data, mo
     assert repair.patch == ["model[2].p = 0.3"] and repair.model[2].p == 0.3
     first = bs.fix(model, data, _best_of=False, **FAST)  # AUTOTRAINER's rule: the first
     assert [s.accepted for s in first.steps] == [True] and first.model[2].p == 0.5
+
+
+def test_without_an_lr_the_optimizers_default_is_judged_and_trained_with(data):
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Dropout(0.9), nn.Linear(32, 4))
+    repair = bs.fix(model, data, optimizer="momentum", _steps=60)
+    assert repair.config == {"optimizer": "momentum", "lr": 0.01, "weight_decay": 0.0}
+    assert "LR_SUGGESTION" not in repair.before.codes  # no range test: the lr is given
+    assert "LR_SUGGESTION" in bs.diagnose(model, data, optimizer="momentum", progress=False).codes

@@ -47,6 +47,7 @@ from .. import runs
 from ..batches import preserved_rng
 from ..checks import diagnose
 from ..findings import Diagnosis, Finding
+from ..optim import DEFAULT_LR
 from ..outputs import Forward
 from ..tasks import Task
 from .remaining import BLOCKING, remaining
@@ -104,6 +105,8 @@ def fix(
     generators (and a DataLoader's) are left as they were.
 
     Args:
+        lr: the learning rate; ``None`` takes the optimizer's default (``fit``'s), which the
+            diagnoses judge and the short runs train with (``Repair.config`` names it).
         budget_s: seconds, >= 0 (``None``: no limit); no remedy starts once it is spent, and
             the remedies not tried are listed in ``Repair.not_tried``.
         run_dir: if given, ``fix.json`` (``Repair.to_dict()``) is written there, atomically.
@@ -119,6 +122,10 @@ def fix(
         raise ValueError(f"budget_s must be >= 0 seconds, got {budget_s!r}")
     start = time.perf_counter()
     order = _order or default_order
+    if lr is None and isinstance(optimizer, str) and optimizer.strip().lower() in DEFAULT_LR:
+        # the lr the short runs train with (fit's default), judged by every diagnosis: one
+        # setting throughout, and no range test in each of the re-diagnoses
+        lr = DEFAULT_LR[optimizer.strip().lower()]
     say = _printer(progress)
     options = {
         "loss_fn": loss_fn,
