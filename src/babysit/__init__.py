@@ -8,6 +8,7 @@ from . import data, nn
 from .checks import diagnose
 from .findings import Diagnosis, Finding
 from .probes import LayerStats, Probe
+from .repair import Repair, RepairStep, fix
 from .reporting import report
 from .tasks import Task
 from .train import Callback, Checkpoint, History, Watcher, fit, watch
@@ -23,6 +24,8 @@ __all__ = [
     "LRFinderResult",
     "LayerStats",
     "Probe",
+    "Repair",
+    "RepairStep",
     "Task",
     "Watcher",
     "__version__",
@@ -30,6 +33,7 @@ __all__ = [
     "data",
     "diagnose",
     "fit",
+    "fix",
     "intuniform",
     "loguniform",
     "lr_find",

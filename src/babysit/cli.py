@@ -1,7 +1,8 @@
-"""The ``babysit`` command line (typer): demo, initlab, diagnose, train, search, explain; more
+"""The ``babysit`` command line (typer): demo, initlab, diagnose, fix, train, search, explain; more
 arrive with their issues.
 
-Exit codes: 0 success, 1 a finding of severity error (diagnose, train), 2 bad usage. A user
+Exit codes: 0 success, 1 a finding of severity error (diagnose, train) or one left at
+warning/error after a repair (fix), 2 bad usage. A user
 error (a bad flag, a --out that cannot be written, a model builder that raises) is one line
 ``babysit: ...`` on stderr and exit 2; ``babysit --debug COMMAND`` raises it instead, with its
 traceback. Anything else is a bug in babysit and surfaces as one, traceback and all.
@@ -164,6 +165,65 @@ def diagnose(
         from .console import print_diagnosis
 
         print_diagnosis(result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def fix(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="MODULE:FUNCTION (or path/to/file.py:FUNCTION) returning a model or (model, data)."
+        ),
+    ],
+    data: Annotated[
+        str | None, typer.Option(help="Bundled data set: digits, mnist1d, cifar10:PATH.")
+    ] = None,
+    standardize: Annotated[
+        bool, typer.Option(help="Standardize --data features (fitted on its training split).")
+    ] = False,
+    optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, adam, ...")] = "adam",
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate (default: the optimizer's default).")
+    ] = None,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
+    checks: Annotated[
+        str, typer.Option(help="'default', 'all', or check names separated by commas.")
+    ] = "default",
+    ignore: Annotated[list[str] | None, typer.Option(help="Finding code to silence.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Time budget in seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Run directory for fix.json.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Repair what diagnose finds, keeping only remedies that verify. Exit 0: nothing at
+    warning/error remains; 1: something remains (printed with the change to make); 2: usage."""
+    from .loading import load_target
+    from .repair import fix as run_fix
+    from .repair import format_repair
+
+    try:
+        model, model_data = load_target(target, data, standardize=standardize)
+        selected = checks if checks in ("default", "all") else checks.split(",")
+        result = run_fix(
+            model,
+            model_data,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            checks=selected,
+            ignore=ignore or (),
+            budget_s=budget,
+            seed=seed,
+            run_dir=out,
+            progress=False if as_json else None,
+        )
+    except (ValueError, TypeError, ImportError, OSError, AttributeError) as err:
+        _usage_error(_describe(err))
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        typer.echo(format_repair(result))
     raise typer.Exit(0 if result.ok else 1)
 
 

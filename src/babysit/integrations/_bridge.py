@@ -273,7 +273,7 @@ class Bridge(Watcher):
         # fit's ActivationSnapshots reads the trainer's fixed training sample by this name
         self._train_sample = None if sample is None else SimpleNamespace(tensors=[sample])
         write = run_dir is not None and distributed.is_main()
-        self._pending = dict(state) if state else None  # loaded before the monitors start
+        self._resume_state = dict(state) if state else None  # loaded before the monitors start
         super().__init__(
             model,
             self.steps,
@@ -444,9 +444,9 @@ class Bridge(Watcher):
         }
 
     def call(self, hook: str, *args: Any) -> None:
-        if hook == "on_fit_start" and self._pending is not None:
-            self.load(self._pending)  # so that the monitors start from the saved step
-            self._pending = None
+        if hook == "on_fit_start" and self._resume_state is not None:
+            self.load(self._resume_state)  # so that the monitors start from the saved step
+            self._resume_state = None
         super().call(hook, *args)
 
     def load(self, state: Mapping[str, Any]) -> None:
