@@ -12,7 +12,7 @@ from .distributed.harness import torchrun
 
 SCRIPT = textwrap.dedent(
     """
-    import datetime, json, os, sys
+    import datetime, gc, json, os, sys
     import torch, torch.distributed as dist
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -50,6 +50,8 @@ SCRIPT = textwrap.dedent(
     run("sigmoid", sigmoid, x, y, lr=1e-4)
     with open(os.path.join(out_dir, f"rank{r}.json"), "w") as f:
         json.dump(result, f)
+    gc.collect()  # the DDP wrappers' reducers go before the process group (as tests/distributed do)
+    dist.barrier()
     dist.destroy_process_group()
     """
 )
