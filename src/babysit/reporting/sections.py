@@ -43,7 +43,7 @@ class Section:
 
 def build_sections(found: list[Run]) -> list[Section]:
     """Summary first, then the lecture's order: data, activations, LR range test, search,
-    training."""
+    training; then the repair ``babysit fix`` made."""
     sections = [_summary(found)]
     builders = (
         ("data_stats", _data, "data_stats.json"),
@@ -51,6 +51,7 @@ def build_sections(found: list[Run]) -> list[Section]:
         ("lr_find", _lr_find, "lr_find.json"),
         ("search", _search, "search.json"),
         ("metrics", _training, "metrics.csv"),
+        ("fix", _repair, "fix.json"),
     )
     for attribute, build, name in builders:
         for run in found:
@@ -83,6 +84,8 @@ def _summary(found: list[Run]) -> Section:
         ((run.label or run.kind, f) for run in found for f in run.findings),
         key=lambda pair: order[pair[1].severity],
     )
+    after_fix = _after_fix(found)
+    findings += sorted(after_fix, key=lambda pair: order[pair[1].severity])
     section = Section("summary", "Summary", findings=findings)
     counts = {s: sum(f.severity == s for _, f in findings) for s in SEVERITIES}
     # Cannot check means say so: a findings.json that could not be read is never "no findings".
@@ -131,6 +134,32 @@ def _summary(found: list[Run]) -> Section:
                 section.preformatted.append((f"Model{_where(run)}", str(run.config["model_repr"])))
         section.notes += [f"Could not read {problem}{_where(run)}" for problem in run.problems]
     return section
+
+
+def _after_fix(found: list[Run]) -> list[tuple[str, Finding]]:
+    """For a run whose only findings are in ``fix.json``: the findings *after* the repair (what
+    is still true of the repaired set-up), labelled so. A ``fix.json`` whose findings cannot be
+    read makes the run's findings unknown, never "none"."""
+    from .repair_section import findings_of
+
+    out = []
+    for run in found:
+        if run.fix is None or run.findings or run.findings_unread:
+            continue
+        try:
+            after = findings_of(run.fix, "after")
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            run.findings_unread = f"fix.json: {err}"
+            run.problems.append(f"fix.json: {err}")
+            continue
+        out += [(f"{run.label or 'fix'}: after the repair", f) for f in after]
+    return out
+
+
+def _repair(run: Run) -> Section:
+    from .repair_section import repair_section
+
+    return repair_section(run.fix or {}, _where(run))
 
 
 def _final_metrics(run: Run) -> dict[str, float]:
