@@ -561,6 +561,33 @@ def render(results: list[dict[str, Any]], healthy: list[dict[str, Any]], args) -
             )
             + f"; torch threads {torch.get_num_threads()}.",
         ]
+    lines += ["", "### AUTOTRAINER's orders and the codes mapped to its problems", ""]
+    lines.append(
+        md_table(
+            ["AUTOTRAINER problem", "its order (babysit remedy names)", "babysit codes"],
+            [
+                [
+                    problem,
+                    " → ".join(order),
+                    ", ".join(
+                        f"**{c}**" if c in DIRECT else c for c, p in PROBLEM.items() if p == problem
+                    ),
+                ]
+                for problem, order in AUTOTRAINER_ORDER.items()
+            ],
+        )
+    )
+    lines += [
+        "",
+        "Bold: AUTOTRAINER's own problem; the others are mapped by the symptom they show in "
+        "training. `at_*` are AUTOTRAINER's remedies that babysit has not, registered for this "
+        "run only: `at_selu_lecun` (every hidden activation → SELU, LeCun-normal weights), "
+        "`at_selu`/`at_relu`/`at_tanh` (activation swap, weights kept), `at_grad_clip` "
+        "(`clip_grad_norm_(…, 1.0)` before each step), `at_adam` (Adam, lr 1e-3), "
+        "`at_momentum` (SGD-momentum), `at_optimizer` (Adam, or momentum when already Adam), "
+        "`at_batch_size` (a shuffled DataLoader of batch 128); `at_reduce_on_plateau` is always "
+        "skipped (the short run has no scheduler).",
+    ]
     if healthy:
         quiet = [r for r in healthy if not r["changed"] and not r["steps"]]
         loud = [f"{r['name']} ({', '.join(r['before'])})" for r in healthy if r["before"]]
@@ -581,7 +608,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="only these set-ups (comma list of names)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N broken set-ups")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (default 1: on a shared 2-core machine two threads made a "
+        "repair 18x slower)",
+    )
     parser.add_argument("--random-seeds", type=int, default=1, help="seeds of the random baseline")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma list")
     parser.add_argument("--no-healthy", action="store_true", help="skip the healthy set-ups")
@@ -620,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-    healthy = []
+    healthy: list[dict[str, Any]] = []
     if not args.no_healthy:
         for case in [c for c in cases if c.healthy]:
             r = score(case, "babysit")
