@@ -4,10 +4,10 @@ a lower validation loss). ``docs/architecture.md``, "Repair".
 
 Modules: :mod:`.remedies` (the remedies as data: code -> ordered remedy functions),
 :mod:`.verify` (the short training run), :mod:`.remaining` (what cannot be repaired, as
-patch-like lines), :mod:`.fix` (the loop), :mod:`.result` (``Repair``, ``RepairStep``).
+patch-like lines), :mod:`.loop` (the loop, ``fix``), :mod:`.result` (``Repair``, ``RepairStep``).
 """
 
-from .fix import Order, default_order, fix
+from .loop import Order, default_order, fix
 from .remedies import CODE_ORDER, ORDER, REMEDIES, Change, Remedy, Skip, remedies_for
 from .result import Remaining, Repair, RepairStep, format_repair
 from .setup import SetUp

@@ -52,6 +52,8 @@ def remaining_line(f: Finding) -> str:
     """``"<where>: <change>"`` for one finding."""
     where = show(f.layer) if f.layer else "model"
     change = CHANGES.get(f.code) or f.advice or f.message
+    if f.code in BLOCKING and f.message:  # what failed, then what to change
+        change = f"{f.message.rstrip('.')}; {change}"
     return f"{where}: {change}"
 
 

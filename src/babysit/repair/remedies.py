@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..batches import as_tensor
 from ..findings import Finding
 from ..nn.activations import WEIGHT_LAYERS, activation_name, weight_layers
 from .modules import FittedScaler, OutputScaler
@@ -49,7 +50,8 @@ class Change:
 
 @dataclass(frozen=True)
 class Remedy:
-    """One remedy: ``apply(setup_copy, finding) -> Change`` (or raises :class:`Skip`).
+    """One remedy: ``apply(setup_copy, finding) -> Change`` (or raises :class:`Skip`); the
+    finding (None when applied by hand) lets a remedy read the layer it names.
 
     ``repeat``: how many times ``fix`` may apply it again on top of itself while its finding
     persists (weight decay / 10 "until the regularization no longer dominates").
@@ -60,7 +62,7 @@ class Remedy:
 
     name: str
     summary: str
-    apply: Callable[[SetUp, Finding], Change]
+    apply: Callable[[SetUp, Finding | None], Change]
     repeat: int = 1
     retune_lr: bool = False
 
@@ -124,10 +126,11 @@ def _inputs(setup: SetUp, what: str) -> torch.Tensor:
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         data = data.tensors
     if isinstance(data, tuple | list) and len(data) == 2:
-        x = data[0]
-        if not isinstance(x, torch.Tensor):
-            x = torch.as_tensor(x)
-        if x.is_floating_point():
+        try:
+            x = as_tensor(data[0], "X")  # float64 arrays become float32, as fit reads them
+        except (TypeError, ValueError):
+            x = None
+        if x is not None and x.is_floating_point():
             return x
     raise Skip(f"{what} needs in-memory (X, y) float tensors; pass the data as (X, y)")
 
@@ -173,7 +176,7 @@ def _fmt(value: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def reinit(setup: SetUp, finding: Finding) -> Change:
+def reinit(setup: SetUp, finding: Finding | None) -> Change:
     """Re-initialise every Linear/Conv layer by its activation: He for ReLU, Xavier for tanh."""
     from ..nn import init_model
 
@@ -183,7 +186,7 @@ def reinit(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f'bs.nn.init_model(model, "{scheme}")',))
 
 
-def lsuv(setup: SetUp, finding: Finding) -> Change:
+def lsuv(setup: SetUp, finding: Finding | None) -> Change:
     """Layer-sequential unit-variance init (Mishkin & Matas, 2015) on a batch of the inputs."""
     import warnings
 
@@ -197,7 +200,7 @@ def lsuv(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, ('bs.nn.init_model(model, "lsuv", data=X[:512])',))
 
 
-def reset_biases(setup: SetUp, finding: Finding) -> Change:
+def reset_biases(setup: SetUp, finding: Finding | None) -> Change:
     """Every Linear/Conv bias to 0 (a negative bias kills ReLUs before training starts)."""
     changed = []
     with torch.no_grad():
@@ -210,7 +213,7 @@ def reset_biases(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"set the biases of {', '.join(changed)} to 0",))
 
 
-def batchnorm(setup: SetUp, finding: Finding) -> Change:
+def batchnorm(setup: SetUp, finding: Finding | None) -> Change:
     """Insert BatchNorm after each Linear/Conv that an activation follows in an nn.Sequential."""
     lines = []
     for path, seq in list(_sequentials(setup.model)):
@@ -225,7 +228,10 @@ def batchnorm(setup: SetUp, finding: Finding) -> Change:
                 if norm is not None:
                     rebuilt.append(norm)
                     inserted = True
-                    lines.append(f"insert {norm!r} after {show(_child(path, i))}")
+                    size = norm.num_features
+                    lines.append(
+                        f"insert {type(norm).__name__}({size}) after {show(_child(path, i))}"
+                    )
         if inserted:
             setup.model = _set(setup.model, path, nn.Sequential(*rebuilt))
     if not lines:
@@ -239,16 +245,18 @@ def batchnorm(setup: SetUp, finding: Finding) -> Change:
 def _swap(setup: SetUp, kinds: tuple[type, ...], make: Callable[[], nn.Module]) -> list[str]:
     """Replace every module of ``kinds`` except the model's last module (the output's)."""
     last = _last_module_path(setup.model)
-    lines = []
+    swapped: dict[tuple[str, str], list[str]] = {}  # (old, new) -> paths, one line each
     for path, module in list(setup.model.named_modules()):
         if path and isinstance(module, kinds) and path != last:
             new = make()
             setup.model = _set(setup.model, path, new)
-            lines.append(f"replace {type(module).__name__}() at {show(path)} with {new!r}")
-    return lines
+            swapped.setdefault((f"{type(module).__name__}()", repr(new)), []).append(show(path))
+    return [
+        f"replace {old} at {', '.join(paths)} with {new}" for (old, new), paths in swapped.items()
+    ]
 
 
-def relu_he(setup: SetUp, finding: Finding) -> Change:
+def relu_he(setup: SetUp, finding: Finding | None) -> Change:
     """Swap saturating activations (sigmoid, tanh) for ReLU and re-initialise with He."""
     from ..nn import init_model
 
@@ -259,7 +267,7 @@ def relu_he(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (*lines, 'bs.nn.init_model(model, "he")'))
 
 
-def leaky_relu(setup: SetUp, finding: Finding) -> Change:
+def leaky_relu(setup: SetUp, finding: Finding | None) -> Change:
     """ReLU -> LeakyReLU(0.01): a unit with a negative input still gets a gradient."""
     lines = _swap(setup, (nn.ReLU,), lambda: nn.LeakyReLU(0.01))
     if not lines:
@@ -267,7 +275,7 @@ def leaky_relu(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, tuple(lines))
 
 
-def scale_output(setup: SetUp, finding: Finding) -> Change:
+def scale_output(setup: SetUp, finding: Finding | None) -> Change:
     """Scale the output layer's weights by 0.1: logits near 0 give the loss ln C at init."""
     path, layer = _weight_layer_list(setup.model)[-1]
     with torch.no_grad():
@@ -277,7 +285,7 @@ def scale_output(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"scale the weights of {show(path)} by 0.1 and zero its bias",))
 
 
-def zero_output(setup: SetUp, finding: Finding) -> Change:
+def zero_output(setup: SetUp, finding: Finding | None) -> Change:
     """Zero the output layer: the loss at init is exactly the best constant predictor's."""
     path, layer = _weight_layer_list(setup.model)[-1]
     with torch.no_grad():
@@ -315,22 +323,22 @@ def _fit_scaler(setup: SetUp, kind: str) -> Change:
     )
 
 
-def standardize_inputs(setup: SetUp, finding: Finding) -> Change:
+def standardize_inputs(setup: SetUp, finding: Finding | None) -> Change:
     """Prepend a fitted Standardize: ``(x - mean) / std`` (the lecture's normalization)."""
     return _fit_scaler(setup, "standardize")
 
 
-def zero_center_inputs(setup: SetUp, finding: Finding) -> Change:
+def zero_center_inputs(setup: SetUp, finding: Finding | None) -> Change:
     """Prepend a fitted ZeroCenter: ``x - mean`` (the lecture's first preprocessing step)."""
     return _fit_scaler(setup, "zero_center")
 
 
-def standardize_targets(setup: SetUp, finding: Finding) -> Change:
+def standardize_targets(setup: SetUp, finding: Finding | None) -> Change:
     """Train on standardized regression targets; append ``y * std + mean`` to the model."""
     _inputs(setup, "standardizing the targets")
     data = setup.data
     pair = data.tensors if isinstance(data, TensorDataset) else data
-    y = torch.as_tensor(pair[1])
+    y = as_tensor(pair[1], "y")
     if not y.is_floating_point():
         raise Skip("the targets are not real-valued: standardizing them applies to regression")
     mean = y.mean(0)
@@ -341,7 +349,8 @@ def standardize_targets(setup: SetUp, finding: Finding) -> Change:
         post = nn.Sequential(post, setup.postprocess)
     setup.postprocess = post
     z = (y - mean) / scale
-    setup.data = TensorDataset(pair[0], z) if isinstance(data, TensorDataset) else (pair[0], z)
+    x = as_tensor(pair[0], "X")
+    setup.data = TensorDataset(x, z) if isinstance(data, TensorDataset) else (x, z)
     shown = _vector(mean), _vector(scale)
     return Change(
         setup,
@@ -362,7 +371,7 @@ def _vector(t: torch.Tensor) -> str:
     )
 
 
-def lr_range_test(setup: SetUp, finding: Finding) -> Change:
+def lr_range_test(setup: SetUp, finding: Finding | None) -> Change:
     """The learning rate the LR range test suggests for this (already repaired) set-up."""
     from ..tuning import lr_find
 
@@ -386,21 +395,21 @@ def lr_range_test(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"lr={_fmt(lr)} (the LR range test's suggestion)",))
 
 
-def lr_down(setup: SetUp, finding: Finding) -> Change:
+def lr_down(setup: SetUp, finding: Finding | None) -> Change:
     """lr / 10 (the lecture: when the cost explodes, the lr is too high)."""
     lr = _current_lr(setup) / 10
     setup.options["lr"] = lr
     return Change(setup, (f"lr={_fmt(lr)}",))
 
 
-def lr_up(setup: SetUp, finding: Finding) -> Change:
+def lr_up(setup: SetUp, finding: Finding | None) -> Change:
     """lr x 10 (the lecture: a loss that barely moves means the lr is too low)."""
     lr = _current_lr(setup) * 10
     setup.options["lr"] = lr
     return Change(setup, (f"lr={_fmt(lr)}",))
 
 
-def weight_decay_down(setup: SetUp, finding: Finding) -> Change:
+def weight_decay_down(setup: SetUp, finding: Finding | None) -> Change:
     """weight_decay / 10; ``fix`` repeats it while the regularization still dominates."""
     wd = float(setup.options.get("weight_decay") or 0.0)
     if wd <= 0:
@@ -409,7 +418,7 @@ def weight_decay_down(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"weight_decay={_fmt(wd / 10)}",))
 
 
-def decoupled_weight_decay(setup: SetUp, finding: Finding) -> Change:
+def decoupled_weight_decay(setup: SetUp, finding: Finding | None) -> Change:
     """Adam + L2 -> AdamW (Loshchilov & Hutter, 2019): the decay no longer enters the gradient."""
     optimizer = setup.options.get("optimizer", "adam")
     if not isinstance(optimizer, str) or optimizer.strip().lower() != "adam":
@@ -418,7 +427,7 @@ def decoupled_weight_decay(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, ('optimizer="adamw" (decoupled weight decay)',))
 
 
-def dropout_half(setup: SetUp, finding: Finding) -> Change:
+def dropout_half(setup: SetUp, finding: Finding | None) -> Change:
     """Every dropout rate above 0.5 -> 0.5 (UMLAUT's rule; Srivastava et al. use 0.5)."""
     lines = []
     for path, module in setup.model.named_modules():
@@ -430,7 +439,7 @@ def dropout_half(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, tuple(lines))
 
 
-def shuffle_loader(setup: SetUp, finding: Finding) -> Change:
+def shuffle_loader(setup: SetUp, finding: Finding | None) -> Change:
     """A DataLoader over the same dataset with ``shuffle=True`` (seeded)."""
     loader = setup.data
     if not isinstance(loader, DataLoader) or not isinstance(loader.dataset, Dataset):
@@ -461,9 +470,9 @@ def _last_module_path(model: nn.Module) -> str | None:
 OUTPUT_ACTIVATIONS = (nn.Softmax, nn.Sigmoid, nn.ReLU, nn.Tanh, nn.LogSigmoid, nn.Softplus)
 
 
-def remove_output_activation(setup: SetUp, finding: Finding) -> Change:
+def remove_output_activation(setup: SetUp, finding: Finding | None) -> Change:
     """Replace the module that turns the logits into probabilities/activations by Identity."""
-    path = finding.layer
+    path = finding.layer if finding is not None else None
     module = None
     if path:
         try:
@@ -482,7 +491,7 @@ def remove_output_activation(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, (f"remove {module!r} at {show(path)}: the loss takes the logits",))
 
 
-def insert_relu(setup: SetUp, finding: Finding) -> Change:
+def insert_relu(setup: SetUp, finding: Finding | None) -> Change:
     """Insert a ReLU between two weight layers that follow each other in an nn.Sequential."""
     lines = []
     for path, seq in list(_sequentials(setup.model)):
@@ -506,7 +515,7 @@ def insert_relu(setup: SetUp, finding: Finding) -> Change:
     return Change(setup, tuple(lines))
 
 
-def train_mode(setup: SetUp, finding: Finding) -> Change:
+def train_mode(setup: SetUp, finding: Finding | None) -> Change:
     """``model.train()``: dropout and batch norm behave as in training."""
     setup.model.train()
     return Change(setup, ("model.train() before the training loop",))

@@ -64,6 +64,10 @@ class SetUp:
     def config(self) -> dict[str, Any]:
         """The training set-up to use with :attr:`full_model` (``Repair.config``)."""
         out = {key: self.options.get(key) for key in TRAINING_KEYS}
+        if out["lr"] is None and isinstance(out["optimizer"], str):
+            from ..optim import DEFAULT_LR  # the lr the short runs trained with
+
+            out["lr"] = DEFAULT_LR.get(out["optimizer"].strip().lower())
         if not isinstance(out["optimizer"], str):
             from ..optim import optimizer_name
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import runs
+from ..batches import preserved_rng
 from ..checks import diagnose
 from ..findings import Diagnosis, Finding
 from ..outputs import Forward
@@ -56,6 +57,7 @@ NO_REMEDY = "no automatic remedy: the change is in your code"
 ALL_REJECTED = "every remedy for it was tried and rejected (see Repair.steps)"
 BUDGET = "not tried: budget_s was spent"
 MAX_PASSES = 2
+REMEDY_ERRORS = (ValueError, TypeError, RuntimeError, AttributeError, KeyError, IndexError)
 
 
 def default_order(code: str, names: tuple[str, ...]) -> Sequence[str]:
@@ -88,7 +90,8 @@ def fix(
     """Apply the lecture's remedies to what ``diagnose`` finds, and keep those that verify.
 
     Takes ``diagnose``'s keyword arguments (same meaning). The user's model, optimizer and
-    data are never modified: every remedy edits a copy.
+    data are never modified: every remedy edits a copy; torch's, Python's and NumPy's random
+    generators (and a DataLoader's) are left as they were.
 
     Args:
         budget_s: seconds, >= 0 (``None``: no limit); no remedy starts once it is spent, and
@@ -124,12 +127,12 @@ def fix(
     def rediagnose(setup: SetUp) -> Diagnosis:
         return diagnose(setup.model, setup.data, progress=False, **setup.options, **diag_kw)
 
-    current = SetUp(copy.deepcopy(model), data, data, options)
-    say("fix: diagnosing the set-up as given")
-    before = rediagnose(current)
-    state = _State(start, budget_s, order, say, rediagnose)
-    state._steps_override = _steps
-    repair = state.repair(current, before)
+    with preserved_rng(data, device):  # torch's, Python's and NumPy's generators, as diagnose
+        current = SetUp(copy.deepcopy(model), data, data, options)
+        say("fix: diagnosing the set-up as given")
+        before = rediagnose(current)
+        state = _State(start, budget_s, order, say, rediagnose, steps=_steps)
+        repair = state.repair(current, before)
     if run_dir is not None:
         runs.write_json(run_dir, FIX_JSON, repair.to_dict())
     return repair
@@ -138,8 +141,9 @@ def fix(
 class _State:
     """One ``fix`` call: the budget, the order, the short run and the steps taken so far."""
 
-    def __init__(self, start, budget_s, order, say, rediagnose) -> None:
+    def __init__(self, start, budget_s, order, say, rediagnose, *, steps=None) -> None:
         self.start = start
+        self.train_steps = steps  # None: verify.STEPS
         self.budget_s = budget_s
         self.order = order
         self.say = say
@@ -167,12 +171,14 @@ class _State:
             left = [_with_reason(r, NOT_TRAINABLE if r.code in BLOCKING else _why(r.code, []))
                     for r in left]  # fmt: skip
             return self._result(current, before, before, left, {})
+        if not loud & set(CODE_ORDER):  # nothing has a remedy: no run to verify anything with
+            left = [_with_reason(r, _why(r.code, [])) for r in remaining(before.findings, "")]
+            return self._result(current, before, before, left, {})
         self.trainer = ShortRun(
             seed=int(current.options.get("seed", 0)),
+            steps=self.train_steps,
             device=current.options.get("device", "cpu"),
         )
-        if self._steps_override is not None:
-            self.trainer.steps = self._steps_override
         self.say("fix: a short training run of the set-up as given (the reference)")
         try:
             reference = self.trainer.run(current)
@@ -222,8 +228,6 @@ class _State:
         curves = {"before": reference.curve, "after": current_run.curve}
         return self._result(current, before, current_diag, left, curves)
 
-    _steps_override: int | None = None
-
     def _attempt(
         self, code: str, name: str, current: SetUp, current_diag: Diagnosis, current_run
     ) -> tuple[RepairStep, tuple[SetUp, Diagnosis, Any] | None]:
@@ -233,6 +237,9 @@ class _State:
             change = remedy.apply(current.copy(), finding)
         except Skip as skip:
             return RepairStep(code, name, False, {"skipped": str(skip)}), None
+        except REMEDY_ERRORS as err:  # an unusual model a remedy cannot handle: say so, go on
+            reason = f"the remedy failed on this model: {type(err).__name__}: {err}"
+            return RepairStep(code, name, False, {"skipped": reason}), None
         candidate, patch = change.setup, list(change.patch)
         diag = self._diagnose(candidate)
         if diag is None:
@@ -316,6 +323,8 @@ class _State:
 
     def _together(self, candidate, diag, patch, names, base):
         for code in [c for c in CODE_ORDER if c in _loud(diag) - base]:
+            if code not in _loud(diag):  # gone with an earlier one (UPDATE_RATIO_LOW with the lr)
+                continue
             for name in self.order(code, remedies_for(code)):
                 try:
                     change = REMEDIES[name].apply(candidate.copy(), _finding(diag, code))
