@@ -11,15 +11,21 @@ order (``fix``'s ``_order``), and all run under the same verification rule (re-d
 same fixed-step short run, same seed, same split, ``docs/architecture.md``, "Repair"):
 
 - **babysit**: ``fix``'s own order (the lecture's advice first).
-- **random**: for each code, ``k`` remedies drawn at random (seeded by the set-up, the code and
-  the seed) from *every* remedy babysit has, ``k`` being the length of babysit's list for that
-  code: at most as many candidate trainings per code as babysit gets (Kim et al., ICST'23: a
-  random choice of remedy is the baseline repair tools must beat). ``--random-seeds`` repeats.
-- **AUTOTRAINER**: the fixed order of Zhang et al. (ICSE'21) for the problem each code maps to
-  (:data:`PROBLEM`, :data:`AUTOTRAINER_ORDER`; the mapping is in ``docs/benchmarks.md``). Its
-  remedies that babysit does not have are registered for the run (:data:`EXTRA`): SELU+LeCun,
-  SELU, ReLU, tanh, gradient clipping, Adam, SGD-momentum, a larger batch; ReduceLROnPlateau
-  needs a scheduler, which the short run has not, and is recorded as skipped.
+- **random**: ``babysit.repair.baselines.random_order``: one remedy drawn at random (seeded)
+  from babysit's list for the code (Kim et al., ICST'23: a random choice of remedy is the
+  baseline repair tools must beat).
+- **random-any**: for each code, as many remedies as babysit's list holds, drawn at random
+  (seeded by the set-up, the code and the seed) from *all* of babysit's remedies: the same
+  number of candidates as babysit, none of its knowledge of which remedy suits which finding.
+- **AUTOTRAINER**: ``babysit.repair.baselines.autotrainer_order``: AUTOTRAINER's fixed order
+  (Zhang et al., ICSE'21) on babysit's remedies for the codes of its five problems, without
+  the steps babysit has no remedy for; babysit's own list for every other code.
+- **AUTOTRAINER-full**: AUTOTRAINER's orders in full (:data:`AUTOTRAINER_ORDER`), every
+  babysit code mapped to the problem whose symptom it shows (:data:`PROBLEM`); its remedies
+  that babysit has not are registered for the run (:data:`EXTRA`): SELU+LeCun, SELU, ReLU,
+  tanh, gradient clipping, Adam, SGD-momentum, a larger batch; ReduceLROnPlateau needs a
+  scheduler, which the short run has not, and is recorded as skipped. A code mapped to a
+  problem whose remedies cannot remove it (a Softmax on the logits) stays unrepaired.
 
 A set-up counts as **repaired and verified** when a remedy was accepted, every target is gone
 from the final diagnosis and no warning/error appeared that the set-up did not have. The
@@ -51,11 +57,18 @@ from torch import nn
 from _common import add_write_docs_arg, emit, md_table
 from babysit.checks.catalogue import CASES
 from babysit.checks.zoo import ZOO
-from babysit.repair import REMEDIES, Change, Remedy, Skip, fix, remedies_for
+from babysit.repair import REMEDIES, Change, Remedy, Skip, baselines, fix, remedies_for
 from babysit.repair.remedies import _current_lr, _swap
 from babysit.repair.setup import SetUp
 
-STRATEGIES = ("babysit", "random", "autotrainer")
+STRATEGIES = ("babysit", "random", "random-any", "autotrainer", "autotrainer-full")
+LABELS = {
+    "babysit": "babysit",
+    "random": "random",
+    "random-any": "random (any remedy)",
+    "autotrainer": "AUTOTRAINER",
+    "autotrainer-full": "AUTOTRAINER (full)",
+}
 MIN_SCALE = 0.1  # as the divergence rule scales a loss (babysit.divergence.MIN_SCALE)
 
 # ------------------------------------------------------------------------------------------
@@ -267,13 +280,13 @@ def autotrainer_remedies() -> Iterator[None]:
             REMEDIES.pop(name, None)
 
 
-def autotrainer_order(code: str, names: tuple[str, ...]) -> Sequence[str]:
+def autotrainer_full_order(code: str, names: tuple[str, ...]) -> Sequence[str]:
     """AUTOTRAINER's fixed order for the problem ``code`` maps to (none: no remedy)."""
     problem = PROBLEM.get(code)
     return AUTOTRAINER_ORDER[problem] if problem else ()
 
 
-def random_order(setup_name: str, seed: int) -> Callable[[str, tuple[str, ...]], Sequence[str]]:
+def random_any_order(setup_name: str, seed: int) -> Callable[[str, tuple[str, ...]], Sequence[str]]:
     """``k = len(babysit's list)`` remedies drawn from all of babysit's, seeded per code."""
 
     def order(code: str, names: tuple[str, ...]) -> Sequence[str]:
@@ -378,8 +391,10 @@ def score(case: SetUpCase, strategy: str, seed: int = 0) -> dict[str, Any]:
     user_hash = _hash(model)
     order = {
         "babysit": None,
-        "random": random_order(case.name, seed),
-        "autotrainer": autotrainer_order,
+        "random": baselines.random_order(seed),
+        "random-any": random_any_order(case.name, seed),
+        "autotrainer": baselines.autotrainer_order,
+        "autotrainer-full": autotrainer_full_order,
     }[strategy]
     start = time.perf_counter()
     with autotrainer_remedies():
@@ -457,7 +472,7 @@ def summary_rows(results: list[dict[str, Any]], names: Sequence[str]) -> list[li
         )
         rows.append(
             [
-                strategy,
+                LABELS[strategy],
                 f"{sum(share):.4g}/{len(have)} ({100 * _mean(share):.0f}%)",
                 _pct(_mean(gain)),
                 paired,
@@ -494,7 +509,7 @@ def render(results: list[dict[str, Any]], healthy: list[dict[str, Any]], args) -
         )
     lines.append(
         md_table(
-            ["set-up", "target findings", "babysit", "random", "AUTOTRAINER order", "babysit s"],
+            ["set-up", "target findings", *(LABELS[s] for s in STRATEGIES), "babysit s"],
             rows,
         )
     )
@@ -561,7 +576,17 @@ def render(results: list[dict[str, Any]], healthy: list[dict[str, Any]], args) -
             )
             + f"; torch threads {torch.get_num_threads()}.",
         ]
-    lines += ["", "### AUTOTRAINER's orders and the codes mapped to its problems", ""]
+    lines += [
+        "",
+        "### The AUTOTRAINER baselines",
+        "",
+        "AUTOTRAINER (`babysit.repair.baselines.AUTOTRAINER`): "
+        + "; ".join(f"{c}: {' → '.join(o)}" for c, o in baselines.AUTOTRAINER.items())
+        + "; every other code: babysit's own list.",
+        "",
+        "AUTOTRAINER (full): its five orders, and babysit's codes mapped to its problems:",
+        "",
+    ]
     lines.append(
         md_table(
             ["AUTOTRAINER problem", "its order (babysit remedy names)", "babysit codes"],
@@ -642,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     for case in broken:
         for strategy in strategies:
-            seeds = range(args.random_seeds) if strategy == "random" else [0]
+            seeds = range(args.random_seeds) if strategy.startswith("random") else [0]
             for seed in seeds:
                 r = score(case, strategy, seed)
                 results.append(r)
