@@ -62,6 +62,7 @@ from babysit.repair.remedies import _current_lr, _swap
 from babysit.repair.setup import SetUp
 
 STRATEGIES = ("babysit", "random", "random-any", "autotrainer", "autotrainer-full")
+DEFAULT_STRATEGIES = ("babysit", "random", "autotrainer", "autotrainer-full")
 LABELS = {
     "babysit": "babysit",
     "random": "random",
@@ -454,7 +455,7 @@ def summary_rows(results: list[dict[str, Any]], names: Sequence[str]) -> list[li
         by[(r["strategy"], r["name"])].append(r)
     mine = {n: by[("babysit", n)][0] for n in names if ("babysit", n) in by}
     rows = []
-    for strategy in STRATEGIES:
+    for strategy in STRATEGIES:  # those that ran
         have = [n for n in names if (strategy, n) in by and n in mine]
         if not have:
             continue
@@ -485,11 +486,12 @@ def summary_rows(results: list[dict[str, Any]], names: Sequence[str]) -> list[li
 def render(results: list[dict[str, Any]], healthy: list[dict[str, Any]], args) -> list[str]:
     broken = [r for r in results if r["strategy"] == "babysit"]
     scored = [r["name"] for r in broken if r["targets"]]
+    present = [s for s in STRATEGIES if any(r["strategy"] == s for r in results)]
     lines = ["### Repaired and verified, per set-up", ""]
     rows = []
     for mine in broken:
         cells = []
-        for strategy in STRATEGIES:
+        for strategy in present:
             rs = [r for r in results if r["strategy"] == strategy and r["name"] == mine["name"]]
             if not rs:
                 cells.append("—")
@@ -509,7 +511,7 @@ def render(results: list[dict[str, Any]], healthy: list[dict[str, Any]], args) -
         )
     lines.append(
         md_table(
-            ["set-up", "target findings", *(LABELS[s] for s in STRATEGIES), "babysit s"],
+            ["set-up", "target findings", *(LABELS[s] for s in present), "babysit s"],
             rows,
         )
     )
@@ -629,6 +631,50 @@ def render(results: list[dict[str, Any]], healthy: list[dict[str, Any]], args) -
 # ------------------------------------------------------------------------------------------
 
 
+def _work(job: tuple[str, str, int], slow: bool) -> dict[str, Any]:
+    name, strategy, seed = job
+    case = next(c for c in all_cases(slow) if c.name == name)
+    return score(case, strategy, seed)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_jobs(jobs: list[tuple[str, str, int]], args) -> dict[tuple[str, str, int], dict]:
+    """Every (set-up, strategy, seed), in ``args.jobs`` processes of ``args.threads`` threads
+    each (1: in this process). A repair's time is its own process's wall time."""
+    done: dict[tuple[str, str, int], dict] = {}
+
+    def report(job, r):
+        done[job] = r
+        what = "healthy" if r["healthy"] else f"targets {r['targets']} repaired={r['repaired']}"
+        print(
+            f"{job[0]:40s} {job[1]:16s} seed {job[2]}: {what} {_pct(r['improvement'])} "
+            f"{r['accepted']} ({r['seconds']:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    if args.jobs <= 1:
+        for job in jobs:
+            report(job, _work(job, args.slow))
+        return done
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(
+        args.jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(args.threads,),
+    ) as pool:
+        futures = {pool.submit(_work, job, args.slow): job for job in jobs}
+        for future in as_completed(futures):
+            report(futures[future], future.result())
+    return done
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="only these set-ups (comma list of names)")
@@ -640,8 +686,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="torch.set_num_threads (default 1: on a shared 2-core machine two threads made a "
         "repair 18x slower)",
     )
-    parser.add_argument("--random-seeds", type=int, default=1, help="seeds of the random baseline")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma list")
+    parser.add_argument("--jobs", type=int, default=1, help="processes (each --threads threads)")
+    parser.add_argument("--random-seeds", type=int, default=1, help="seeds of the random baselines")
+    parser.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help=f"comma list of {', '.join(STRATEGIES)} (default: all but random-any, the slowest)",
+    )
     parser.add_argument("--no-healthy", action="store_true", help="skip the healthy set-ups")
     parser.add_argument("--slow", action="store_true", help="include the zoo's slow entries")
     add_write_docs_arg(parser)
@@ -664,30 +715,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     broken = [c for c in cases if repairable(c)]
     if args.limit:
         broken = broken[: args.limit]
-    results: list[dict[str, Any]] = []
-    for case in broken:
-        for strategy in strategies:
-            seeds = range(args.random_seeds) if strategy.startswith("random") else [0]
-            for seed in seeds:
-                r = score(case, strategy, seed)
-                results.append(r)
-                print(
-                    f"{case.name:40s} {strategy:11s} seed {seed}: targets {r['targets']} "
-                    f"repaired={r['repaired']} {_pct(r['improvement'])} {r['accepted']} "
-                    f"({r['seconds']:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    healthy: list[dict[str, Any]] = []
+    jobs = [
+        (case.name, strategy, seed)
+        for case in broken
+        for strategy in strategies
+        for seed in (range(args.random_seeds) if strategy.startswith("random") else [0])
+    ]
     if not args.no_healthy:
-        for case in [c for c in cases if c.healthy]:
-            r = score(case, "babysit")
-            healthy.append(r)
-            print(f"{case.name:40s} healthy: changed={r['changed']} {r['before']}", file=sys.stderr)
+        jobs += [(case.name, "babysit", 0) for case in cases if case.healthy]
+    done = run_jobs(jobs, args)
+    results = [done[j] for j in jobs if not done[j]["healthy"]]
+    healthy = [done[j] for j in jobs if done[j]["healthy"]]
     lines = render(results, healthy, args)
     note = (
         "Each short run is fix's verification run (200 steps of 64 examples, seed 0, 20% of "
-        f"up to 4096 examples held out); random baseline seeds: {args.random_seeds}."
+        f"up to 4096 examples held out); random baseline seeds: {args.random_seeds}; "
+        f"{args.jobs} process(es) of {args.threads} thread(s)."
     )
     emit(args, __file__, lines, note=note)
 
