@@ -93,14 +93,15 @@ def test_fix_json_alone_is_a_run_and_gets_the_repair_section(fixed_run):
     assert str(run_dir) in _text(html) and "(fix)" in _text(html)  # the page names the kind
 
 
-def test_summary_lists_what_remains_after_the_repair_never_no_findings(fixed_run):
+def test_summary_lists_what_remains_after_the_repair_and_what_the_original_had(fixed_run):
     run_dir, document, _ = fixed_run
     summary = _text(_section(bs.report(run_dir).read_text(), "summary") or "")
-    assert "No findings" not in summary or not document["after"]["findings"]
+    assert "No findings: every check and monitor that ran stayed silent" not in summary
     for f in document["after"]["findings"]:
         assert f["code"] in summary
-    if document["after"]["findings"]:
-        assert "after the repair" in summary
+    assert "the findings shown are those of the repaired set-up" in summary
+    had = sorted({f["code"] for f in document["before"]["findings"] if f["severity"] != "info"})
+    assert had and f"Before it: {', '.join(had)} at warning or error" in summary
 
 
 def _written(tmp_path: Path, **overrides) -> Path:
@@ -212,6 +213,7 @@ def test_an_unreadable_fix_json_costs_its_section_and_never_reads_no_findings(tm
     assert _section(html, "repair") is None
     summary = _text(_section(html, "summary") or "")
     assert "No findings" not in summary and "could not be read" in summary
+    assert f"{run_dir / 'fix.json'} (fix.json could not be read)" in summary
     assert problems and "fix.json" in problems[0]
     assert (run_dir / "fix.json").read_text() == "{not json"  # nothing changed
 

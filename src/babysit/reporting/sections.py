@@ -14,7 +14,7 @@ from typing import Any
 from .. import runs
 from ..findings import SEVERITIES, Finding
 from ..tuning.space import describe
-from .collect import Run
+from .collect import FIX, Run
 from .figures import Plot, render, style
 
 __all__ = ["Section", "Table", "build_sections"]
@@ -84,13 +84,14 @@ def _summary(found: list[Run]) -> Section:
         ((run.label or run.kind, f) for run in found for f in run.findings),
         key=lambda pair: order[pair[1].severity],
     )
-    after_fix = _after_fix(found)
+    after_fix, repaired = _after_fix(found)
     findings += sorted(after_fix, key=lambda pair: order[pair[1].severity])
     section = Section("summary", "Summary", findings=findings)
     counts = {s: sum(f.severity == s for _, f in findings) for s in SEVERITIES}
     # Cannot check means say so: a findings.json that could not be read is never "no findings".
     unread = [
-        f"{run.path / runs.FINDINGS} ({run.findings_unread})"
+        f"{run.path / (FIX if run.findings_unread.startswith(FIX) else runs.FINDINGS)} "
+        f"({run.findings_unread})"
         for run in found
         if run.findings_unread
     ]
@@ -99,8 +100,12 @@ def _summary(found: list[Run]) -> Section:
             ": most severe first. Each finding names what was measured and what to do; "
             'open "What does this mean?" for the reasoning.'
         )
+    elif not unread and repaired:
+        section.intro = "No findings on the repaired set-up: every check that ran on it stayed "
+        section.intro += "silent (what the original had is below and in the Repair section)."
     elif not unread:
         section.intro = "No findings: every check and monitor that ran stayed silent."
+    section.notes += repaired
     if unread:
         cannot = (
             "The findings could not be read from "
@@ -136,13 +141,14 @@ def _summary(found: list[Run]) -> Section:
     return section
 
 
-def _after_fix(found: list[Run]) -> list[tuple[str, Finding]]:
+def _after_fix(found: list[Run]) -> tuple[list[tuple[str, Finding]], list[str]]:
     """For a run whose only findings are in ``fix.json``: the findings *after* the repair (what
-    is still true of the repaired set-up), labelled so. A ``fix.json`` whose findings cannot be
-    read makes the run's findings unknown, never "none"."""
+    is still true of the repaired set-up), labelled so, and a note per such run naming what the
+    original set-up had. A ``fix.json`` whose findings cannot be read makes the run's findings
+    unknown, never "none"."""
     from .repair_section import findings_of
 
-    out = []
+    out, notes = [], []
     for run in found:
         if run.fix is None or run.findings or run.findings_unread:
             continue
@@ -153,7 +159,17 @@ def _after_fix(found: list[Run]) -> list[tuple[str, Finding]]:
             run.problems.append(f"fix.json: {err}")
             continue
         out += [(f"{run.label or 'fix'}: after the repair", f) for f in after]
-    return out
+        try:
+            had = sorted({f.code for f in findings_of(run.fix, "before") if f.severity != "info"})
+        except (TypeError, ValueError, KeyError, AttributeError):
+            had = None
+        left = sorted({f.code for f in after if f.severity != "info"})
+        notes.append(
+            f"Repair{_where(run)}: the findings shown are those of the repaired set-up. Before "
+            + ("it (unreadable)" if had is None else f"it: {', '.join(had) or 'none'}")
+            + f" at warning or error; after it: {', '.join(left) or 'none'}."
+        )
+    return out, notes
 
 
 def _repair(run: Run) -> Section:
