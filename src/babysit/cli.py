@@ -182,7 +182,9 @@ def fix(
         bool, typer.Option(help="Standardize --data features (fitted on its training split).")
     ] = False,
     optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, adam, ...")] = "adam",
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: range test).")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate (default: the optimizer's default).")
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
     checks: Annotated[
         str, typer.Option(help="'default', 'all', or check names separated by commas.")

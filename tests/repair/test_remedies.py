@@ -316,3 +316,22 @@ def test_baseline_orders_use_registered_remedies():
     assert random_order(3)("DEAD_RELU", ORDER["DEAD_RELU"]) == random_order(3)(
         "DEAD_RELU", ORDER["DEAD_RELU"]
     )
+
+
+def test_remove_output_activation_never_guesses_a_hidden_module(data):
+    class HeadFirst(nn.Module):  # the ReLU registered last is a hidden one, not the output's
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(32, 4)
+            self.body = nn.Linear(20, 32)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return F.softmax(self.head(self.act(self.body(x))), dim=1)
+
+    s = _setup(HeadFirst(), data)
+    finding = next(f for f in bs.diagnose(s.model, data, lr=1e-3, progress=False)
+                   if f.code == "DOUBLE_SOFTMAX")  # fmt: skip
+    assert finding.layer is None
+    with pytest.raises(Skip, match="functional call in forward"):
+        REMEDIES["remove_output_activation"].apply(s.copy(), finding)

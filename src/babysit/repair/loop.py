@@ -12,20 +12,28 @@ The loop (``docs/architecture.md``, "Repair"):
    tried in order on a copy of the current set-up. A remedy is **accepted** only if (a) a
    re-diagnosis no longer shows its code and shows no warning/error that the current set-up
    did not have, and (b) the short run reaches a lower validation loss than the current
-   set-up's. The first accepted remedy becomes the current set-up; rejected and skipped ones
-   stay in ``Repair.steps`` with their evidence.
+   set-up's. Every remedy of the code is tried and the verified one with the lowest
+   validation loss becomes the current set-up (``_best_of=False``: the first verified one, as
+   AUTOTRAINER does; the default for an injected ``_order``); rejected, skipped and
+   outperformed ones stay in ``Repair.steps`` with their evidence.
 4. Interacting findings: when a remedy removes its code but uncovers another (standardized
    data now needs another learning rate; a re-initialised net now saturates differently), the
    new code's remedies are applied on top and the two are verified *together*, as one step.
+   A remedy that changes the scale of activations or gradients (``Remedy.retune_lr``) is also
+   tried with the range test's lr for the repaired set-up (data scale + lr, init + lr), kept
+   when that trains better. When a pass accepted something, one more pass retries what is left.
 5. ``budget_s``: no remedy starts after the budget is spent; those not tried are listed.
 
-The order of remedies can be injected (``_order``): the benchmark compares babysit's order with
-a random remedy and AUTOTRAINER's fixed order at the same training budget.
+The order of remedies can be injected (``_order``, with ``_best_of``): the benchmark compares
+babysit's with a random remedy and AUTOTRAINER's fixed order (:mod:`.baselines`) at the same
+short-run length.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +47,7 @@ from .. import runs
 from ..batches import preserved_rng
 from ..checks import diagnose
 from ..findings import Diagnosis, Finding
+from ..optim import DEFAULT_LR
 from ..outputs import Forward
 from ..tasks import Task
 from .remaining import BLOCKING, remaining
@@ -57,6 +66,7 @@ NO_REMEDY = "no automatic remedy: the change is in your code"
 ALL_REJECTED = "every remedy for it was tried and rejected (see Repair.steps)"
 BUDGET = "not tried: budget_s was spent"
 MAX_PASSES = 2
+RETUNE = "lr_sweep"  # the lr tried with a scale-changing remedy
 REMEDY_ERRORS = (ValueError, TypeError, RuntimeError, AttributeError, KeyError, IndexError)
 
 
@@ -86,6 +96,7 @@ def fix(
     progress: bool | None = None,
     _order: Order | None = None,
     _steps: int | None = None,
+    _best_of: bool | None = None,
 ) -> Repair:
     """Apply the lecture's remedies to what ``diagnose`` finds, and keep those that verify.
 
@@ -94,6 +105,8 @@ def fix(
     generators (and a DataLoader's) are left as they were.
 
     Args:
+        lr: the learning rate; ``None`` takes the optimizer's default (``fit``'s), which the
+            diagnoses judge and the short runs train with (``Repair.config`` names it).
         budget_s: seconds, >= 0 (``None``: no limit); no remedy starts once it is spent, and
             the remedies not tried are listed in ``Repair.not_tried``.
         run_dir: if given, ``fix.json`` (``Repair.to_dict()``) is written there, atomically.
@@ -109,6 +122,10 @@ def fix(
         raise ValueError(f"budget_s must be >= 0 seconds, got {budget_s!r}")
     start = time.perf_counter()
     order = _order or default_order
+    if lr is None and isinstance(optimizer, str) and optimizer.strip().lower() in DEFAULT_LR:
+        # the lr the short runs train with (fit's default), judged by every diagnosis: one
+        # setting throughout, and no range test in each of the re-diagnoses
+        lr = DEFAULT_LR[optimizer.strip().lower()]
     say = _printer(progress)
     options = {
         "loss_fn": loss_fn,
@@ -131,7 +148,8 @@ def fix(
         current = SetUp(copy.deepcopy(model), data, data, options)
         say("fix: diagnosing the set-up as given")
         before = rediagnose(current)
-        state = _State(start, budget_s, order, say, rediagnose, steps=_steps)
+        best_of = _order is None if _best_of is None else _best_of
+        state = _State(start, budget_s, order, say, rediagnose, steps=_steps, best_of=best_of)
         repair = state.repair(current, before)
     if run_dir is not None:
         runs.write_json(run_dir, FIX_JSON, repair.to_dict())
@@ -141,8 +159,11 @@ def fix(
 class _State:
     """One ``fix`` call: the budget, the order, the short run and the steps taken so far."""
 
-    def __init__(self, start, budget_s, order, say, rediagnose, *, steps=None) -> None:
+    def __init__(
+        self, start, budget_s, order, say, rediagnose, *, steps=None, best_of=True
+    ) -> None:
         self.start = start
+        self.best_of = best_of  # try every remedy of a code and keep the best verified one
         self.train_steps = steps  # None: verify.STEPS
         self.budget_s = budget_s
         self.order = order
@@ -204,6 +225,7 @@ class _State:
                 break
             tried.add(code)
             names = list(self.order(code, remedies_for(code)))
+            verified: list[tuple[int, Any]] = []  # (index in steps, (set-up, diagnosis, run))
             for i, name in enumerate(names):
                 if self.spent():
                     for rest in names[i:]:
@@ -212,11 +234,14 @@ class _State:
                 self.say(f"fix: {code}: trying {name}")
                 step, candidate = self._attempt(code, name, current, current_diag, current_run)
                 self.steps.append(step)
-                self.say(f"fix: {code}: {name} {'accepted' if step.accepted else 'rejected'}")
+                self.say(f"fix: {code}: {name} {'verified' if step.accepted else 'rejected'}")
                 if step.accepted and candidate is not None:
-                    current, current_diag, current_run = candidate
-                    accepted_in_pass = True
-                    break
+                    verified.append((len(self.steps) - 1, candidate))
+                    if not self.best_of:
+                        break
+            if verified:
+                current, current_diag, current_run = self._keep_best(verified)
+                accepted_in_pass = True
         reached = {s.code for s in self.steps} | {n["code"] for n in self.not_tried}
         for code in sorted(_loud(current_diag) - reached):
             if code in CODE_ORDER:  # never reached: the budget ran out first
@@ -227,6 +252,21 @@ class _State:
         ]
         curves = {"before": reference.curve, "after": current_run.curve}
         return self._result(current, before, current_diag, left, curves)
+
+    def _keep_best(self, verified: list[tuple[int, Any]]) -> Any:
+        """The verified remedy with the lowest validation loss; the others stay in the steps,
+        not accepted, with the loss that beat them."""
+        best_index, best = min(verified, key=lambda item: item[1][2].val_loss)
+        for index, _ in verified:
+            if index != best_index:
+                step = self.steps[index]
+                evidence = {
+                    **step.evidence,
+                    "rejected": f"verified, but {self.steps[best_index].remedy} trained better "
+                    f"(validation loss {_num(best[2].val_loss)})",
+                }
+                self.steps[index] = dataclasses.replace(step, accepted=False, evidence=evidence)
+        return best
 
     def _attempt(
         self, code: str, name: str, current: SetUp, current_diag: Diagnosis, current_run
@@ -254,7 +294,7 @@ class _State:
             again = self._diagnose(change.setup)
             if again is None:  # an empty Diagnosis is falsy: compare with None
                 break
-            candidate, patch, diag = change.setup, patch + list(change.patch), again
+            candidate, patch, diag = change.setup, merge_patch(patch, change.patch), again
             repeats += 1
         names = [name]
         base = _loud(current_diag)
@@ -282,21 +322,20 @@ class _State:
             val_loss_after=_num(run.val_loss),
             train_steps=self.trainer.steps,
         )
-        if not accepted and remedy.retune_lr and not self.spent():
+        if remedy.retune_lr and not {"lr_range_test", RETUNE} & set(names) and not self.spent():
             # data scale + lr, init + lr: the lr that suited the old set-up may not suit the
-            # repaired one; the range test's lr for it, verified together with the remedy
+            # repaired one; the range test's lr for it, verified together with the remedy and
+            # kept when it trains better than the remedy alone (or than the current set-up)
             retuned = self._retuned(candidate, code, base)
-            if retuned is not None:
-                candidate2, diag2, patch2 = retuned
-                run2 = self._run(candidate2)
-                if run2 is not None:
-                    evidence["val_loss_with_lr_retuned"] = _num(run2.val_loss)
-                    if better(run2.val_loss, current_run.val_loss):
-                        accepted, run, diag = True, run2, diag2
-                        candidate, patch = candidate2, patch + patch2
-                        names.append("lr_range_test")
-                        evidence["val_loss_after"] = _num(run2.val_loss)
-                        evidence["codes_after"] = sorted(_loud(diag2))
+            run2 = self._run(retuned[0]) if retuned is not None else None
+            if retuned is not None and run2 is not None:
+                evidence["val_loss_with_lr_retuned"] = _num(run2.val_loss)
+                if better(run2.val_loss, run.val_loss if accepted else current_run.val_loss):
+                    candidate, diag, patch2 = retuned
+                    accepted, run, patch = True, run2, merge_patch(patch, patch2)
+                    names.append(RETUNE)
+                    evidence["val_loss_after"] = _num(run2.val_loss)
+                    evidence["codes_after"] = sorted(_loud(diag))
         if not accepted:
             evidence["rejected"] = (
                 "the finding is gone but the short run's validation loss is not lower"
@@ -306,7 +345,7 @@ class _State:
 
     def _retuned(self, candidate: SetUp, code: str, base: set[str]):
         try:
-            change = REMEDIES["lr_range_test"].apply(candidate.copy(), None)  # type: ignore[arg-type]
+            change = REMEDIES[RETUNE].apply(candidate.copy(), None)  # type: ignore[arg-type]
         except Skip:
             return None
         diag = self._diagnose(change.setup)
@@ -333,7 +372,7 @@ class _State:
                 diag2 = self._diagnose(change.setup)
                 if diag2 is not None and code not in _loud(diag2):
                     candidate, diag = change.setup, diag2
-                    patch = patch + list(change.patch)
+                    patch = merge_patch(patch, change.patch)
                     names = [*names, name]
                     break
         return candidate, diag, patch, names
@@ -357,6 +396,20 @@ class _State:
             curves=curves,
             elapsed_s=time.perf_counter() - self.start,
         )
+
+
+def merge_patch(patch: Sequence[str], new: Sequence[str]) -> list[str]:
+    """``patch`` then ``new``; a setting set again (``lr=``, ``weight_decay=``) replaces the
+    earlier line, so a repeated remedy reads as its final value."""
+    out = list(patch)
+    for line in new:
+        key = re.match(r"^(\w+)=", line)
+        same = [i for i, old in enumerate(out) if key and old.startswith(key.group(0))]
+        if same:
+            out[same[-1]] = line
+        else:
+            out.append(line)
+    return out
 
 
 def _loud(diagnosis: Diagnosis) -> set[str]:

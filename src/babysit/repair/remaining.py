@@ -9,7 +9,7 @@ stays in ``Repair.remaining`` with the line below, built from the finding's laye
 from __future__ import annotations
 
 from ..findings import Finding
-from .remedies import show
+from .edit import show
 from .result import Remaining
 
 __all__ = ["BLOCKING", "CHANGES", "remaining", "remaining_line"]
