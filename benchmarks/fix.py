@@ -58,7 +58,8 @@ from _common import add_write_docs_arg, emit, md_table
 from babysit.checks.catalogue import CASES
 from babysit.checks.zoo import ZOO
 from babysit.repair import REMEDIES, Change, Remedy, Skip, baselines, fix, remedies_for
-from babysit.repair.remedies import _current_lr, _swap
+from babysit.repair.edit import current_lr as _current_lr
+from babysit.repair.init_remedies import _swap
 from babysit.repair.setup import SetUp
 
 STRATEGIES = ("babysit", "random", "random-any", "autotrainer", "autotrainer-full")
