@@ -10,7 +10,10 @@ repaired three times, by three strategies that differ only in which remedies are
 order (``fix``'s ``_order``), and all run under the same verification rule (re-diagnosis + the
 same fixed-step short run, same seed, same split, ``docs/architecture.md``, "Repair"):
 
-- **babysit**: ``fix``'s own order (the lecture's advice first).
+- **babysit**: ``fix``'s own order (the lecture's advice first); every remedy of a code is
+  tried and the verified one with the lowest validation loss kept. The baselines keep the first
+  that verifies (AUTOTRAINER's rule, ``fix``'s default for an injected order), so the table
+  counts the short runs each strategy spent.
 - **random**: ``babysit.repair.baselines.random_order``: one remedy drawn at random (seeded)
   from babysit's list for the code (Kim et al., ICST'23: a random choice of remedy is the
   baseline repair tools must beat).
