@@ -2,7 +2,8 @@
 
 A run directory may hold the files of one run (``fit``: ``config.json``, ``metrics.csv``,
 ``findings.json``, ``activations.json``; ``search``: ``search.json``; ``lr_find``: ``lr_find.json``;
-``diagnose``: ``findings.json``; ``initlab``: ``activations.json``; the demo: ``data_stats.json``)
+``diagnose``: ``findings.json``; ``initlab``: ``activations.json``; the demo: ``data_stats.json``;
+``fix``: ``fix.json``)
 and runs of its own one level down (the demo writes ``search/`` and ``train/`` beside its own
 files). Each becomes a :class:`Run`; a file that cannot be read is reported, not fatal.
 """
@@ -22,6 +23,7 @@ __all__ = ["RUN_FILES", "NoRunError", "Run", "collect"]
 SEARCH = "search.json"
 LR_FIND = "lr_find.json"
 DATA_STATS = "data_stats.json"
+FIX = "fix.json"  # babysit.repair.result.FIX_JSON (read as plain data: no repair import here)
 RUN_FILES = (
     runs.CONFIG,
     runs.METRICS,
@@ -30,6 +32,7 @@ RUN_FILES = (
     SEARCH,
     LR_FIND,
     DATA_STATS,
+    FIX,
 )
 
 
@@ -51,6 +54,7 @@ class Run:
     search: dict[str, Any] | None = None
     lr_find: dict[str, Any] | None = None
     data_stats: dict[str, Any] | None = None
+    fix: dict[str, Any] | None = None  # fix.json: the repair babysit.fix made
     problems: list[str] = field(default_factory=list)  # files that could not be read, and why
     # why findings.json (or one of its findings) could not be read; None when it was read or
     # the run has none. The summary must then not say "no findings": it cannot know.
@@ -58,7 +62,7 @@ class Run:
 
     @property
     def kind(self) -> str:
-        """``fit``, ``search``, ``lr_find``, ``initlab``, ``diagnose`` or ``run``."""
+        """``fit``, ``search``, ``lr_find``, ``initlab``, ``fix``, ``diagnose`` or ``run``."""
         if self.config and self.config.get("kind"):
             return str(self.config["kind"])
         if self.search is not None:
@@ -69,6 +73,8 @@ class Run:
             return "initlab"
         if self.lr_find is not None:
             return "lr_find"
+        if self.fix is not None:
+            return "fix"
         return "diagnose" if self.findings else "run"
 
 
@@ -104,7 +110,18 @@ def _read(path: Path, label: str) -> Run:
     run.search = _safely(run, SEARCH, lambda: runs.read_json(path, SEARCH))
     run.lr_find = _safely(run, LR_FIND, lambda: runs.read_json(path, LR_FIND))
     run.data_stats = _safely(run, DATA_STATS, lambda: runs.read_json(path, DATA_STATS))
+    _read_fix(run)
     return run
+
+
+def _read_fix(run: Run) -> None:
+    """``fix.json``. When it cannot be read and there is no ``findings.json``, the findings of
+    the run are unknown: ``findings_unread`` says so, so the summary never reads "no findings"."""
+    before = len(run.problems)
+    run.fix = _safely(run, FIX, lambda: runs.read_json(run.path, FIX))
+    unread = len(run.problems) > before
+    if unread and not (run.path / runs.FINDINGS).is_file():
+        run.findings_unread = run.findings_unread or f"{FIX} could not be read"
 
 
 def _read_findings(run: Run) -> None:

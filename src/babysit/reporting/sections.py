@@ -14,7 +14,7 @@ from typing import Any
 from .. import runs
 from ..findings import SEVERITIES, Finding
 from ..tuning.space import describe
-from .collect import Run
+from .collect import FIX, Run
 from .figures import Plot, render, style
 
 __all__ = ["Section", "Table", "build_sections"]
@@ -43,7 +43,7 @@ class Section:
 
 def build_sections(found: list[Run]) -> list[Section]:
     """Summary first, then the lecture's order: data, activations, LR range test, search,
-    training."""
+    training; then the repair ``babysit fix`` made."""
     sections = [_summary(found)]
     builders = (
         ("data_stats", _data, "data_stats.json"),
@@ -51,6 +51,7 @@ def build_sections(found: list[Run]) -> list[Section]:
         ("lr_find", _lr_find, "lr_find.json"),
         ("search", _search, "search.json"),
         ("metrics", _training, "metrics.csv"),
+        ("fix", _repair, "fix.json"),
     )
     for attribute, build, name in builders:
         for run in found:
@@ -83,11 +84,14 @@ def _summary(found: list[Run]) -> Section:
         ((run.label or run.kind, f) for run in found for f in run.findings),
         key=lambda pair: order[pair[1].severity],
     )
+    after_fix, repaired = _after_fix(found)
+    findings += sorted(after_fix, key=lambda pair: order[pair[1].severity])
     section = Section("summary", "Summary", findings=findings)
     counts = {s: sum(f.severity == s for _, f in findings) for s in SEVERITIES}
     # Cannot check means say so: a findings.json that could not be read is never "no findings".
     unread = [
-        f"{run.path / runs.FINDINGS} ({run.findings_unread})"
+        f"{run.path / (FIX if run.findings_unread.startswith(FIX) else runs.FINDINGS)} "
+        f"({run.findings_unread})"
         for run in found
         if run.findings_unread
     ]
@@ -96,8 +100,12 @@ def _summary(found: list[Run]) -> Section:
             ": most severe first. Each finding names what was measured and what to do; "
             'open "What does this mean?" for the reasoning.'
         )
+    elif not unread and repaired:
+        section.intro = "No findings on the repaired set-up: every check that ran on it stayed "
+        section.intro += "silent (what the original had is below and in the Repair section)."
     elif not unread:
         section.intro = "No findings: every check and monitor that ran stayed silent."
+    section.notes += repaired
     if unread:
         cannot = (
             "The findings could not be read from "
@@ -131,6 +139,43 @@ def _summary(found: list[Run]) -> Section:
                 section.preformatted.append((f"Model{_where(run)}", str(run.config["model_repr"])))
         section.notes += [f"Could not read {problem}{_where(run)}" for problem in run.problems]
     return section
+
+
+def _after_fix(found: list[Run]) -> tuple[list[tuple[str, Finding]], list[str]]:
+    """For a run whose only findings are in ``fix.json``: the findings *after* the repair (what
+    is still true of the repaired set-up), labelled so, and a note per such run naming what the
+    original set-up had. A ``fix.json`` whose findings cannot be read makes the run's findings
+    unknown, never "none"."""
+    from .repair_section import findings_of
+
+    out, notes = [], []
+    for run in found:
+        if run.fix is None or run.findings or run.findings_unread:
+            continue
+        try:
+            after = findings_of(run.fix, "after")
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            run.findings_unread = f"fix.json: {err}"
+            run.problems.append(f"fix.json: {err}")
+            continue
+        out += [(f"{run.label or 'fix'}: after the repair", f) for f in after]
+        try:
+            had = sorted({f.code for f in findings_of(run.fix, "before") if f.severity != "info"})
+        except (TypeError, ValueError, KeyError, AttributeError):
+            had = None
+        left = sorted({f.code for f in after if f.severity != "info"})
+        notes.append(
+            f"Repair{_where(run)}: the findings shown are those of the repaired set-up. Before "
+            + ("it (unreadable)" if had is None else f"it: {', '.join(had) or 'none'}")
+            + f" at warning or error; after it: {', '.join(left) or 'none'}."
+        )
+    return out, notes
+
+
+def _repair(run: Run) -> Section:
+    from .repair_section import repair_section
+
+    return repair_section(run.fix or {}, _where(run))
 
 
 def _final_metrics(run: Run) -> dict[str, float]:
