@@ -203,7 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed pairs of each set-up")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--lightning-epochs", type=int, default=10, help="x32 steps")
+    parser.add_argument("--lightning-epochs", type=int, default=50, help="x32 steps")
     parser.add_argument("--hf-epochs", type=int, default=3)
     parser.add_argument("--hf-examples", type=int, default=1024, help="/32 = steps an epoch")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 repeats, short")

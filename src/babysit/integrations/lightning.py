@@ -103,6 +103,8 @@ class BabysitCallback(_LightningCallback):
         self._run_dir: Path | None = None
         self._trainer: Any = None
         self._off = False  # no optimizer to watch
+        self._scaler: Any = None  # the AMP GradScaler, when Lightning has one
+        self._loss_factor = 1
 
     # -- what the user reads ---------------------------------------------------------------------
 
@@ -140,12 +142,10 @@ class BabysitCallback(_LightningCallback):
         if self.bridge is None:
             return
         value = float(loss.detach())
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        scaler = self._scaler  # read once at the start: Lightning's properties cost µs a step
         if scaler is not None:
             value /= float(scaler.get_scale())
-        if pl_module.automatic_optimization:
-            value *= trainer.accumulate_grad_batches
-        self.bridge.add_loss(value)
+        self.bridge.add_loss(value * self._loss_factor)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self.bridge is None:
@@ -217,6 +217,12 @@ class BabysitCallback(_LightningCallback):
             },
         )
         self._saved = None
+        self._scaler = getattr(trainer.precision_plugin, "scaler", None)
+        # Lightning divides the loss by accumulate_grad_batches before backward (automatic
+        # optimisation only): the step's loss is the micro-batches' mean of the unscaled ones
+        self._loss_factor = (
+            trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+        )
         if distributed.is_main():
             self.bridge.alert = self._report
 
