@@ -68,12 +68,16 @@ def test_two_ranks_match_one_process_with_the_global_batch(tmp_path):
     assert not r0["group_left"]  # fit destroyed the group it created
 
 
-def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path):
-    """Also: a model the user wrapped in DDP, in a group the user created (left to them)."""
+@pytest.mark.parametrize("wrap", [True, False], ids=["user_wrapper", "fit_wrapper"])
+def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path, wrap):
+    """A model the user wrapped in DDP, in a group the user created (left to them): the loss
+    is shared by an all-reduce of its own; fit's own wrapper carries it in DDP's gradient
+    all-reduce (babysit.train.loss_carrier). Both must give the same verdict."""
     run = str(tmp_path / "run")
-    _run(tmp_path, "nan", 2, batch_size=32, nan_at_step=5, run_dir=run, wrap=True)
+    _run(tmp_path, "nan", 2, batch_size=32, nan_at_step=5, run_dir=run, wrap=wrap)
     r0, r1 = _result(tmp_path, "nan", 0), _result(tmp_path, "nan", 1)
-    assert r0["group_left"] and r1["group_left"]
+    if wrap:
+        assert r0["group_left"] and r1["group_left"]
     assert r0["rollbacks"] == r1["rollbacks"] == 1
     for k in r0["state"]:
         assert torch.isfinite(r0["state"][k]).all(), k
@@ -81,6 +85,7 @@ def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path):
     findings = json.loads((tmp_path / "run" / "findings.json").read_text())["findings"]
     nan = [f for f in findings if f["code"] == "NAN_LOSS"]
     assert len(nan) == 1 and nan[0]["step"] == 5
+    assert nan[0]["evidence"]["rank"] == 1 and nan[0]["evidence"]["world_size"] == 2
 
 
 @pytest.fixture(scope="module")

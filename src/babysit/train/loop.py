@@ -42,8 +42,9 @@ from .checkpoint import Checkpoint, CheckpointError, check_same_model, load_chec
 from .checkpoint import save_checkpoint as _save
 from .config import RESUME_KEYS, FitConfig, conflicts
 from .history import History
+from .loss_carrier import LossCarrier
 from .schedules import Schedule, make_schedule
-from .session import Session
+from .session import Session, loss_slots
 from .sharding import shard_eval, shard_training
 from .snapshot import StateSnapshot
 
@@ -221,6 +222,7 @@ class Trainer(Session):
         if wrapped is not None:  # the user's own DDP wrapper: trained through, watched inside
             model = wrapped.module
         self._wrapped = wrapped
+        self._loss_carrier: LossCarrier | None = None  # set when fit wraps the model in DDP
         self.settings = config
         self._world, self._rank = bd.world_size(), bd.rank()
         self.device = _device(config.device, distributed=self._world > 1)
@@ -330,6 +332,10 @@ class Trainer(Session):
             self._sample_eval = shard_eval(self._train_sample, self._rank, self._world, "data")
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.net = self._wrapped or DistributedDataParallel(model, device_ids=ids)
+        # the ranks' losses ride in DDP's gradient all-reduce (no round trip of their own);
+        # not on a wrapper the user made (a hook cannot be removed)
+        if self._wrapped is None:
+            self._loss_carrier = LossCarrier.attach(self.net, self._world)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -422,9 +428,15 @@ class Trainer(Session):
         if self.step == self._start_step:
             self._check_loss(loss)
         local = loss.item()
-        if self._world > 1:  # every rank's loss shared while DDP's backward runs
-            self.begin_loss_share(local)
-            loss.backward()
+        if self._world > 1:  # every rank's loss shared by DDP's backward (or beside it)
+            carrier = self._loss_carrier
+            if carrier is not None:
+                carrier.load(loss_slots(local))
+                loss.backward()
+                self.end_loss_share(carrier.take)
+            else:
+                self.begin_loss_share(local)
+                loss.backward()
         self.call("on_loss", local)  # waits for the share: self.rank_losses, self.global_loss
         value = self.global_loss  # the mean over ranks (the loss itself in one process)
         self.log("loss", value)

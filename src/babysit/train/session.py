@@ -32,7 +32,7 @@ from ..findings import Finding, known_codes
 from ..thresholds import resolve
 from .callbacks import Callback
 
-__all__ = ["MetricRow", "Session", "unwrap"]
+__all__ = ["MetricRow", "Session", "loss_slots", "unwrap"]
 
 MetricRow = tuple[int, int, str, str, Any]  # (step, epoch, split, name, value: float | 0-d tensor)
 
@@ -102,7 +102,7 @@ class Session:
             if not distributed.is_distributed():
                 self.rank_losses = (float(loss),)
                 return self.rank_losses
-            wait = distributed.all_reduce_sum_start(_slots(loss))
+            wait = distributed.all_reduce_sum_start(loss_slots(loss))
         self.rank_losses = tuple(wait().tolist())
         return self.rank_losses
 
@@ -114,7 +114,13 @@ class Session:
         backward). In one process it does nothing.
         """
         if distributed.is_distributed():
-            self._sharing = distributed.all_reduce_sum_start(_slots(loss))
+            self._sharing = distributed.all_reduce_sum_start(loss_slots(loss))
+
+    def end_loss_share(self, summed: Callable[[], torch.Tensor]) -> None:
+        """The step's loss slots were summed elsewhere (``fit`` carries them in DDP's gradient
+        all-reduce, :mod:`babysit.train.loss_carrier`): ``summed()`` returns the summed
+        :func:`loss_slots`, read by the next :meth:`share_loss` instead of a collective."""
+        self._sharing = summed
 
     # -- what monitors call ----------------------------------------------------------------------
 
@@ -227,8 +233,9 @@ class Session:
         return keyed
 
 
-def _slots(loss: float) -> torch.Tensor:
-    """This rank's loss at its own index of a ``world_size`` vector, zeros elsewhere."""
+def loss_slots(loss: float) -> torch.Tensor:
+    """This rank's loss at its own index of a ``world_size`` float64 vector, zeros elsewhere:
+    summed over ranks, it is every rank's loss (NaN and Inf included) on every rank."""
     slots = torch.zeros(distributed.world_size(), dtype=torch.float64)
     slots[distributed.rank()] = float(loss)
     return slots
