@@ -212,11 +212,12 @@ def report(data: dict, args: argparse.Namespace) -> list[str]:
             ["collective", "per", "bytes", "µs per call (measured)", "share of the step"],
             [
                 [
-                    "all-reduce of the loss (fit)",
+                    "a separate all-reduce of the loss (watch, or fit in a user's DDP wrapper; "
+                    "fit's own wrapper carries it in DDP's gradient all-reduce instead)",
                     "step",
-                    "8",
+                    "8 W",
                     f"{loss_us:.1f}",
-                    f"{loss_us / fit_step_us:.1%} of fit's step ({fit_step_us:.0f} µs)",
+                    f"{loss_us / fit_step_us:.1%} of fit's step ({fit_step_us:.0f} µs), if paid",
                 ],
                 [
                     "gradient all-reduce (DDP's own)",
