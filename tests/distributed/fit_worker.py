@@ -75,6 +75,9 @@ def main() -> None:
     if cfg.get("wrap"):  # the user's own group and DDP wrapper
         bd.init_from_env("cpu")
         net = torch.nn.parallel.DistributedDataParallel(model)
+    device = "cpu"
+    if cfg.get("device") == "cuda":  # nccl: one GPU per process
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     history = bs.fit(
         net,
         (x, y),
@@ -91,11 +94,12 @@ def main() -> None:
         progress=False,
         seed=0,
         task="classification",
+        device=device,
     )
     rows = [{k: v for k, v in h.items() if k != "seconds"} for h in history.epochs]
     torch.save(
         {
-            "state": {k: v.clone() for k, v in model.state_dict().items()},
+            "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "history": rows,
             "rollbacks": history.rollbacks,
             "codes": [f.code for f in history.findings],

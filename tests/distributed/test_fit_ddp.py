@@ -68,6 +68,21 @@ def test_two_ranks_match_one_process_with_the_global_batch(tmp_path):
     assert not r0["group_left"]  # fit destroyed the group it created
 
 
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="nccl needs two CUDA devices (one per process)"
+)
+def test_nccl_two_ranks_match_one_process_with_the_global_batch(tmp_path):
+    """The same equivalence with nccl on CUDA, where a machine has two GPUs (float tolerance:
+    cuBLAS may sum in another order than one process)."""
+    _run(tmp_path, "one", 1, batch_size=64, device="cuda")
+    _run(tmp_path, "two", 2, batch_size=32, device="cuda", run_dir=str(tmp_path / "run"))
+    one, r0, r1 = _result(tmp_path, "one"), _result(tmp_path, "two", 0), _result(tmp_path, "two", 1)
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    assert _max_diff(one["state"], r0["state"]) < 1e-4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["world_size"] == 2
+
+
 @pytest.mark.parametrize("wrap", [True, False], ids=["user_wrapper", "fit_wrapper"])
 def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path, wrap):
     """A model the user wrapped in DDP, in a group the user created (left to them): the loss
