@@ -884,11 +884,11 @@ def run_jobs(jobs: list[tuple[str, str, int]], args) -> dict[tuple[str, str, int
     def report(job, r):
         done[job] = r
         what = "healthy" if r["healthy"] else f"targets {r['targets']} repaired={r['repaired']}"
+        gap = "n/a" if math.isnan(r["val_reproduction_gap"]) else f"{r['val_reproduction_gap']:.2g}"
         print(
             f"{job[0]:40s} {job[1]:16s} seed {job[2]}: {what} test "
             f"{_test_pct(r['test_improvement'])} val {_pct(r['improvement'])} "
-            f"{r['accepted']} ({r['seconds']:.1f} s; val reproduced within "
-            f"{r['val_reproduction_gap']:.2g})",
+            f"{r['accepted']} ({r['seconds']:.1f} s; val reproduced within {gap})",
             file=sys.stderr,
             flush=True,
         )
