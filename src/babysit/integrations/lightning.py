@@ -141,7 +141,7 @@ class BabysitCallback(_LightningCallback):
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:
         if self.bridge is None:
             return
-        value = float(loss.detach())
+        value = loss.item()
         scaler = self._scaler  # read once at the start: Lightning's properties cost µs a step
         if scaler is not None:
             value /= float(scaler.get_scale())

@@ -80,6 +80,12 @@ class LossGuard(Monitor):
         """Judge every rank's loss of this step (``trainer.rank_losses``; in one process just
         ``loss``): a NaN or a break-out on any rank is a blow-up on all of them, decided from
         the same numbers on every rank, so they roll back or stop together."""
+        if len(trainer.rank_losses) <= 1:  # one process: the hot path, no lists
+            if self.initial_loss is None and math.isfinite(loss):
+                self.initial_loss = loss
+            if not diverged(loss, self.initial_loss, self._limit):
+                self._good_step(trainer)
+                return
         losses = trainer.rank_losses if len(trainer.rank_losses) > 1 else (loss,)
         starts = self._starts(losses)
         blown = [
@@ -88,13 +94,16 @@ class LossGuard(Monitor):
             if diverged(value, start, self._limit)
         ]
         if not blown:
-            if self._snapshot_due or trainer.step % self.snapshot_every == 0:
-                trainer.remember_good_state()
-                self._snapshot_due = False
+            self._good_step(trainer)
             return
         nan = [r for r in blown if not math.isfinite(losses[r])]
         rank = (nan or blown)[0]  # the rank the finding names: the first NaN, else the first
         self._blow_up(trainer, losses[rank], nan=bool(nan), rank=rank, ranks=nan or blown)
+
+    def _good_step(self, trainer: Session) -> None:
+        if self._snapshot_due or trainer.step % self.snapshot_every == 0:
+            trainer.remember_good_state()
+            self._snapshot_due = False
 
     def _starts(self, losses: tuple[float, ...]) -> list[float | None]:
         """Each rank's first finite loss (its start for the divergence rule)."""
