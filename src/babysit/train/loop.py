@@ -8,8 +8,9 @@ No framework underneath: in-memory tensors are batched by indexing, the loss is 
 step (``loss.item()``, which the progress bar and the NaN guard need), accuracy is summed as a
 tensor. Everything else a monitor measures is sampled (see :mod:`babysit.train.monitors`).
 
-Under torchrun every rank's loss is shared once per step (one all-reduce of `W` scalars), so
-every rank logs and judges the same number and no rank skips a backward another one runs;
+Under torchrun every rank's loss is shared once per step (``W`` scalars, carried in DDP's own
+gradient all-reduce by :mod:`babysit.train.loss_carrier` on the wrapper fit makes), so every
+rank logs and judges the same number and no rank skips a backward another one runs;
 docs/distributed.md lists every collective the loop adds.
 """
 
