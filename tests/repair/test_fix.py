@@ -338,3 +338,24 @@ def test_without_an_lr_the_optimizers_default_is_judged_and_trained_with(data):
     assert repair.config == {"optimizer": "momentum", "lr": 0.01, "weight_decay": 0.0}
     assert "LR_SUGGESTION" not in repair.before.codes  # no range test: the lr is given
     assert "LR_SUGGESTION" in bs.diagnose(model, data, optimizer="momentum", progress=False).codes
+
+
+def test_repair_patch_reads_a_setting_accepted_twice_once_as_its_final_value():
+    """A data remedy retuned with lr=0.097, then an init remedy with lr=0.022: one lr line."""
+    from babysit.findings import Diagnosis
+    from babysit.repair import Repair, RepairStep
+
+    steps = [
+        RepairStep("DATA_NOT_CENTERED", "zero_center", True, {}, ("center the inputs", "lr=0.097")),
+        RepairStep("SATURATED_ACTIVATIONS", "relu_he", True, {}, ("use ReLU", "lr=0.022")),
+        RepairStep("INIT_LOSS_MISMATCH", "zero_output", False, {}, ("lr=0.5",)),
+    ]
+    repair = Repair(
+        model=nn.Linear(2, 2),
+        config={},
+        steps=steps,
+        before=Diagnosis([]),
+        after=Diagnosis([]),
+        remaining=[],
+    )
+    assert repair.patch == ["center the inputs", "lr=0.022", "use ReLU"]

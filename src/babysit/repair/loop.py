@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,7 +51,7 @@ from ..outputs import Forward
 from ..tasks import Task
 from .remaining import BLOCKING, remaining
 from .remedies import CODE_ORDER, REMEDIES, Skip, remedies_for
-from .result import FIX_JSON, Remaining, Repair, RepairStep
+from .result import FIX_JSON, Remaining, Repair, RepairStep, merge_patch
 from .setup import SetUp
 from .verify import ShortRun, better
 
@@ -396,20 +395,6 @@ class _State:
             curves=curves,
             elapsed_s=time.perf_counter() - self.start,
         )
-
-
-def merge_patch(patch: Sequence[str], new: Sequence[str]) -> list[str]:
-    """``patch`` then ``new``; a setting set again (``lr=``, ``weight_decay=``) replaces the
-    earlier line, so a repeated remedy reads as its final value."""
-    out = list(patch)
-    for line in new:
-        key = re.match(r"^(\w+)=", line)
-        same = [i for i, old in enumerate(out) if key and old.startswith(key.group(0))]
-        if same:
-            out[same[-1]] = line
-        else:
-            out.append(line)
-    return out
 
 
 def _loud(diagnosis: Diagnosis) -> set[str]:

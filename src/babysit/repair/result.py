@@ -9,6 +9,8 @@ left is a :class:`Remaining` with a patch-like line naming the module and the ch
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from torch import nn
 
 from ..findings import Diagnosis
 
-__all__ = ["Remaining", "Repair", "RepairStep", "format_repair"]
+__all__ = ["Remaining", "Repair", "RepairStep", "format_repair", "merge_patch"]
 
 SCHEMA = 1
 FIX_JSON = "fix.json"
@@ -88,8 +90,14 @@ class Repair:
 
     @property
     def patch(self) -> list[str]:
-        """The accepted changes, in order, as readable lines."""
-        return [line for step in self.steps if step.accepted for line in step.patch]
+        """The accepted changes, in order, as readable lines; a setting accepted twice
+        (``lr=`` after a data remedy's retune and again after an init remedy's) reads once,
+        as its final value (:func:`merge_patch`)."""
+        lines: list[str] = []
+        for step in self.steps:
+            if step.accepted:
+                lines = merge_patch(lines, step.patch)
+        return lines
 
     @property
     def changed(self) -> bool:
@@ -180,3 +188,17 @@ def _why_text(step: RepairStep) -> str:
 
 def _loss(value: Any) -> str:
     return "nan/inf" if value is None else f"{value:.4g}"
+
+
+def merge_patch(patch: Sequence[str], new: Sequence[str]) -> list[str]:
+    """``patch`` then ``new``; a setting set again (``lr=``, ``weight_decay=``) replaces the
+    earlier line, so a repeated remedy reads as its final value."""
+    out = list(patch)
+    for line in new:
+        key = re.match(r"^(\w+)=", line)
+        same = [i for i, old in enumerate(out) if key and old.startswith(key.group(0))]
+        if same:
+            out[same[-1]] = line
+        else:
+            out.append(line)
+    return out
