@@ -30,6 +30,7 @@ __all__ = [
     "TENSORBOARD",
     "append_metrics",
     "atomic_write_bytes",
+    "check_writable",
     "fresh_run_dir",
     "read_json",
     "read_metrics",
@@ -49,6 +50,21 @@ METRIC_COLUMNS = ("step", "epoch", "split", "name", "value")
 # not thread-safe): files written atomically get the permissions open() would have given.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def check_writable(run_dir: str | os.PathLike) -> None:
+    """Create ``run_dir`` if needed and write (then remove) a probe file in it, so that a run
+    fails before training rather than at its first write.
+
+    Raises:
+        OSError: the directory cannot be created or written (the caller says what to pass
+            instead).
+    """
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".babysit-write-test"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def fresh_run_dir(path: str | os.PathLike) -> Path:

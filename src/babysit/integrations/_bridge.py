@@ -164,10 +164,7 @@ def prepare_run_dir(run_dir: Path, *, resumed: bool) -> None:
     run is renamed ``<dir>-<timestamp>`` (:func:`babysit.runs.fresh_run_dir`), never
     overwritten. A resumed run continues its own directory."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".babysit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        runs.check_writable(run_dir)
     except OSError as err:
         raise OSError(
             f"the run directory {run_dir} is not writable ({err.strerror or err}); pass "

@@ -1073,10 +1073,7 @@ def _device(device: str | torch.device, *, distributed: bool = False) -> torch.d
 def _writable(run_dir: Path) -> None:
     """Fail before training when the run directory cannot be created or written."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".babysit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        runs.check_writable(run_dir)
     except OSError as err:
         raise CheckpointError(
             f"the run directory {run_dir} is not writable ({err.strerror or err}); choose one you "
