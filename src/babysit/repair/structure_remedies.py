@@ -4,6 +4,8 @@ nonlinearity, dropout above 0.5, eval mode."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from ..findings import Finding
@@ -22,27 +24,41 @@ from .edit import (
 from .setup import SetUp
 
 
-def batchnorm(setup: SetUp, finding: Finding | None) -> Change:
-    """Insert BatchNorm after each Linear/Conv that an activation follows in an nn.Sequential."""
+def _insert_after(
+    setup: SetUp, make: Callable[[nn.Module, nn.Module | None], nn.Module | None]
+) -> list[str]:
+    """Insert ``make(module, next_module)`` after each child of every ``nn.Sequential`` for
+    which it returns a module; returns one "insert X after model[i]" line per insertion."""
     lines = []
     for path, seq in list(sequentials(setup.model)):
         children = list(seq)
         rebuilt: list[nn.Module] = []
-        inserted = False
         for i, module in enumerate(children):
             rebuilt.append(module)
-            nxt = children[i + 1] if i + 1 < len(children) else None
-            if isinstance(module, WEIGHT_LAYERS) and nxt is not None and is_activation(nxt):
-                norm = batchnorm_for(module)
-                if norm is not None:
-                    rebuilt.append(norm)
-                    inserted = True
-                    size = norm.num_features
-                    lines.append(
-                        f"insert {type(norm).__name__}({size}) after {show(child(path, i))}"
-                    )
-        if inserted:
+            added = make(module, children[i + 1] if i + 1 < len(children) else None)
+            if added is not None:
+                rebuilt.append(added)
+                lines.append(f"insert {_described(added)} after {show(child(path, i))}")
+        if len(rebuilt) > len(children):
             setup.model = set_module(setup.model, path, nn.Sequential(*rebuilt))
+    return lines
+
+
+def _described(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return f"{type(module).__name__}({module.num_features})"
+    return f"{type(module).__name__}()"
+
+
+def batchnorm(setup: SetUp, finding: Finding | None) -> Change:
+    """Insert BatchNorm after each Linear/Conv that an activation follows in an nn.Sequential."""
+
+    def norm_between(module: nn.Module, nxt: nn.Module | None) -> nn.Module | None:
+        if isinstance(module, WEIGHT_LAYERS) and nxt is not None and is_activation(nxt):
+            return batchnorm_for(module)
+        return None
+
+    lines = _insert_after(setup, norm_between)
     if not lines:
         raise Skip(
             "no nn.Sequential with a Linear/Conv layer followed by an activation module to insert "
@@ -77,20 +93,13 @@ def remove_output_activation(setup: SetUp, finding: Finding | None) -> Change:
 
 def insert_relu(setup: SetUp, finding: Finding | None) -> Change:
     """Insert a ReLU between two weight layers that follow each other in an nn.Sequential."""
-    lines = []
-    for path, seq in list(sequentials(setup.model)):
-        children = list(seq)
-        rebuilt: list[nn.Module] = []
-        inserted = False
-        for i, module in enumerate(children):
-            rebuilt.append(module)
-            nxt = children[i + 1] if i + 1 < len(children) else None
-            if isinstance(module, WEIGHT_LAYERS) and isinstance(nxt, WEIGHT_LAYERS):
-                rebuilt.append(nn.ReLU())
-                inserted = True
-                lines.append(f"insert ReLU() after {show(child(path, i))}")
-        if inserted:
-            setup.model = set_module(setup.model, path, nn.Sequential(*rebuilt))
+
+    def relu_between(module: nn.Module, nxt: nn.Module | None) -> nn.Module | None:
+        if isinstance(module, WEIGHT_LAYERS) and isinstance(nxt, WEIGHT_LAYERS):
+            return nn.ReLU()
+        return None
+
+    lines = _insert_after(setup, relu_between)
     if not lines:
         raise Skip(
             "no two weight layers in a row inside an nn.Sequential: add the activation "
