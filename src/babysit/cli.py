@@ -137,23 +137,22 @@ def diagnose(
 ) -> None:
     """Pre-flight checks of a model on data. Exit 0: no error finding; 1: an error; 2: usage."""
     from .checks import diagnose as run_diagnose
-    from .loading import load_target
 
     try:
-        model, model_data = load_target(target, data, standardize=standardize)
-        selected = checks if checks in ("default", "all") else checks.split(",")
-        result = run_diagnose(
-            model,
-            model_data,
+        result = _on_target(
+            run_diagnose,
+            target,
+            data,
+            standardize=standardize,
             optimizer=optimizer,
             lr=lr,
             weight_decay=weight_decay,
-            checks=selected,
-            ignore=ignore or (),
-            budget_s=budget,
+            checks=checks,
+            ignore=ignore,
+            budget=budget,
             seed=seed,
-            run_dir=out,
-            progress=False if as_json else None,
+            out=out,
+            as_json=as_json,
         )
     except (ValueError, TypeError, ImportError, OSError, AttributeError) as err:
         if debug:
@@ -166,6 +165,42 @@ def diagnose(
 
         print_diagnosis(result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _on_target(
+    run: Any,
+    target: str,
+    data: str | None,
+    *,
+    standardize: bool,
+    optimizer: str,
+    lr: float | None,
+    weight_decay: float,
+    checks: str,
+    ignore: list[str] | None,
+    budget: float | None,
+    seed: int,
+    out: Path | None,
+    as_json: bool,
+) -> Any:
+    """``run`` (``diagnose`` or ``fix``: the same keyword arguments) on the set-up ``target``
+    names, with the command line's options."""
+    from .loading import load_target
+
+    model, model_data = load_target(target, data, standardize=standardize)
+    return run(
+        model,
+        model_data,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        checks=checks if checks in ("default", "all") else checks.split(","),
+        ignore=ignore or (),
+        budget_s=budget,
+        seed=seed,
+        run_dir=out,
+        progress=False if as_json else None,
+    )
 
 
 @app.command()
@@ -198,25 +233,24 @@ def fix(
 ) -> None:
     """Repair what diagnose finds, keeping only remedies that verify. Exit 0: nothing at
     warning/error remains; 1: something remains (printed with the change to make); 2: usage."""
-    from .loading import load_target
     from .repair import fix as run_fix
     from .repair import format_repair
 
     try:
-        model, model_data = load_target(target, data, standardize=standardize)
-        selected = checks if checks in ("default", "all") else checks.split(",")
-        result = run_fix(
-            model,
-            model_data,
+        result = _on_target(
+            run_fix,
+            target,
+            data,
+            standardize=standardize,
             optimizer=optimizer,
             lr=lr,
             weight_decay=weight_decay,
-            checks=selected,
-            ignore=ignore or (),
-            budget_s=budget,
+            checks=checks,
+            ignore=ignore,
+            budget=budget,
             seed=seed,
-            run_dir=out,
-            progress=False if as_json else None,
+            out=out,
+            as_json=as_json,
         )
     except (ValueError, TypeError, ImportError, OSError, AttributeError) as err:
         _usage_error(_describe(err))
