@@ -373,9 +373,10 @@ def _train(values: Mapping[str, Any], *, out: Path, resume: bool, device: str, q
     import torch
 
     from .data import Standardize, load
+    from .distributed import process_group
     from .nn import mlp
     from .train.config import FitConfig
-    from .train.loop import Trainer, process_group
+    from .train.loop import Trainer
 
     config = FitConfig(  # validated before the data is loaded
         **{k: values[k] for k in _FIT_KEYS},
@@ -400,7 +401,7 @@ def _train(values: Mapping[str, Any], *, out: Path, resume: bool, device: str, q
         dropout=values["dropout"],
     )
     build = {k: values[k] for k in _BUILD_KEYS}
-    with process_group(config.device):  # under torchrun: DDP, like fit
+    with process_group(config.device, who="fit"):  # under torchrun: DDP, like fit
         trainer = Trainer(
             model, (x, y), config, val=(xv, yv), run_dir=out, resume=resume, record={"cli": build}
         )

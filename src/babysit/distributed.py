@@ -23,9 +23,10 @@ The rules every caller follows:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -41,10 +42,12 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "collective_device",
+    "collective_failed",
     "env_world_size",
     "init_from_env",
     "is_distributed",
     "is_main",
+    "process_group",
     "rank",
     "world_size",
 ]
@@ -180,3 +183,36 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if is_distributed():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device | str = "cpu", *, who: str = "babysit") -> Iterator[None]:
+    """Work under torchrun: the process group from its environment when the user made none
+    (:func:`init_from_env`; destroyed on the way out, a user's group stays theirs), and a
+    collective that timed out or lost its peers turned into an error that says so (another
+    rank died or hangs). ``who`` names the caller in that message. In one process it does
+    nothing."""
+    created = init_from_env(device)
+    try:
+        yield
+    except RuntimeError as err:
+        if is_distributed() and collective_failed(err):
+            raise RuntimeError(
+                f"{who} on rank {rank()} of {world_size()}: the other processes did not "
+                "answer a collective (it timed out or their connection closed), so another "
+                "rank died or hangs: see that rank's output. This rank waited the process "
+                f"group's timeout (babysit's default: {DEFAULT_TIMEOUT_S:g} s) and stops "
+                f"instead of hanging ({str(err).splitlines()[0][:200]})"
+            ) from err
+        raise
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def collective_failed(err: BaseException) -> bool:
+    """A collective that timed out or lost its peers (gloo and nccl say so in these words)."""
+    backend_error = getattr(dist, "DistBackendError", ())
+    text = str(err).lower()
+    words = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe")
+    return isinstance(err, backend_error) or any(w in text for w in words)

@@ -23,7 +23,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from .session import Session, loss_slots
 from .sharding import shard_eval, shard_training
 from .snapshot import StateSnapshot
 
-__all__ = ["fit", "process_group"]
+__all__ = ["fit"]
 
 Forward = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 Metric = Callable[[torch.Tensor, torch.Tensor], Any]
@@ -151,7 +151,7 @@ def fit(
         progress=progress,
         task=task,
     )
-    with process_group(config.device):  # torchrun: the group from its environment
+    with bd.process_group(config.device, who="fit"):  # torchrun: the group from its env
         trainer = Trainer(
             model,
             data,
@@ -165,30 +165,6 @@ def fit(
             resume=resume,
         )
         return trainer.run()
-
-
-@contextlib.contextmanager
-def process_group(device: str | torch.device) -> Iterator[None]:
-    """Training under torchrun: the process group from its environment when the user made
-    none (destroyed on the way out; a user's group stays theirs), and a collective that timed
-    out or lost its peers turned into an error that says so (another rank died or hangs).
-    In one process it does nothing."""
-    created = bd.init_from_env(device)
-    try:
-        yield
-    except RuntimeError as err:
-        if bd.is_distributed() and _collective_failed(err):
-            raise RuntimeError(
-                f"fit on rank {bd.rank()} of {bd.world_size()}: the other processes did not "
-                "answer a collective (it timed out or their connection closed), so another "
-                "rank died or hangs: see that rank's output. This rank waited the process "
-                f"group's timeout (babysit's default: {bd.DEFAULT_TIMEOUT_S:g} s) and stops "
-                f"instead of hanging ({str(err).splitlines()[0][:200]})"
-            ) from err
-        raise
-    finally:
-        if created:
-            torch.distributed.destroy_process_group()
 
 
 class Trainer(Session):
@@ -967,14 +943,6 @@ class _Sums:
         for name, total in self.custom.items():
             out[f"{split}_{name}"] = float(total) / self.n
         return out
-
-
-def _collective_failed(err: BaseException) -> bool:
-    """A collective that timed out or lost its peers (gloo and nccl say so in these words)."""
-    backend_error = getattr(torch.distributed, "DistBackendError", ())
-    text = str(err).lower()
-    words = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe")
-    return isinstance(err, backend_error) or any(w in text for w in words)
 
 
 def _sums_vector(state: dict[str, Any], names: list[str]) -> torch.Tensor:

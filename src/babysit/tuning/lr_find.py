@@ -155,15 +155,11 @@ def lr_find(
     device = torch.device(device)
     if amp:
         amp_dtype(device)  # autocast must exist on the device: the error before any work
-    created = distributed.init_from_env(device)
-    try:
+    with distributed.process_group(device, who="lr_find"):
         return _lr_find(
             model, data, optimizer, start_lr, end_lr, steps, batch_size, seed, loss_fn,
             weight_decay, device, run_dir, forward, verify, task, accumulate, amp,
         )  # fmt: skip
-    finally:
-        if created:  # babysit.distributed has no teardown yet; the group is ours to end
-            torch.distributed.destroy_process_group()
 
 
 def _lr_find(
