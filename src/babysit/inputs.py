@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .modes import eval_mode
 from .outputs import read_output
 from .tasks import CLASSIFICATION_LOSSES, Task
 
@@ -329,20 +330,15 @@ def check_lr_find_data(
         task = _CLASSIFICATION if is_classification(loss_fn) else Task("custom")
     labels = task.kind == "classification"
     check_examples(x, y, name="lr_find data", labels=labels, ignore_index=task.ignore_index)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            output = read_output(first_forward(model, x[:batch_size], entry="lr_find"))[0]
-            check_targets(output, y[:batch_size], task, loss_fn)
-            try:
-                loss = loss_fn(output, y[:batch_size])
-            except RuntimeError as err:
-                raise RuntimeError(
-                    f"lr_find: loss_fn raised on the first batch (output {tuple(output.shape)}, "
-                    f"targets {tuple(y.shape)} {y.dtype}): {err}"
-                ) from err
-            check_loss(loss)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        output = read_output(first_forward(model, x[:batch_size], entry="lr_find"))[0]
+        check_targets(output, y[:batch_size], task, loss_fn)
+        try:
+            loss = loss_fn(output, y[:batch_size])
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"lr_find: loss_fn raised on the first batch (output {tuple(output.shape)}, "
+                f"targets {tuple(y.shape)} {y.dtype}): {err}"
+            ) from err
+        check_loss(loss)
     return y

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..findings import Finding
 from ..gradient_flow import SameInput, vanishing_or_exploding
+from ..modes import eval_mode, kept_modes
 from ..nn.activations import WEIGHT_LAYERS, weight_layers
 from ..outputs import read_output
 from ._base import CannotCheck, Context, check, finding
@@ -907,7 +908,7 @@ def batch_independence(ctx: Context) -> list[Finding]:
         )
     model = ctx.model
     limit = ctx.thresholds["batch_dependence"]
-    with _eval_mode(model):
+    with eval_mode(model):
         leaks = _leaks(model, x)
         if leaks is None and not x.is_floating_point():
             raise CannotCheck(
@@ -1077,27 +1078,13 @@ def _per_example(out: Any, n: int) -> bool:
 def _preserved(model: nn.Module) -> Iterator[None]:
     """Restore the buffers (batch-norm running statistics) and each module's mode on exit."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
-        for m, training in modes:
-            m.training = training
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model.eval()`` inside, each module's own mode restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
+    with kept_modes(model):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
 
 
 def _safe_loss(

@@ -28,7 +28,6 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -36,6 +35,7 @@ from torch import nn
 from torch.nn.init import _calculate_correct_fan, _calculate_fan_in_and_fan_out
 from torch.utils.data import DataLoader, Dataset
 
+from ..modes import eval_mode
 from .activations import gain as activation_gain
 from .activations import layer_nonlinearities, weight_layers
 
@@ -541,7 +541,7 @@ def _lsuv(
     layers = _weight_layers(model)
     _init_layers(model, "orthogonal", "linear", bias, generator, {})
     failures = []
-    with _evaluating(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for path, layer in layers:
             var = _unit_variance_(model, x, path, layer, tol, max_iter)
             if var is not None and abs(var - 1.0) >= tol:
@@ -621,7 +621,7 @@ def data_dependent_(
         )
     x = _data_batch(data, "data_dependent", model)
     _init_layers(model, base_key, nonlinearity, 0.0, generator, {})
-    with _evaluating(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for path, layer in _weight_layers(model):
             out = _layer_output(model, x, path, layer)
             if out is not None:
@@ -692,15 +692,3 @@ def _layer_output(
         )
         return None
     return outputs[0]
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode, then restore each one's own train/eval flag."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training

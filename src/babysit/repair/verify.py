@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from ..batches import preserved_rng, probe_examples, to_device
 from ..divergence import MIN_SCALE
+from ..modes import eval_mode
 from ..optim import make_optimizer
 from ..outputs import batch_size_of, run_batch, take
 from ..tasks import default_loss, resolve_task
@@ -199,18 +200,12 @@ def _step(model: nn.Module, opt, batch: Any, loss_fn, forward) -> float:
 def _evaluate(model: nn.Module, val: Any, loss_fn, forward, post=None) -> float:
     """The validation loss in eval mode; with ``post`` (standardized targets) both the output
     and the targets are mapped back to the targets' units, so every run is judged on one scale."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            output, target, _ = run_batch(model, val, forward)
-            if post is not None:
-                post = post.to(output.device)
-                output, target = post(output), post(target)
-            loss = float(loss_fn(output, target))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with eval_mode(model), torch.no_grad():
+        output, target, _ = run_batch(model, val, forward)
+        if post is not None:
+            post = post.to(output.device)
+            output, target = post(output), post(target)
+        loss = float(loss_fn(output, target))
     return loss if math.isfinite(loss) else math.inf
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import distributed, runs
+from ..modes import eval_mode
 from ..probes import measure_layers
 from .callbacks import Callback
 
@@ -102,14 +103,11 @@ class ActivationSnapshots(Callback):
     def _measure(self, trainer: Session) -> list[dict[str, Any]]:
         model, x = trainer.measured_model, self._inputs(trainer)
         grads = {p: p.grad for p in model.parameters()}
-        was_training = model.training
         devices = [x.device.index] if x.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                model.eval()
+        try:  # each module's own mode back (a frozen BatchNorm stays frozen: babysit.modes)
+            with torch.random.fork_rng(devices=devices), eval_mode(model):
                 rows = measure_layers(model, x, torch.Generator().manual_seed(0))
         finally:  # errors go to _guarded: no figure, training unaffected
-            model.train(was_training)
             for p, g in grads.items():
                 p.grad = g
         return [asdict(row) for row in rows]

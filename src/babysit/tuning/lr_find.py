@@ -29,6 +29,7 @@ from torch import nn
 from .. import distributed
 from ..batches import preserved_rng, probe_examples, to_device
 from ..inputs import check_loss, check_lr_find_data, check_targets
+from ..modes import eval_mode
 from ..optim import make_optimizer, optimizer_name
 from ..outputs import (
     Forward,
@@ -188,9 +189,6 @@ def _lr_find(
         batch, _ = probe_examples(data, MAX_EXAMPLES, seed, entry="lr_find", forward=forward)
         batch = to_device(batch, device)
         swept = copy.deepcopy(model).to(device)
-        # the checks' eval-mode forwards reset every module's mode; the sweep keeps the
-        # user's (a frozen BatchNorm stays frozen: range_test reads them off this copy)
-        modes = [(m, m.training) for m in swept.modules()]
         # the task against the targets (under forward=, _check_first_batch applies its rules)
         targets = batch[1] if forward is None and len(batch) == 2 else None
         resolved = resolve_task(task, loss_fn, targets)
@@ -203,8 +201,6 @@ def _lr_find(
             )
         _check_first_batch(swept, take(batch, slice(0, batch_size)), forward, loss_fn, resolved)
         # (without forward, check_lr_find_data has already called loss_fn on the first batch)
-        for module, mode in modes:
-            module.training = mode
         torch.manual_seed(seed)
         result = range_test(
             swept,
@@ -242,55 +238,47 @@ def _check_first_batch(
     return ``(output, target)``, the output must hold a tensor, the targets must fit it by the
     task's rules (:func:`babysit.inputs.check_targets`), the loss must take it (one output row
     per target for torch's losses) and be a scalar. Each failure names the fix."""
-    was_training = model.training
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            try:
-                output, target, source = run_batch(model, batch, forward)
-            except ForwardContractError as err:
-                raise ForwardContractError(f"lr_find: {err}") from err
-            except Exception as err:
-                if forward is None:
-                    raise
-                raise RuntimeError(
-                    f"lr_find: forward(model, batch) raised on the first batch "
-                    f"({describe_batch(batch)}): {type(err).__name__}: {err}"
-                ) from err
-            if target is None:
-                raise ValueError(
-                    "lr_find needs targets: forward(model, batch) returned (output, None); "
-                    "return (output, target)"
-                )
-            shapes = f"{source} of shape {tuple(output.shape)}, targets " + (
-                f"of shape {tuple(target.shape)}"
-                if isinstance(target, torch.Tensor)
-                else type(target).__name__
-            )
-            if (
-                isinstance(loss_fn, nn.modules.loss._Loss)
-                and isinstance(target, torch.Tensor)
-                and output.dim() > 0
-                and target.dim() > 0
-                and output.shape[0] != target.shape[0]
-            ):
-                raise ValueError(
-                    f"lr_find: the loss cannot be computed on the model's output ({shapes}): "
-                    f"{output.shape[0]} output rows for {target.shape[0]} targets; keep the "
-                    "batch dimension first (x.flatten(1), not x.view(-1, k)), or pass forward="
-                )
+    with eval_mode(model), torch.no_grad():
+        try:
+            output, target, source = run_batch(model, batch, forward)
+        except ForwardContractError as err:
+            raise ForwardContractError(f"lr_find: {err}") from err
+        except Exception as err:
             if forward is None:
-                return  # check_lr_find_data computed the loss on this batch already
-            check_targets(output, target, task, loss_fn)
-            try:
-                loss = loss_fn(output, target)
-            except Exception as err:
-                raise RuntimeError(
-                    f"lr_find: loss_fn raised on the first batch ({shapes}): {err}"
-                ) from err
-            check_loss(loss)
-    finally:
-        model.train(was_training)
-        for m, mode in modes.items():
-            m.training = mode
+                raise
+            raise RuntimeError(
+                f"lr_find: forward(model, batch) raised on the first batch "
+                f"({describe_batch(batch)}): {type(err).__name__}: {err}"
+            ) from err
+        if target is None:
+            raise ValueError(
+                "lr_find needs targets: forward(model, batch) returned (output, None); "
+                "return (output, target)"
+            )
+        shapes = f"{source} of shape {tuple(output.shape)}, targets " + (
+            f"of shape {tuple(target.shape)}"
+            if isinstance(target, torch.Tensor)
+            else type(target).__name__
+        )
+        if (
+            isinstance(loss_fn, nn.modules.loss._Loss)
+            and isinstance(target, torch.Tensor)
+            and output.dim() > 0
+            and target.dim() > 0
+            and output.shape[0] != target.shape[0]
+        ):
+            raise ValueError(
+                f"lr_find: the loss cannot be computed on the model's output ({shapes}): "
+                f"{output.shape[0]} output rows for {target.shape[0]} targets; keep the "
+                "batch dimension first (x.flatten(1), not x.view(-1, k)), or pass forward="
+            )
+        if forward is None:
+            return  # check_lr_find_data computed the loss on this batch already
+        check_targets(output, target, task, loss_fn)
+        try:
+            loss = loss_fn(output, target)
+        except Exception as err:
+            raise RuntimeError(
+                f"lr_find: loss_fn raised on the first batch ({shapes}): {err}"
+            ) from err
+        check_loss(loss)
