@@ -193,6 +193,18 @@ def test_non_finite_inputs_are_refused_before_training(digits, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_model_with_nothing_to_train_is_refused_before_anything_runs(digits, tmp_path):
+    x, y, _, _ = digits
+    model = small_mlp().requires_grad_(False)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"every parameter.*requires_grad=False.*requires_grad_"):
+        bs.fit(model, (x, y), progress=False, run_dir=tmp_path / "run")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="has no parameters"):
+        bs.fit(nn.Flatten(), (x, y), progress=False)
+
+
 def test_wrong_feature_shape_names_the_input_shape(digits):
     x, y, _, _ = digits
     with pytest.raises(RuntimeError, match=r"first batch \(x of shape \(64, 64\)"):

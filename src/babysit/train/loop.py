@@ -198,6 +198,7 @@ class Trainer(Session):
         wrapped = model if isinstance(model, DistributedDataParallel) else None
         if wrapped is not None:  # the user's own DDP wrapper: trained through, watched inside
             model = wrapped.module
+        _check_trainable(model)
         self._wrapped = wrapped
         self._loss_carrier: LossCarrier | None = None  # set when fit wraps the model in DDP
         self.settings = config
@@ -1019,6 +1020,22 @@ def _xy(batch: Any) -> tuple[Any, Any]:
         + (f" of length {len(batch)}" if isinstance(batch, tuple | list) else "")
         + "; for other batches pass forward=lambda model, batch: (model(batch['x']), batch['y'])"
     )
+
+
+def _check_trainable(model: nn.Module) -> None:
+    """Refuse, before anything runs or is written, a model with nothing to train (torch would
+    fail later with "element 0 of tensors does not require grad")."""
+    params = list(model.parameters())
+    if not params:
+        raise ValueError(
+            f"fit: the model ({type(model).__name__}) has no parameters: nothing to train"
+        )
+    if not any(p.requires_grad for p in params):
+        raise ValueError(
+            f"fit: every parameter of the model ({len(params)} tensors) has requires_grad=False: "
+            "nothing would train. Unfreeze the layers to train (layer.requires_grad_(True)); to "
+            "measure a frozen model use babysit.diagnose"
+        )
 
 
 def _first_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
