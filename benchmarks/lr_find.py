@@ -72,6 +72,7 @@ table, a per-family table (with the spread of the suggestion across seeds) and a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -89,6 +90,8 @@ import torch
 import babysit
 from _common import add_write_docs_arg, emit
 from babysit.data import Standardize, load
+from babysit.divergence import diverged
+from babysit.train.callbacks import Callback
 from babysit.tuning.lr_find import DEFAULT_RULE, MINIMUM_DIVISOR
 from babysit.tuning.lr_find import RULES as BABYSIT_RULES
 
@@ -224,8 +227,22 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
 
 
+class BreakOut(Callback):
+    """Records whether a mini-batch loss rose above 3x the first (``fit``'s LossGuard rule),
+    without acting on it: the training is the one ``monitors=None`` runs."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.breaks_out = False
+
+    def on_loss(self, trainer, loss: float) -> None:
+        self.first = loss if self.first is None else self.first
+        self.breaks_out = self.breaks_out or diverged(loss, self.first)
+
+
 def train(name: str, data: Data, opt: str, lr: float, epochs: int, seed: int) -> dict:
     model = new_model(name, seed)
+    watch = BreakOut()
     hist = babysit.fit(
         model,
         (data.x, data.y),
@@ -234,12 +251,27 @@ def train(name: str, data: Data, opt: str, lr: float, epochs: int, seed: int) ->
         lr=lr,
         epochs=epochs,
         batch_size=BATCH,
-        monitors=None,
+        monitors=[watch],
         progress=False,
         seed=seed,
     )
     val = hist.final.get("val_acc", math.nan)
-    return {"lr": lr, "val": 100 * float(val), "test": 100 * accuracy(model, data.xt, data.yt)}
+    return {
+        "lr": lr,
+        "val": 100 * float(val),
+        "test": 100 * accuracy(model, data.xt, data.yt),
+        "breaks_out": watch.breaks_out,
+    }
+
+
+def fit_best(grid: list[dict], flagged: Callable[[float], dict]) -> dict:
+    """The best grid lr at which ``fit``'s LossGuard would not break out (no mini-batch loss
+    above 3x the first): the best lr a babysit user can train at with fit's defaults. Flags
+    missing from older cache entries are filled by ``flagged`` (a retraining) as needed."""
+    for entry in sorted(grid, key=lambda r: -r["val"]):
+        if not flagged(entry["lr"])["breaks_out"]:
+            return entry
+    return grid[0]
 
 
 @dataclass
@@ -251,6 +283,8 @@ class Run:
     grid: list[dict] = field(default_factory=list)  # {lr, val, test}
     best: dict = field(default_factory=dict)
     near: list[float] = field(default_factory=list)
+    best_fit: dict = field(default_factory=dict)  # the best lr fit trains at without a break-out
+    breakouts: int = 0  # 1 when fit breaks out at the default rule's suggestion
     finder: dict = field(default_factory=dict)  # confident, stopped, steps, reasons
     sugg: dict = field(default_factory=dict)  # rule -> {lr, val, test} or None
     family: str = ""  # a family of lr_families (its name says model, optimizer and batch)
@@ -273,6 +307,12 @@ def run_one(
         cache[lr] = store[key]
         return cache[lr]
 
+    def flagged(lr: float) -> dict:
+        entry = trained(lr)
+        if "breaks_out" not in entry:  # cached before the flag existed: train again for it
+            entry["breaks_out"] = train(name, data, opt, lr, epochs, seed)["breaks_out"]
+        return entry
+
     t0 = time.perf_counter()
     for k in GRID_K[opt]:
         run.grid.append(trained(10 ** (k / 4)))
@@ -283,6 +323,8 @@ def run_one(
         lambda: new_model(name, seed), (data.x, data.y), optimizer=opt, seed=seed
     )
     lr_of = score_rules(run, result, before, trained)
+    run.best_fit = fit_best(run.grid, flagged)
+    run.breakouts = int(flagged(lr_of[DEFAULT])["breaks_out"]) if lr_of[DEFAULT] else 0
     log(
         f"{name:8s} {opt:8s} seed {seed}: best lr {run.best['lr']:.3g} "
         f"(val {run.best['val']:.1f}), babysit {lr_of[DEFAULT]:.3g} "
@@ -347,6 +389,12 @@ def run_family(fam, seed: int, log: Callable, store: dict) -> Run:
             store[key] = {**train_family(fam, lr, seed), "test": math.nan}
         return store[key]
 
+    def flagged(lr: float) -> dict:
+        entry = trained(lr)
+        if "breaks_out" not in entry:  # cached before the flag existed: train again for it
+            entry["breaks_out"] = train_family(fam, lr, seed)["breaks_out"]
+        return entry
+
     lo, hi = fam.k
     grid = {k: trained(10 ** (k / 4)) for k in range(lo, hi + 1)}
     for _ in range(4):
@@ -370,6 +418,8 @@ def run_family(fam, seed: int, log: Callable, store: dict) -> Run:
         seed=seed,
     )
     lr_of = score_rules(run, result, before, trained)
+    run.best_fit = fit_best(run.grid, flagged)
+    run.breakouts = int(flagged(lr_of[DEFAULT])["breaks_out"]) if lr_of[DEFAULT] else 0
     run.finder["grid_edge"] = run.best["lr"] in (run.grid[0]["lr"], run.grid[-1]["lr"])
     log(
         f"{fam.name:28s} seed {seed}: best lr {run.best['lr']:.3g} "
@@ -616,6 +666,44 @@ def section(title: str, runs: list[Run]) -> list[str]:
     ]
 
 
+def against_fit(runs: list[Run]) -> list[Run]:
+    """The runs scored against ``best_fit``: the best grid lr at which ``fit``'s LossGuard does
+    not break out (a babysit user training with fit's defaults cannot use a higher-scoring lr
+    where it does: fit reports LR_TOO_HIGH there and rolls back with the lr / 10)."""
+    out = []
+    for r in runs:
+        best = r.best_fit or r.best
+        near = [
+            g["lr"]
+            for g in r.grid
+            if g["val"] >= best["val"] - NEAR and not g.get("breaks_out", False)
+        ]
+        out.append(dataclasses.replace(r, best=best, near=near))
+    return out
+
+
+def fit_section(runs: list[Run], held: list[Run], home: list[Run]) -> list[str]:
+    runs_all = runs + home
+    moved = [r for r in runs_all if r.best_fit and r.best_fit["lr"] != r.best["lr"]]
+    return [
+        "\n### Against the best lr `fit` trains at (no break-out)\n",
+        "The grid above is trained in a plain loop. `fit`'s LossGuard rolls back (lr / 10) and "
+        "reports LR_TOO_HIGH when a mini-batch loss rises above 3x the first one, and the probes "
+        "of the verified suggestion reject such lrs since 2026-12-07. Here the ground truth is "
+        "the best grid lr at which that does not happen: the best a babysit user can train at "
+        f"with fit's defaults. It differs from the plain loop's best in {len(moved)} of "
+        f"{len(runs_all)} runs ("
+        + ", ".join(
+            f"{r.setup} seed {r.seed}: {r.best['lr']:.2g} -> {r.best_fit['lr']:.2g}" for r in moved
+        )
+        + f"); `fit` breaks out at {sum(r.breakouts for r in runs_all)} of {len(runs_all)} "
+        f"`{DEFAULT}` suggestions.",
+        *section("All family runs, against fit's best", against_fit(runs)),
+        *section("Held-out families, against fit's best", against_fit(held)),
+        *section("Home set-ups, against fit's best", against_fit(home)),
+    ]
+
+
 def family_report(runs: list[Run], home: list[Run], seconds: float, store: dict) -> str:
     from lr_families import HELD_OUT, TUNE
 
@@ -631,6 +719,7 @@ def family_report(runs: list[Run], home: list[Run], seconds: float, store: dict)
     out += section("Families the verified rule was designed on", tune)
     out += section("Held-out families (scored only afterwards)", held)
     out += section("Home set-ups (the MLPs the minimum/3 rule was chosen on)", home)
+    out += fit_section(runs, held, home)
     out.append("\n### Update-ratio peaks (fit's UPDATE_RATIO_HIGH) against the grid\n")
     out.append(ratio_section(runs, home, store))
     out.append("\n### Per family\n")

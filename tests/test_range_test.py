@@ -333,3 +333,40 @@ def test_a_pick_one_rung_under_a_probe_that_blew_up_steps_back_part_of_a_rung(mo
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
     assert result.suggestion == pytest.approx(0.01 * 10 ** (-0.5 * rt.PROBE_STEP))
     assert not result.confident and "lr=0.032 blew up" in result.reason
+
+
+def _friedman(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """benchmarks/lr_families.py's "friedman" regression (standardized targets)."""
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn(n, 10, generator=gen)
+    y = (
+        torch.sin(math.pi * x[:, 0] * x[:, 1])
+        + 2 * (x[:, 2] - 0.5) ** 2
+        + x[:, 3]
+        - 0.5 * x[:, 4]
+        + 0.1 * torch.randn(n, generator=gen)
+    )
+    return x, ((y - y.mean()) / y.std()).unsqueeze(1)
+
+
+def test_fit_does_not_break_out_at_the_suggested_lr_of_a_spiky_regression():
+    """A plain-SGD regression MLP (the benchmark's "regression mlp sgd b32", seed 0): at
+    lr = 0.042 its loss jumps above 3x the first in the first steps and then recovers. lr_find
+    suggested 0.042 (its 50-step probe recovered), where fit's LossGuard reports LR_TOO_HIGH and
+    rolls back; a probe now counts that break-out as unstable, as fit does."""
+    x, y = _friedman()
+
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return bs.nn.mlp(10, [64, 64], 1)
+
+    setup = rt._Setup(x, y, lambda p, lr: torch.optim.SGD(p, lr=lr), nn.MSELoss(), 32)
+    probe = rt._probe(model(), setup, 0.042, 50, 0)
+    assert not probe["stable"] and probe["why"] == "break-out"
+    kw = {"optimizer": "sgd", "batch_size": 32, "loss_fn": nn.MSELoss()}
+    spiky = bs.fit(model(), (x, y), lr=0.042, progress=False, **kw)
+    assert "LR_TOO_HIGH" in spiky.codes  # what the probe foresees
+    result = bs.lr_find(model(), (x, y), seed=0, **kw)
+    assert result.suggestion < 0.042
+    history = bs.fit(model(), (x, y), lr=result.suggestion, progress=False, **kw)
+    assert "LR_TOO_HIGH" not in history.codes and not history.rollbacks

@@ -88,6 +88,8 @@ EXTEND = 3  # an unclear first sweep is run again with EXTEND x the steps
 RATIO_STEPS = 10  # the first steps whose update ratio fit's UpdateRatio monitor judges
 SCALER_INIT_SCALE = 2.0**16  # the GradScaler's first scale under float16 autocast (torch's)
 
+BLEW_UP = ("nan", "break-out", "diverged")  # a probe's ``why`` for a loss that blew up
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
 
@@ -564,8 +566,9 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     - step up while the probe above is stable and *better* (lower by more than ``PROBE_Z``
       standard errors of the paired, step-by-step difference: the same batches make the
       comparison paired, which cancels most of the batch-to-batch noise), at most ``PROBE_UP``;
-    - otherwise step down while the probe at the pick is unstable (NaN, a running loss above
-      4x its best, or no fall at all) or not better than the one below, at most ``PROBE_DOWN``;
+    - otherwise step down while the probe at the pick is unstable (NaN, a loss above 3x its
+      first, where fit's guard rolls back, a running loss above 4x its best, or no fall) or
+      not better than the one below, at most ``PROBE_DOWN``;
     - a pick above the curve's that sits under a cliff (the sweep blew up, and the probe one
       rung above the pick trained worse) moves ``CLIFF_MARGIN`` rungs down, to a probed lr.
 
@@ -612,7 +615,7 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     # stepping back cost up to 5 points: there it stays.
     above = probes.get(j + 1)
     cliff = above is not None and (
-        above["why"] in ("nan", "diverged")
+        above["why"] in BLEW_UP
         or (j > 0 and result.stopped in ("diverged", "nan") and not _better(above, best))
     )
     if CLIFF_MARGIN and cliff and best["stable"] and at(j - CLIFF_MARGIN)["stable"]:
@@ -622,7 +625,7 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     result.probes = [probes[k] for k in sorted(probes)]
     if pick is not best:
         assert above is not None
-        what = "blew up" if above["why"] in ("nan", "diverged") else "trained worse"
+        what = "blew up" if above["why"] in BLEW_UP else "trained worse"
         above_text = f"lr={above['lr']:.2g} {what}"
         result.reasons.append(
             f"the probes trained best at lr={best['lr']:.2g} (the curve's pick: {c:.2g}), but "
@@ -679,14 +682,18 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
 
     Every probe draws the same batches and the same dropout masks (its own generator, seeded
     with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
-    (``"nan"``), a score that has diverged from the best running loss (EMA, β = 0.9) by the
-    factor 4 of the sweep (:func:`babysit.divergence.diverged`, ``"diverged"``; judged at the
-    end, not at the first spike: a regression MLP with plain SGD spikes in its first steps at
-    its best lr and recovers, ``benchmarks/lr_find.py``), a score not below the
-    first loss (``"no fall"``), or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call
-    too large (``"update ratio"``: the peak over the first ``RATIO_STEPS`` steps of the
-    median over weight tensors of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's
-    own measurement), so that ``fit`` never warns at the lr babysit suggested.
+    (``"nan"``); a mini-batch loss that breaks out above ``loss_explosion`` (3) times the
+    first one (``"break-out"``: :func:`babysit.divergence.diverged` against the first loss,
+    every step, exactly as ``fit``'s LossGuard judges, which would roll back and divide the lr
+    by 10 there); a score that has diverged from the best running loss (EMA, β = 0.9) by the
+    factor 4 of the sweep (``"diverged"``); a score not below the first loss (``"no fall"``);
+    or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call too large (``"update
+    ratio"``: the peak over the first ``RATIO_STEPS`` steps of the median over weight tensors
+    of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's own measurement). So ``fit``
+    neither warns nor rolls back at the lr babysit suggested. (Until 2026-12-07 a spike that
+    recovered was allowed: a regression MLP with plain SGD spikes to 5-25x its first loss in
+    its first steps at the lrs a plain loop trains best at, and lr_find suggested such lrs,
+    where ``fit`` then reported LR_TOO_HIGH and rolled back: ``benchmarks/lr_find.py``.)
     """
     model = copy.deepcopy(initial)
     trainer = _Trainer(model, setup, lr)
@@ -699,12 +706,17 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
     losses: list[float] = []
     stable, beta, avg, best = True, 0.9, 0.0, math.inf
     why: str | None = None
+    explosion = THRESHOLDS["loss_explosion"][0]  # fit's LossGuard factor
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for i in range(steps):
             value = trainer.loss(next(batches))
             if not math.isfinite(value):
                 stable, why = False, "nan"
+                break
+            if losses and diverged(value, losses[0], explosion):
+                stable, why = False, "break-out"
+                losses.append(value)
                 break
             losses.append(value)
             avg = beta * avg + (1 - beta) * value
