@@ -418,7 +418,7 @@ def _carrier(model: nn.Module, watcher: Watcher) -> LossCarrier | None:
     carrier = LossCarrier.of(model)  # registered by an earlier watcher: a hook stays for good
     if carrier is not None:
         owner = carrier.user() if carrier.user is not None else None
-        if owner is not None and not owner._closed:
+        if owner is not None and not getattr(owner, "_closed", True):  # True: a failed __init__
             raise RuntimeError(
                 "babysit.watch(carry_loss=True): another open watcher carries the loss on this "
                 f"DistributedDataParallel wrapper; close it first (watcher.close()), or {off}"
