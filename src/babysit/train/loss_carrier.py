@@ -148,7 +148,7 @@ class LossCarrier:
         step: the summed missing count is one number shared by all."""
         summed = self._summed
         self.reset()
-        if summed is None or summed[self.world_size] != 0:
+        if summed is None or summed.tolist()[self.world_size] != 0:  # one read, not an item()
             return None
         return summed[: self.world_size]
 
@@ -176,14 +176,18 @@ class LossCarrier:
             grads.div_(world)
             fut = dist.all_reduce(grads, async_op=True).get_future()
             return fut.then(lambda f: f.value()[0])
-        extra = torch.zeros(world + 1, dtype=torch.float64)
-        slots, self._slots = self._slots, None  # carried once
-        if slots is None:
-            extra[world] = 1.0  # this rank's loss does not ride in this backward
-        else:
-            extra[:world] = slots
+        # one buffer: the mean gradient, then the W slots and the missing count (built in
+        # place: a cat of separate pieces cost ~40 µs a step more on a 61 kB bucket)
         n = grads.numel()
-        work = torch.cat([grads.div(world), extra.to(grads.device, grads.dtype)])
+        work = torch.empty(n + world + 1, dtype=grads.dtype, device=grads.device)
+        torch.div(grads, world, out=work[:n])
+        slots, self._slots = self._slots, None  # carried once
+        if slots is None:  # this rank's loss does not ride in this backward
+            work[n:].zero_()
+            work[n + world] = 1.0
+        else:
+            work[n : n + world].copy_(slots)
+            work[n + world] = 0.0
 
         def split(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
             out = fut.value()[0]
