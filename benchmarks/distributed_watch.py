@@ -10,6 +10,10 @@ with a per-epoch permutation from a generator seeded per rank), wrapped in
     + watch(None)         ``babysit.watch(model, opt, monitors=None)`` and ``observe(loss)``:
                           only the loss shared across ranks (one all-reduce a step)
     + watch(default)      ``babysit.watch(model, opt)``: every default monitor
+    + watch(default, carry_loss)
+                          ``babysit.watch(model, opt, carry_loss=True)``: the same, with every
+                          rank's loss carried in DDP's own gradient all-reduce (a comm hook on
+                          the wrapper, ``babysit.train.loss_carrier``): no all-reduce of its own
 
 Variants are interleaved (each round runs all of them in a rotating order, after one untimed
 warm-up round); both ranks run the same variant at the same time (a barrier between runs).
@@ -23,15 +27,17 @@ load only ever slows a block down, so on a shared machine this is the estimate l
 by other processes. Last, the latency of the one collective every step adds (an all-reduce of
 ``W`` float64s, alone, 1000 times: median and fastest), next to the DDP loop's step time.
 
-Collectives: ``torch.distributed``'s Python collectives are counted while the default watcher
-runs (DDP's own gradient all-reduce goes through its C++ reducer and is not counted), split
+Collectives: ``torch.distributed``'s float64 all-reduces (babysit's; the gradients are float32,
+and under ``carry_loss`` DDP's gradient buckets pass through the hook's ``dist.all_reduce``, so
+they are left out by their dtype) are counted while each watcher runs, split
 into plain steps and the steps ``ActivationStats`` samples, with their payload bytes; the
 formula in the table is what ``babysit.train.session`` and ``babysit.train.monitors
 .across_ranks`` send: every step one all-reduce of ``8·W`` bytes (every rank's loss, float64,
 started in ``observe`` and waited for at the optimizer step, so it overlaps the backward); a
 sampled step one more, blocking, of ``8·(7·A + U + 2·L + 1)`` bytes (``A`` judged activation
 layers, ``U`` their ReLU units, ``L`` weight layers, a layout flag), and the first sampled
-step a 32-byte layout header before it.
+step a 32-byte layout header before it. With ``carry_loss`` the per-step all-reduce is gone
+(``4·(W + 1)`` bytes ride in DDP's first float32 bucket instead).
 
 Run: ``python benchmarks/distributed_watch.py [--rounds 5] [--steps 400]`` (it launches itself
 through ``torch.distributed.run`` with 2 processes, one thread each).
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import statistics
 import subprocess
@@ -49,6 +56,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CARRY = "+ watch(default, carry_loss)"
 
 
 def launch(argv: list[str]) -> int:
@@ -77,12 +85,13 @@ def worker(args: argparse.Namespace) -> None:
     x, y = x[rank::world].contiguous(), y[rank::world].contiguous()
     loss_fn = nn.CrossEntropyLoss()
 
-    counted: dict[str, list[int]] = {}  # "step" / "sampled" -> [collectives, bytes]
-    phase = ["off"]
+    # (variant, "step" / "sampled") -> [collectives, bytes]
+    counted: dict[tuple[str, str], list[int]] = {}
+    phase: list = ["off"]
 
     def counting(fn):
         def wrapped(tensor, *a, **k):
-            if phase[0] != "off":
+            if phase[0] != "off" and tensor.dtype == torch.float64:
                 entry = counted.setdefault(phase[0], [0, 0])
                 entry[0] += 1
                 entry[1] += tensor.numel() * tensor.element_size()
@@ -99,7 +108,8 @@ def worker(args: argparse.Namespace) -> None:
         watcher = None
         if variant != "DDP loop":
             monitors = None if variant == "+ watch(None)" else "default"
-            watcher = bs.watch(model, opt, monitors=monitors)
+            carry = variant == CARRY
+            watcher = bs.watch(model, opt, monitors=monitors, carry_loss=carry)
         sampled = set()
         if watcher is not None and count:
             for m in watcher.callbacks:
@@ -116,7 +126,7 @@ def worker(args: argparse.Namespace) -> None:
             index = perm[at : at + 100]
             at += 100
             if count:
-                phase[0] = "sampled" if step in sampled else "step"
+                phase[0] = (variant, "sampled" if step in sampled else "step")
             opt.zero_grad()
             loss = loss_fn(model(x[index]), y[index])
             if watcher is not None:
@@ -139,18 +149,20 @@ def worker(args: argparse.Namespace) -> None:
 
     blocks: dict[str, float] = {}
     cpu_rates: dict[str, list[float]] = {}
-    variants = ["DDP loop", "+ watch(None)", "+ watch(default)"]
+    variants = ["DDP loop", "+ watch(None)", "+ watch(default)", CARRY]
     for v in variants:  # warm-up
         run(v, 100)
     blocks.clear()
     cpu_rates.clear()
     rates: dict[str, list[float]] = {v: [] for v in variants}
     for i in range(args.rounds):
-        order = variants[i % 3 :] + variants[: i % 3]
+        k = i % len(variants)
+        order = variants[k:] + variants[:k]
         for v in order:
             rates[v].append(run(v, args.steps))
     counted_cpu = {k: list(v) for k, v in cpu_rates.items()}
-    run("+ watch(default)", args.steps, count=True)
+    for v in ("+ watch(default)", CARRY):
+        run(v, args.steps, count=True)
     cpu_rates.clear()
     cpu_rates.update(counted_cpu)
     latencies = []
@@ -161,6 +173,10 @@ def worker(args: argparse.Namespace) -> None:
         bd.all_reduce_sum(slots).tolist()
         latencies.append(time.perf_counter() - t0)
 
+    # DDP's reducers (and the carrier's hook on them) go before the group: torch aborts at
+    # exit otherwise
+    gc.collect()
+    bd.barrier()
     if rank != 0:
         dist.destroy_process_group()
         return
@@ -189,18 +205,21 @@ def worker(args: argparse.Namespace) -> None:
         f"fastest {min(latencies) * 1e6:.0f} µs; the DDP loop's fastest step block: "
         f"{step_us:.0f} µs a step"
     )
-    plain = counted.get("step", [0, 0])
-    sampled = counted.get("sampled", [0, 0])
     n_plain = args.steps - n_sampled
     print()
-    print("| babysit collectives (watch, default) | per step | bytes per step |")
+    print("| babysit collectives of their own | per step | bytes per step |")
     print("|---|---|---|")
-    print(f"| plain step | {plain[0] / n_plain:g} | {plain[1] / n_plain:g} (8·W, W = {world}) |")
-    print(
-        f"| step ActivationStats samples (1 in 100; {n_sampled} here) | "
-        f"{sampled[0] / max(n_sampled, 1):.3g} | {sampled[1] / max(n_sampled, 1):.4g} "
-        "(8·W + 8·(7·A + U + 2·L + 1), plus 32 at the first; here A = 2, U = 200, L = 3) |"
-    )
+    for v, loss_bytes in (("+ watch(default)", f"8·W, W = {world}"), (CARRY, "0")):
+        plain = counted.get((v, "step"), [0, 0])
+        sampled = counted.get((v, "sampled"), [0, 0])
+        per_step = f"{plain[0] / n_plain:g} | {plain[1] / n_plain:g} ({loss_bytes})"
+        print(f"| {v}: plain step | {per_step} |")
+        print(
+            f"| {v}: step ActivationStats samples (1 in 100; {n_sampled} here) | "
+            f"{sampled[0] / max(n_sampled, 1):.3g} | {sampled[1] / max(n_sampled, 1):.4g} "
+            f"({loss_bytes} + 8·(7·A + U + 2·L + 1), plus 32 at the first; "
+            "here A = 2, U = 200, L = 3) |"
+        )
     dist.destroy_process_group()
 
 

@@ -18,6 +18,7 @@ import torch
 
 from babysit.nn import mlp
 
+from .backends import NCCL
 from .harness import SRC, torchrun
 
 WORKER = Path(__file__).with_name("fit_worker.py")
@@ -83,13 +84,19 @@ def test_nccl_two_ranks_match_one_process_with_the_global_batch(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["world_size"] == 2
 
 
-@pytest.mark.parametrize("wrap", [True, False], ids=["user_wrapper", "fit_wrapper"])
-def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path, wrap):
+@pytest.mark.parametrize(
+    ("wrap", "backend"),
+    [(True, "gloo"), (False, "gloo"), pytest.param(False, "nccl", marks=NCCL)],
+    ids=["user_wrapper", "fit_wrapper", "fit_wrapper_nccl"],
+)
+def test_nan_on_rank_one_rolls_back_both_ranks_together(tmp_path, wrap, backend):
     """A model the user wrapped in DDP, in a group the user created (left to them): the loss
     is shared by an all-reduce of its own; fit's own wrapper carries it in DDP's gradient
-    all-reduce (babysit.train.loss_carrier). Both must give the same verdict."""
+    all-reduce (babysit.train.loss_carrier). Both must give the same verdict. With nccl (two
+    CUDA devices only) fit makes the group and the wrapper on ``cuda:LOCAL_RANK``."""
     run = str(tmp_path / "run")
-    _run(tmp_path, "nan", 2, batch_size=32, nan_at_step=5, run_dir=run, wrap=wrap)
+    device = "cuda" if backend == "nccl" else "cpu"
+    _run(tmp_path, "nan", 2, batch_size=32, nan_at_step=5, run_dir=run, wrap=wrap, device=device)
     r0, r1 = _result(tmp_path, "nan", 0), _result(tmp_path, "nan", 1)
     if wrap:
         assert r0["group_left"] and r1["group_left"]

@@ -54,3 +54,48 @@ def test_gradients_are_ddps_and_the_slots_come_back(tmp_path):
         assert LossCarrier.attach(half, 1) is None
     finally:
         dist.destroy_process_group()
+
+
+def test_missing_count_tells_a_backward_without_a_loss_and_refusals_name_why(tmp_path):
+    """The count ``watch(carry_loss=True)`` relies on: a backward with no loss loaded carries
+    "missing" (so every rank falls back alike); a refused registration leaves DDP as it was."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    _group(tmp_path)
+    try:
+        torch.manual_seed(0)
+        ddp = DistributedDataParallel(nn.Linear(5, 3))
+        carrier = LossCarrier.register(ddp, 1)
+        assert LossCarrier.of(ddp) is carrier and carrier.idle()
+        x = torch.randn(4, 5)
+        ddp(x).sum().backward()  # nothing loaded: the bucket carries the missing count
+        assert not carrier.idle() and carrier.poll() is None and carrier.idle()
+        carrier.load(loss_slots(2.5))
+        assert carrier.idle()  # loaded, not reduced yet
+        ddp(x).sum().backward()
+        assert carrier.poll().tolist() == [2.5] and carrier.idle()
+        carrier.load(loss_slots(1.0))
+        carrier.reset()  # unloaded: the next backward carries nothing of it
+        ddp(x).sum().backward()
+        assert carrier.poll() is None
+        # a second hook: refused, and DDP's list of hooks is left as it was
+        kept = list(ddp._comm_hooks)
+        try:
+            LossCarrier.register(ddp, 1)
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("a second hook must be refused")
+        assert ddp._comm_hooks == kept
+        mine = DistributedDataParallel(nn.Linear(5, 3))
+        mine.register_comm_hook(None, allreduce_hook)
+        assert LossCarrier.attach(mine, 1) is None and len(mine._comm_hooks) == 1
+        # why not: named
+        assert "not a DistributedDataParallel" in LossCarrier.refusal(nn.Linear(2, 2))
+        half = DistributedDataParallel(nn.Linear(3, 2).half())
+        assert "float16" in LossCarrier.refusal(half)
+        mixed = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2).double())
+        assert "mix dtypes" in LossCarrier.refusal(DistributedDataParallel(mixed))
+        assert LossCarrier.refusal(ddp) is None
+    finally:
+        dist.destroy_process_group()

@@ -10,11 +10,13 @@ import math
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 import babysit as bs
 
+from .backends import BACKENDS
 from .harness import torchrun
 
 SCRIPT = """
@@ -24,8 +26,10 @@ from torch import nn
 import babysit as bs
 from babysit import distributed as bd
 
-out_dir = sys.argv[1]
+out_dir, backend = sys.argv[1], sys.argv[2]
 rank = int(os.environ["RANK"])
+# nccl: one GPU per process (lr_find picks the backend from the device)
+device = f"cuda:{os.environ['LOCAL_RANK']}" if backend == "nccl" else "cpu"
 
 
 def data():
@@ -45,8 +49,14 @@ x, y = data()
 # each rank builds its model from another seed: lr_find starts every rank from rank 0's
 # weights; lr_find initialises the process group from torchrun's environment itself
 run_dir = os.path.join(out_dir, f"run{rank}")
-result = bs.lr_find(model(rank), (x, y), batch_size=32, steps=STEPS, run_dir=run_dir)
+result = bs.lr_find(
+    model(rank), (x, y), batch_size=32, steps=STEPS, run_dir=run_dir, device=device
+)
 assert not torch.distributed.is_initialized()  # the group lr_find created is gone again
+if backend == "nccl":  # the suggestion only; the scenarios below are gloo's
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"result": result.to_dict()}, f)
+    sys.exit(0)
 
 # a NaN on rank 1 only, at its 22nd loss (the first validates the data): both ranks stop at
 # the same step, with the 20 steps before it recorded
@@ -75,10 +85,11 @@ torch.distributed.destroy_process_group()
 """
 
 
-def test_every_rank_gets_the_same_suggestion_and_one_file_is_written(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_rank_gets_the_same_suggestion_and_one_file_is_written(tmp_path, backend):
     script = tmp_path / "lr_find_ddp.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    torchrun(script, str(tmp_path), timeout=120)
+    torchrun(script, str(tmp_path), backend, timeout=120)
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     first, second = got[0]["result"], got[1]["result"]
     assert first["world_size"] == second["world_size"] == 2
@@ -90,6 +101,8 @@ def test_every_rank_gets_the_same_suggestion_and_one_file_is_written(tmp_path):
     written = json.loads((tmp_path / "run0" / "lr_find.json").read_text())
     assert written["suggestion"] == first["suggestion"] and written["world_size"] == 2
     assert not (tmp_path / "run1").exists()
+    if backend == "nccl":  # on GPUs: the same suggestion on both ranks is the check
+        return
     # a NaN on rank 1 only: both ranks stopped at the same step, neither alone
     a, b = got[0]["nan"], got[1]["nan"]
     assert a["stopped"] == b["stopped"] == "nan" and len(a["lrs"]) == len(b["lrs"]) == 20

@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 
+from .backends import BACKENDS
 from .harness import torchrun
 
 SCRIPT = textwrap.dedent(
@@ -25,8 +26,14 @@ SCRIPT = textwrap.dedent(
     from babysit.train.monitors import ActivationStats, LossGuard
     from babysit.train.session import Session
 
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
-    r, out_dir = bd.rank(), sys.argv[1]
+    out_dir, backend = sys.argv[1], sys.argv[2]
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=30))
+    r = bd.rank()
+    # nccl: one GPU per process; the data and the models live there
+    device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if backend == "nccl" else "cpu")
+    ids = [device.index] if backend == "nccl" else None
+    if backend == "nccl":
+        torch.cuda.set_device(device)
     torch.manual_seed(0)
     N = 128  # per rank: fewer than the 256 a dead verdict needs, 256 over both ranks
 
@@ -68,8 +75,9 @@ SCRIPT = textwrap.dedent(
     else:
         x[:, 0], x[:32, 1], x[:, 2] = 1.0, 5.0, 0.0
     y = torch.randint(0, 2, (N,), generator=g)
+    x, y = x.to(device), y.to(device)
 
-    model = DDP(Net())
+    model = DDP(Net().to(device), device_ids=ids)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the statistics stay what they were
     run = os.path.join(out_dir, f"run{r}")  # rank 1's must stay unwritten
     watcher = bs.watch(model, opt, monitors=[ActivationStats(every=1)], run_dir=run)
@@ -95,13 +103,13 @@ SCRIPT = textwrap.dedent(
         def forward(self, s):
             return self.head(self.relu(self.lin(s)).mean(1))
 
-    seq = DDP(Seq())
+    seq = DDP(Seq().to(device), device_ids=ids)
     opt = torch.optim.SGD(seq.parameters(), lr=0.01)
-    t = torch.randint(0, 2, (300,), generator=g)
+    t = torch.randint(0, 2, (300,), generator=g).to(device)
     layout_run = os.path.join(out_dir, f"layout{r}")
     with bs.watch(seq, opt, monitors=[ActivationStats(every=1)], run_dir=layout_run) as w2:
         for step in range(4):
-            s = torch.randn(300, 6 if (step == 2 and r == 1) else 4, 4, generator=g)
+            s = torch.randn(300, 6 if (step == 2 and r == 1) else 4, 4, generator=g).to(device)
             opt.zero_grad()
             loss = nn.functional.cross_entropy(seq(s), t)
             w2.observe(loss)
@@ -144,12 +152,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def ranks(tmp_path_factory, request):
     out = tmp_path_factory.mktemp("monitors_ddp")
     script = out / "script.py"
     script.write_text(SCRIPT)
-    torchrun(script, str(out), timeout=120)
+    torchrun(script, str(out), request.param, timeout=120)
     return out, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 

@@ -38,11 +38,26 @@ the same findings, and rank 0 alone writes the run directory and prints. Call
 :meth:`Watcher.end_epoch` and :meth:`Watcher.close` on every rank too (``end_epoch`` sums the
 epoch's counts across ranks and takes the metrics rank 0 passes). See docs/architecture.md,
 "Distributed training".
+
+``babysit.watch(ddp_model, optimizer, carry_loss=True)`` saves that small all-reduce: the loss
+rides in DDP's own gradient all-reduce (:mod:`babysit.train.loss_carrier`, a communication
+hook on the user's wrapper, as ``fit`` does on its own), so the agreement costs no round trip
+of its own. The fast order is ``observe(loss)`` *before* ``loss.backward()`` and
+``watcher.diverged`` read *after* it (as in the loop above): the loss is then loaded before the
+gradient bucket leaves. Any other order stays correct and the same on every rank, and costs
+the separate all-reduce for that step: ``observe`` after ``backward`` (the bucket left without
+the loss: every rank learns it from the carried "missing" count and shares the losses the
+usual way), or ``diverged`` / :meth:`Watcher.settle` read before ``backward`` (nothing carried
+yet), or a backward under ``no_sync()``. Every rank must follow the same order (as the same
+loop does). Opt-in because a hook cannot be removed and DDP takes one per wrapper: with
+``carry_loss=True`` your own later ``register_comm_hook`` fails (register yours first and leave
+``carry_loss`` off). In one process it is accepted and does nothing.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,7 +69,8 @@ from .. import distributed, runs
 from ..outputs import read_output
 from ..tasks import Task, hits, resolve_task
 from .callbacks import Callback
-from .session import Session
+from .loss_carrier import LossCarrier
+from .session import Session, loss_slots
 
 __all__ = ["Watcher", "watch"]
 
@@ -69,6 +85,7 @@ def watch(
     ignore: Iterable[str] = (),
     progress: bool = False,
     task: Any = "auto",
+    carry_loss: bool = False,
 ) -> Watcher:
     """Attach babysit's monitors to a training loop you keep; add ``watcher.observe(loss)``.
 
@@ -86,6 +103,20 @@ def watch(
             dimension fewer than the output) as classification (ignoring -100, as
             ``nn.CrossEntropyLoss`` does) and refuses to guess anything else: pass the task.
             Recorded in ``config.json`` (the resolved task once the first output is seen).
+        carry_loss: under torchrun, carry every rank's loss in DDP's own gradient all-reduce
+            (a communication hook registered on ``model``, which must then be the
+            ``DistributedDataParallel`` wrapper) instead of an all-reduce of its own each step.
+            Fastest with ``observe(loss)`` before ``loss.backward()`` and ``diverged`` read
+            after it; other orders fall back to the separate all-reduce for that step (see the
+            module's docstring). The hook stays on the wrapper: your own later
+            ``register_comm_hook`` fails. Ignored in one process.
+
+    Raises:
+        ValueError: ``carry_loss=True`` under torchrun with a model that is not a
+            ``DistributedDataParallel`` wrapper, has parameters that are not all float32 or all
+            float64, or runs on a process group other than the default one.
+        RuntimeError: ``carry_loss=True`` and the wrapper already has a communication hook
+            (or another open watcher carries on it).
     """
     return Watcher(
         model,
@@ -96,6 +127,7 @@ def watch(
         ignore=ignore,
         progress=progress,
         task=task,
+        carry_loss=carry_loss,
     )
 
 
@@ -113,6 +145,7 @@ class Watcher(Session):
         ignore: Iterable[str] = (),
         progress: bool = False,
         task: Any = "auto",
+        carry_loss: bool = False,
     ) -> None:
         from .config import check_task
         from .monitors import resolve_monitors
@@ -123,6 +156,8 @@ class Watcher(Session):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
+        if not isinstance(carry_loss, bool):
+            raise TypeError(f"carry_loss must be True or False, got {carry_loss!r}")
         run_dir = None if run_dir is None else Path(run_dir)
         task = check_task(task)
         self.task = task if isinstance(task, str) else task.to_dict()
@@ -134,6 +169,8 @@ class Watcher(Session):
             ignore=ignore,
             run_dir=run_dir,
         )
+        # after every check that can refuse the arguments: a hook cannot be taken back
+        self._carrier = _carrier(model, self) if carry_loss else None
         if run_dir is not None and distributed.is_main():  # under DDP rank 0 writes
             if run_dir.exists() and any(run_dir.iterdir()):
                 runs.fresh_run_dir(run_dir)
@@ -184,12 +221,28 @@ class Watcher(Session):
         if distributed.is_distributed():
             # judged when the ranks' losses are in: at diverged, at the optimizer step, or at
             # the next observe / end_epoch / close, all within this step
-            self.begin_loss_share(value)
+            carrier = self._carrier
+            if carrier is not None and carrier.idle():  # before backward: the loss rides along
+                carrier.load(loss_slots(value))
+                self.end_loss_share(lambda: self._carried(carrier, value))
+            else:
+                if carrier is not None:  # the bucket left without it (on every rank: "missing")
+                    carrier.reset()
+                self.begin_loss_share(value)
             self._pending = value
         else:
             self._judge_loss(value)
         if output is not None and self._task is not None:
             self._sums.add(output, target, self._task, self._probabilities)
+
+    @staticmethod
+    def _carried(carrier: LossCarrier, value: float) -> torch.Tensor:
+        """Every rank's loss: carried by the backward, or (nothing carried yet, or a rank's
+        loss missing: the same answer on every rank) one all-reduce of its own, on every rank."""
+        summed = carrier.poll()
+        if summed is None:
+            return distributed.all_reduce_sum(loss_slots(value))
+        return summed
 
     def _judge_loss(self, value: float) -> None:
         self.call("on_loss", value)  # shares the loss across ranks first (Session.call)
@@ -201,8 +254,10 @@ class Watcher(Session):
         ``observe`` only starts the exchange, so that it overlaps the backward; reading
         :attr:`diverged`, the optimizer step, the next ``observe``, :meth:`end_epoch` and
         :meth:`close` settle it. A driver that must act on the verdict right after ``observe``
-        (drop the update, roll back) calls this first. In one process ``observe`` judges at
-        once and this does nothing."""
+        (drop the update, roll back) calls this first. With ``carry_loss=True`` settling before
+        ``backward`` costs the step a separate all-reduce (the loss had not ridden yet); call
+        it on every rank at the same point. In one process ``observe`` judges at once and this
+        does nothing."""
         if self._pending is not None:
             value, self._pending = self._pending, None
             self._judge_loss(value)
@@ -247,7 +302,8 @@ class Watcher(Session):
 
         Under DDP it is True on every rank in the same step, when the loss is NaN or diverged
         on any rank; reading it waits for every rank's ``observe`` of the step (read it after
-        ``backward()`` to let that exchange overlap the backward pass)."""
+        ``backward()`` to let that exchange overlap the backward pass; with ``carry_loss=True``
+        reading it before ``backward()`` costs the step a separate all-reduce)."""
         self.settle()
         return self.stop_reason is not None
 
@@ -257,6 +313,9 @@ class Watcher(Session):
             return
         self._closed = True
         self.settle()
+        if self._carrier is not None:  # the hook stays on the wrapper, idle (see _carrier)
+            self._carrier.reset()
+            self._carrier.user = None
         self._handle.remove()
         self._settle_handle.remove()
         self.call("on_fit_end")
@@ -325,6 +384,8 @@ class Watcher(Session):
 
     def _after_step(self) -> None:
         self.settle()  # normally done by the step's pre-hook already
+        if self._carrier is not None:  # a backward after settle carried nothing of this step
+            self._carrier.reset()
         self.call("on_train_batch_end", self._last_loss, self.step)
         self.step += 1
 
@@ -340,7 +401,55 @@ class Watcher(Session):
         }
         if distributed.is_distributed():
             config["world_size"] = distributed.world_size()
+            config["carry_loss"] = self._carrier is not None
         return config
+
+
+def _carrier(model: nn.Module, watcher: Watcher) -> LossCarrier | None:
+    """The loss carrier on the user's DDP wrapper for ``watcher`` (``carry_loss=True``); None
+    in one process. Raises, with what to do, when the loss cannot ride in the wrapper's
+    gradient all-reduce; the wrapper is unchanged then."""
+    if not distributed.is_distributed():
+        return None  # one process: no loss to share
+    off = "leave carry_loss off (each step then shares the loss with an all-reduce of its own)"
+    reason = LossCarrier.refusal(model)
+    if reason is not None:
+        raise ValueError(f"babysit.watch(carry_loss=True): {reason}; {_fix(model)}{off}")
+    carrier = LossCarrier.of(model)  # registered by an earlier watcher: a hook stays for good
+    if carrier is not None:
+        owner = carrier.user() if carrier.user is not None else None
+        if owner is not None and not getattr(owner, "_closed", True):  # True: a failed __init__
+            raise RuntimeError(
+                "babysit.watch(carry_loss=True): another open watcher carries the loss on this "
+                f"DistributedDataParallel wrapper; close it first (watcher.close()), or {off}"
+            )
+        carrier.reset()
+    else:
+        try:
+            carrier = LossCarrier.register(model, distributed.world_size())
+        except RuntimeError as err:
+            raise RuntimeError(
+                "babysit.watch(carry_loss=True): this DistributedDataParallel wrapper already "
+                "has a communication hook, and DDP takes one per wrapper (the loss carrier is "
+                f"one); {off}"
+            ) from err
+    carrier.user = weakref.ref(watcher)
+    return carrier
+
+
+def _fix(model: nn.Module) -> str:
+    """What to change so the loss can ride, ending in "or " ("" when only leaving it off)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel):
+        return "pass the DistributedDataParallel wrapper the loop trains through, or "
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    if dtypes and not dtypes <= {torch.float32, torch.float64}:
+        return (
+            "keep the parameters float32 (torch.autocast computes in float16/bfloat16 with "
+            "float32 weights), or "
+        )
+    return ""
 
 
 def _misfit(out: torch.Tensor, target: torch.Tensor, task: Task) -> str | None:
