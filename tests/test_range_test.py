@@ -266,17 +266,19 @@ def test_a_model_wholly_in_eval_mode_is_trained_in_train_mode():
     assert not model.training
 
 
-def _fake_probes(monkeypatch, score_at) -> list[float]:
+def _fake_probes(monkeypatch, score_at, failed_at=None) -> list[float]:
     """Probes whose score is ``score_at(rung)`` (rung = log10(lr / curve's pick) / PROBE_STEP),
-    each a run of paired losses around that score; returns the lrs probed."""
+    each a run of paired losses around that score; returns the lrs probed. A probe scored inf
+    diverged (judged at its end), or broke out at step ``failed_at`` when that is given."""
     probed: list[float] = []
 
     def probe(initial, setup, lr, steps, seed):
         probed.append(lr)
         score = score_at(round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3))
         if score == math.inf:  # a probe that diverged
-            return {"lr": lr, "score": score, "stable": False, "why": "diverged",
-                    "ratio": 0.0, "losses": [2.0, 50.0]}  # fmt: skip
+            why = "diverged" if failed_at is None else "break-out"
+            return {"lr": lr, "score": score, "stable": False, "why": why,
+                    "failed_at": failed_at, "ratio": 0.0, "losses": [2.0, 50.0]}  # fmt: skip
         wiggle = [0.01 * ((i * 7) % 5 - 2) for i in range(steps)]
         losses = [2.0] + [score + w for w in wiggle[1:]]
         return {"lr": lr, "score": score, "stable": True, "why": None, "ratio": 0.0,
@@ -333,6 +335,28 @@ def test_a_pick_one_rung_under_a_probe_that_blew_up_steps_back_part_of_a_rung(mo
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
     assert result.suggestion == pytest.approx(0.01 * 10 ** (-0.5 * rt.PROBE_STEP))
     assert not result.confident and "lr=0.032 blew up" in result.reason
+
+
+@pytest.mark.parametrize("failed_at", [rt.RATIO_STEPS, 40])
+def test_a_late_break_out_one_rung_up_keeps_the_margin(monkeypatch, failed_at):
+    scores = {0.0: 0.3, 1.0: math.inf, -0.5: 0.35, -1.0: 0.5}
+    _fake_probes(monkeypatch, lambda rung: scores[rung], failed_at=failed_at)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (-0.5 * rt.PROBE_STEP))
+
+
+def test_a_break_out_at_the_start_one_rung_up_keeps_the_pick_but_not_confident(monkeypatch):
+    # A regression MLP with plain SGD (benchmarks/lr_find.py, seed 0): the probe one rung up
+    # broke out at step 2; the margin under it lost 10 points against the best lr fit trains
+    # at. The first steps are the same in a short and a long run: no margin, but no confidence.
+    scores = {0.0: 0.3, 1.0: math.inf, -0.5: 0.35, -1.0: 0.5}
+    _fake_probes(monkeypatch, lambda rung: scores[rung], failed_at=1)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    assert result.suggestion == pytest.approx(0.01)
+    assert not result.confident
+    assert "lr=0.032 blew up in its first 2 steps (break-out)" in result.reason
 
 
 def _friedman(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:

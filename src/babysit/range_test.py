@@ -569,8 +569,9 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     - otherwise step down while the probe at the pick is unstable (NaN, a loss above 3x its
       first, where fit's guard rolls back, a running loss above 4x its best, or no fall) or
       not better than the one below, at most ``PROBE_DOWN``;
-    - a pick above the curve's that sits under a cliff (the sweep blew up, and the probe one
-      rung above the pick trained worse) moves ``CLIFF_MARGIN`` rungs down, to a probed lr.
+    - a pick under a cliff (the probe one rung above blew up after its first ``RATIO_STEPS``
+      steps; or, for a pick above the curve's, the sweep blew up and the probe above trained
+      worse) moves ``CLIFF_MARGIN`` rungs down, to a probed lr.
 
     Confident only when the pick is stable, beats the probe below it, and the probes did not
     have to move above the curve's pick (a short probe cannot see a breakdown that a long run
@@ -613,10 +614,27 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     # points, one rung under a probe that diverged. Without a blow-up (a tanh MLP and a 1-D
     # convnet whose probes moved up; every pick under a stable probe) the pick was right, and
     # stepping back cost up to 5 points: there it stays.
+    #
+    # Not after a blow-up in the first RATIO_STEPS steps (NaN or a break-out at the start: the
+    # first steps are the same in a short and a long run, and the pick's own probe went through
+    # them stable). Measured: a 1-D convnet (AdamW) and a plain-SGD regression MLP whose probe
+    # one rung up broke out at step 1-2 lost 2-10 points more with the margin than without
+    # (against the best lr fit trains at), while the blow-ups the margin is for came late
+    # (the Nesterov convnet's at step 35; designed on seeds 0-2, benchmarks/lr_find.py).
     above = probes.get(j + 1)
-    cliff = above is not None and (
-        above["why"] in BLEW_UP
-        or (j > 0 and result.stopped in ("diverged", "nan") and not _better(above, best))
+    at_start = (
+        above is not None
+        and above["why"] in BLEW_UP
+        and above.get("failed_at") is not None
+        and above["failed_at"] < RATIO_STEPS
+    )
+    cliff = (
+        above is not None
+        and not at_start
+        and (
+            above["why"] in BLEW_UP
+            or (j > 0 and result.stopped in ("diverged", "nan") and not _better(above, best))
+        )
     )
     if CLIFF_MARGIN and cliff and best["stable"] and at(j - CLIFF_MARGIN)["stable"]:
         pick = at(j - CLIFF_MARGIN)
@@ -675,6 +693,14 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
                 f"the probes kept training better up to lr={pick['lr']:.2g}: the best lr may "
                 f"lie higher; raise steps for a longer sweep, or end_lr (={result.end_lr:g})"
             )
+    if at_start and pick["stable"]:
+        assert above is not None
+        result.reasons.append(
+            f"one rung above the pick, lr={above['lr']:.2g} blew up in its first "
+            f"{above['failed_at'] + 1} steps ({above['why']}): the pick trained stable "
+            f"{PROBE_STEP:g} decade below it, but a long run may break out there too; compare "
+            f"{pick['lr']:.2g} with {pick['lr'] * 10**-PROBE_STEP:.2g} by training"
+        )
 
 
 def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) -> dict[str, Any]:
@@ -689,7 +715,8 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
     factor 4 of the sweep (``"diverged"``); a score not below the first loss (``"no fall"``);
     or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call too large (``"update
     ratio"``: the peak over the first ``RATIO_STEPS`` steps of the median over weight tensors
-    of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's own measurement). So ``fit``
+    of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's own measurement);
+    ``failed_at`` is the step of a NaN or a break-out. So ``fit``
     neither warns nor rolls back at the lr babysit suggested. (Until 2026-12-07 a spike that
     recovered was allowed: a regression MLP with plain SGD spikes to 5-25x its first loss in
     its first steps at the lrs a plain loop trains best at, and lr_find suggested such lrs,
@@ -707,15 +734,16 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
     stable, beta, avg, best = True, 0.9, 0.0, math.inf
     why: str | None = None
     explosion = THRESHOLDS["loss_explosion"][0]  # fit's LossGuard factor
+    failed_at: int | None = None  # the step of a NaN or a break-out
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for i in range(steps):
             value = trainer.loss(next(batches))
             if not math.isfinite(value):
-                stable, why = False, "nan"
+                stable, why, failed_at = False, "nan", i
                 break
             if losses and diverged(value, losses[0], explosion):
-                stable, why = False, "break-out"
+                stable, why, failed_at = False, "break-out", i
                 losses.append(value)
                 break
             losses.append(value)
@@ -739,6 +767,7 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
         "score": score,
         "stable": stable,
         "why": why,
+        "failed_at": failed_at,
         "ratio": peak,
         "losses": losses,
     }
