@@ -90,7 +90,7 @@ import torch
 import babysit
 from _common import add_write_docs_arg, emit
 from babysit.data import Standardize, load
-from babysit.divergence import diverged
+from babysit.divergence import Start, diverged
 from babysit.train.callbacks import Callback
 from babysit.tuning.lr_find import DEFAULT_RULE, MINIMUM_DIVISOR
 from babysit.tuning.lr_find import RULES as BABYSIT_RULES
@@ -107,6 +107,9 @@ ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
 # The rules babysit used before this benchmark (no longer in babysit), scored for comparison.
 # lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
 CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
+# the cache's break-out flag: fit's LossGuard rule against the mean of the first 10 losses
+# ("breaks_out", against the first loss alone, was the rule before 2026-12-07: not read)
+FLAG = "breaks_out_start10"
 BEFORE = "before:minimum/3"  # lr_find(verify=False): the default before issue 17
 RULES = (*[f"babysit:{r}" for r in OURS], BEFORE, *ANCHORS, *CANDIDATES)
 DEFAULT = f"babysit:{DEFAULT_RULE}"
@@ -228,16 +231,18 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 class BreakOut(Callback):
-    """Records whether a mini-batch loss rose above 3x the first (``fit``'s LossGuard rule),
+    """Records whether a mini-batch loss rose above 3x the start (``fit``'s LossGuard rule),
     without acting on it: the training is the one ``monitors=None`` runs."""
 
     def __init__(self) -> None:
-        self.first: float | None = None
+        self.start = Start()
         self.breaks_out = False
 
     def on_loss(self, trainer, loss: float) -> None:
-        self.first = loss if self.first is None else self.first
-        self.breaks_out = self.breaks_out or diverged(loss, self.first)
+        if diverged(loss, self.start.value):
+            self.breaks_out = True
+        else:
+            self.start.add(loss)
 
 
 def train(name: str, data: Data, opt: str, lr: float, epochs: int, seed: int) -> dict:
@@ -266,10 +271,10 @@ def train(name: str, data: Data, opt: str, lr: float, epochs: int, seed: int) ->
 
 def fit_best(grid: list[dict], flagged: Callable[[float], dict]) -> dict:
     """The best grid lr at which ``fit``'s LossGuard would not break out (no mini-batch loss
-    above 3x the first): the best lr a babysit user can train at with fit's defaults. Flags
+    above 3x the start): the best lr a babysit user can train at with fit's defaults. Flags
     missing from older cache entries are filled by ``flagged`` (a retraining) as needed."""
     for entry in sorted(grid, key=lambda r: -r["val"]):
-        if not flagged(entry["lr"])["breaks_out"]:
+        if not flagged(entry["lr"])[FLAG]:
             return entry
     return grid[0]
 
@@ -304,13 +309,14 @@ def run_one(
         key = f"home|{name}|{opt}|{epochs}|{seed}|{lr:.6g}"
         if key not in store:
             store[key] = train(name, data, opt, lr, epochs, seed)
+            store[key][FLAG] = store[key].pop("breaks_out")
         cache[lr] = store[key]
         return cache[lr]
 
     def flagged(lr: float) -> dict:
         entry = trained(lr)
-        if "breaks_out" not in entry:  # cached before the flag existed: train again for it
-            entry["breaks_out"] = train(name, data, opt, lr, epochs, seed)["breaks_out"]
+        if FLAG not in entry:  # cached before the flag existed: train again for it
+            entry[FLAG] = train(name, data, opt, lr, epochs, seed)["breaks_out"]
         return entry
 
     t0 = time.perf_counter()
@@ -324,7 +330,7 @@ def run_one(
     )
     lr_of = score_rules(run, result, before, trained)
     run.best_fit = fit_best(run.grid, flagged)
-    run.breakouts = int(flagged(lr_of[DEFAULT])["breaks_out"]) if lr_of[DEFAULT] else 0
+    run.breakouts = int(flagged(lr_of[DEFAULT])[FLAG]) if lr_of[DEFAULT] else 0
     log(
         f"{name:8s} {opt:8s} seed {seed}: best lr {run.best['lr']:.3g} "
         f"(val {run.best['val']:.1f}), babysit {lr_of[DEFAULT]:.3g} "
@@ -387,12 +393,13 @@ def run_family(fam, seed: int, log: Callable, store: dict) -> Run:
         key = f"family|{fam.name}|{fam.steps}|{seed}|{lr:.6g}"
         if key not in store:
             store[key] = {**train_family(fam, lr, seed), "test": math.nan}
+            store[key][FLAG] = store[key].pop("breaks_out")
         return store[key]
 
     def flagged(lr: float) -> dict:
         entry = trained(lr)
-        if "breaks_out" not in entry:  # cached before the flag existed: train again for it
-            entry["breaks_out"] = train_family(fam, lr, seed)["breaks_out"]
+        if FLAG not in entry:  # cached before the flag existed: train again for it
+            entry[FLAG] = train_family(fam, lr, seed)["breaks_out"]
         return entry
 
     lo, hi = fam.k
@@ -419,7 +426,7 @@ def run_family(fam, seed: int, log: Callable, store: dict) -> Run:
     )
     lr_of = score_rules(run, result, before, trained)
     run.best_fit = fit_best(run.grid, flagged)
-    run.breakouts = int(flagged(lr_of[DEFAULT])["breaks_out"]) if lr_of[DEFAULT] else 0
+    run.breakouts = int(flagged(lr_of[DEFAULT])[FLAG]) if lr_of[DEFAULT] else 0
     run.finder["grid_edge"] = run.best["lr"] in (run.grid[0]["lr"], run.grid[-1]["lr"])
     log(
         f"{fam.name:28s} seed {seed}: best lr {run.best['lr']:.3g} "
@@ -674,9 +681,7 @@ def against_fit(runs: list[Run]) -> list[Run]:
     for r in runs:
         best = r.best_fit or r.best
         near = [
-            g["lr"]
-            for g in r.grid
-            if g["val"] >= best["val"] - NEAR and not g.get("breaks_out", False)
+            g["lr"] for g in r.grid if g["val"] >= best["val"] - NEAR and not g.get(FLAG, False)
         ]
         out.append(dataclasses.replace(r, best=best, near=near))
     return out
@@ -799,7 +804,10 @@ CACHE = Path(__file__).resolve().parent / "results" / "lr_grid.json"
 
 
 def load_store() -> dict:
-    return json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    store = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    for entry in store.values():
+        entry.pop("breaks_out", None)  # the first-loss rule's flag, no longer read
+    return store
 
 
 def save_store(store: dict) -> None:
