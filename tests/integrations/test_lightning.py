@@ -213,7 +213,8 @@ def test_steps_a_grad_scaler_skips_are_not_nan_findings(digits):
     assert loud(cb.findings) == set() and finite(module)
     # the loss judged is the model's own, not the one the scaler multiplied
     guard = next(m for m in cb.bridge.callbacks if type(m).__name__ == "LossGuard")
-    assert guard.initial_loss == pytest.approx(module.losses[0], rel=1e-3)
+    # (its start: the mean of the first judged losses, within the model's own range)
+    assert min(module.losses) <= guard.initial_loss <= max(module.losses) < 10
 
 
 class TwoOptimizers(L.LightningModule):

@@ -292,3 +292,41 @@ def test_progress_off_a_terminal_is_plain_throttled_text_without_rich(digits, ca
     bs.fit(small_mlp(), (x, y), epochs=3, progress=True, lr=1e4, optimizer="sgd")
     err = capsys.readouterr().err
     assert "epoch 1/3" in err and ("ERROR NAN_LOSS" in err or "LR_TOO_HIGH" in err)
+
+
+def _friedman_train() -> tuple[torch.Tensor, torch.Tensor]:
+    """benchmarks/lr_families.py's "friedman" regression, its 2000 training examples."""
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn(2500, 10, generator=gen)
+    y = (
+        torch.sin(math.pi * x[:, 0] * x[:, 1])
+        + 2 * (x[:, 2] - 0.5) ** 2
+        + x[:, 3]
+        - 0.5 * x[:, 4]
+        + 0.1 * torch.randn(2500, generator=gen)
+    )
+    y = ((y - y[:2000].mean()) / y[:2000].std()).unsqueeze(1)
+    return x[:2000], y[:2000]
+
+
+def test_a_low_first_batch_is_no_reason_to_break_out():
+    """Healthy: a regression MLP with plain SGD at lr 1e-3 (seed 4). Its first mini-batch
+    scored 0.45 where the first ten average ~1; fit's guard, judging against that one batch,
+    called a later batch of 1.8 LR_TOO_HIGH and cut the lr to 1e-4. The start is now the mean
+    of the first losses (babysit.divergence.Start)."""
+    x, y = _friedman_train()
+    torch.manual_seed(4)
+    model = bs.nn.mlp(10, [64, 64], 1)
+    history = bs.fit(
+        model, (x, y), lr=1e-3, optimizer="sgd", batch_size=32, epochs=2, seed=4,
+        loss_fn=nn.MSELoss(), progress=False,
+    )  # fmt: skip
+    assert "LR_TOO_HIGH" not in history.codes and not history.rollbacks
+
+
+def test_a_real_blow_up_is_still_caught_in_the_step_it_happens(digits):
+    x, y, _, _ = digits
+    history = bs.fit(small_mlp(), (x, y), lr=1e4, optimizer="sgd", epochs=1, progress=False)
+    assert {"LR_TOO_HIGH", "NAN_LOSS"} & set(history.codes)
+    first = next(f for f in history.findings if f.code in ("LR_TOO_HIGH", "NAN_LOSS"))
+    assert first.evidence.get("rollbacks_before") == 0
