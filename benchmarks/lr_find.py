@@ -1,7 +1,7 @@
 """The LR range test's suggestions against the learning rate a trained grid finds best
 (issue 6; the families and the verified suggestion: issue 17).
 
-    python benchmarks/lr_find.py [--seeds 0,1,2] [--family-seeds 0,1,2] [--families all|none|a,b]
+    python benchmarks/lr_find.py [--seeds 0,1,2] [--family-seeds 0,1,2,3] [--families all|none|a,b]
                                  [--epochs-mnist1d 20] [--epochs-digits 20] [--threads 1]
                                  [--json results.json] [--write-docs]
 
@@ -29,6 +29,11 @@ For every set-up and seed:
    lr is the ground truth; the grid lrs within 1 point of the best form the "near-best" set
    (a plateau makes "decades off the best" overstate an error, so the distance to the nearest
    near-best lr is reported too).
+   A second ground truth (2026-12-07): the best grid lr at which ``fit``'s LossGuard would
+   not break out (no mini-batch loss above 3x the run's start, the mean of its first 10
+   losses; each training records it, ``breaks_out_start10``). A plain loop can train on
+   through an early spike that ``fit`` answers with LR_TOO_HIGH and a rollback (lr / 10); the
+   best lr a babysit user can train at with fit's defaults is this one. Both are reported.
 2. ``babysit.lr_find`` on a freshly initialized model (same seed; defaults: 1e-7 .. 10,
    100 steps, batch 64): each of its rules' suggestions.
 3. The anchors' rules re-implemented on the SAME recorded sweep (the mini-batch losses of
@@ -110,6 +115,9 @@ CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
 # the cache's break-out flag: fit's LossGuard rule against the mean of the first 10 losses
 # ("breaks_out", against the first loss alone, was the rule before 2026-12-07: not read)
 FLAG = "breaks_out_start10"
+# seeds whose grids were first trained after the current rules were fixed (2026-12-07: the
+# cliff margin of 2026-12-07 04:29 and the break-out probe, both designed on seeds 0-2)
+FRESH_SEEDS = {3}
 BEFORE = "before:minimum/3"  # lr_find(verify=False): the default before issue 17
 RULES = (*[f"babysit:{r}" for r in OURS], BEFORE, *ANCHORS, *CANDIDATES)
 DEFAULT = f"babysit:{DEFAULT_RULE}"
@@ -693,7 +701,8 @@ def fit_section(runs: list[Run], held: list[Run], home: list[Run]) -> list[str]:
     return [
         "\n### Against the best lr `fit` trains at (no break-out)\n",
         "The grid above is trained in a plain loop. `fit`'s LossGuard rolls back (lr / 10) and "
-        "reports LR_TOO_HIGH when a mini-batch loss rises above 3x the first one, and the probes "
+        "reports LR_TOO_HIGH when a mini-batch loss rises above 3x the run's start (the mean "
+        "of its first 10 losses), and the probes "
         "of the verified suggestion reject such lrs since 2026-12-07. Here the ground truth is "
         "the best grid lr at which that does not happen: the best a babysit user can train at "
         f"with fit's defaults. It differs from the plain loop's best in {len(moved)} of "
@@ -724,7 +733,14 @@ def family_report(runs: list[Run], home: list[Run], seconds: float, store: dict)
     out += section("Families the verified rule was designed on", tune)
     out += section("Held-out families (scored only afterwards)", held)
     out += section("Home set-ups (the MLPs the minimum/3 rule was chosen on)", home)
+    fresh = [r for r in runs if r.seed in FRESH_SEEDS]
+    out += section(
+        f"Seed(s) {', '.join(map(str, sorted(FRESH_SEEDS)))}: trained only after the rules were "
+        "fixed (every family)",
+        fresh,
+    )
     out += fit_section(runs, held, home)
+    out += section("Fresh seed(s), against fit's best", against_fit(fresh))
     out.append("\n### Update-ratio peaks (fit's UPDATE_RATIO_HIGH) against the grid\n")
     out.append(ratio_section(runs, home, store))
     out.append("\n### Per family\n")
@@ -806,7 +822,8 @@ CACHE = Path(__file__).resolve().parent / "results" / "lr_grid.json"
 def load_store() -> dict:
     store = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     for entry in store.values():
-        entry.pop("breaks_out", None)  # the first-loss rule's flag, no longer read
+        if isinstance(entry, dict):
+            entry.pop("breaks_out", None)  # the first-loss rule's flag, no longer read
     return store
 
 
@@ -822,7 +839,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the home set-ups")
-    parser.add_argument("--family-seeds", default="0,1,2", help="seeds of the families")
+    parser.add_argument("--family-seeds", default="0,1,2,3", help="seeds of the families")
     parser.add_argument(
         "--families", default="all", help="comma-separated names of lr_families, all or none"
     )
