@@ -300,3 +300,38 @@ def test_model_loss_names_what_is_missing():
         bt.model_loss(bert(), {"input_ids": torch.ones(2, 4, dtype=torch.long)})
     with pytest.raises(TypeError, match="a dict of tensors"):
         bt.model_loss(bert(), (torch.ones(2, 4, dtype=torch.long),))
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_a_resumed_run_keeps_its_history(tmp_path, restore):
+    """``trainer.train(resume_from_checkpoint=...)`` with a new callback continues babysit's run:
+    its steps, metrics.csv (cut to the checkpoint, then the same rows as the uninterrupted run)
+    and findings; the state rides in the checkpoint's trainer_state.json (ExportableState)."""
+    import shutil
+
+    args = arguments(
+        tmp_path,
+        save_strategy="steps",
+        save_steps=6,
+        logging_steps=1,
+        restore_callback_states_from_checkpoint=restore,  # True: the Trainer rebuilds it
+    )
+    run = tmp_path / "out" / "babysit"
+    full = train(bert(), args, Tokens(192), BabysitCallback(monitors="all"))
+    assert full.state.global_step == 12 and (tmp_path / "out" / "checkpoint-6").is_dir()
+    uninterrupted = runs.read_metrics(run)
+    findings = runs.read_json(run, runs.FINDINGS)["findings"]
+    shutil.copytree(run, tmp_path / "copy")
+    again = BabysitCallback(monitors="all")
+    trainer = T.Trainer(model=bert(), args=args, train_dataset=Tokens(192), callbacks=[again])
+    trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-6"))
+    (again,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, BabysitCallback)]
+    assert again.bridge.step == 12 and again.run_dir == run
+    assert not any(p.name.startswith("babysit.") for p in (tmp_path / "out").iterdir())
+    resumed = runs.read_metrics(run)
+    key = [(r["step"], r["split"], r["name"]) for r in uninterrupted]
+    assert [(r["step"], r["split"], r["name"]) for r in resumed] == key
+    assert [r["value"] for r in resumed] == pytest.approx(
+        [r["value"] for r in uninterrupted], rel=1e-4, abs=1e-6
+    )
+    assert runs.read_json(run, runs.FINDINGS)["findings"] == findings

@@ -54,6 +54,7 @@ from ._bridge import (
 
 _transformers = require("transformers", "transformers")
 from transformers import TrainerCallback as _TrainerCallback  # noqa: E402
+from transformers.trainer_callback import ExportableState as _ExportableState  # noqa: E402
 
 __all__ = ["BabysitCallback", "diagnose", "model_loss"]
 
@@ -61,8 +62,16 @@ log = logging.getLogger("babysit")
 _LOSS_CHECKS = ["NAN_LOSS", "LR_TOO_HIGH", "LOSS_PLATEAU_AT_START", "LOSS_OSCILLATING"]
 
 
-class BabysitCallback(_TrainerCallback):
+class BabysitCallback(_TrainerCallback, _ExportableState):
     """babysit's training monitors inside ``transformers.Trainer``.
+
+    A resumed run (``trainer.train(resume_from_checkpoint=...)``) keeps its history: every
+    checkpoint stores the monitors' state in the Trainer's ``trainer_state.json``
+    (:meth:`state`, Hugging Face's ``ExportableState``), and ``on_train_begin`` of a resumed run
+    reads it back, continuing the same run directory (``metrics.csv`` cut to the checkpoint's
+    rows). This does not need ``restore_callback_states_from_checkpoint``; with it on, the
+    Trainer rebuilds the callback from the stored arguments (``monitors`` given as a list of
+    monitor objects cannot be stored: the rebuilt one has the default monitors).
 
     Args:
         monitors: ``"default"``, ``"all"``, ``None`` or a list of monitors
@@ -103,6 +112,20 @@ class BabysitCallback(_TrainerCallback):
         self._val: dict[str, float] = {}
         self._epoch_pending = False
         self._no_loss_said = False
+        self._saved: dict[str, Any] | None = None  # the monitors' state read from a checkpoint
+        self._args = {
+            "monitors": monitors if monitors is None or isinstance(monitors, str) else "default",
+            "run_dir": None if run_dir is None else str(run_dir),
+            "on_error": on_error,
+            "thresholds": dict(thresholds or {}),
+            "ignore": list(ignore),
+        }
+
+    def state(self) -> dict[str, Any]:
+        """What a Trainer checkpoint stores (``ExportableState``, JSON): the constructor's
+        arguments and, once training started, the monitors' history (:meth:`Bridge.state`)."""
+        saved = self.bridge.state() if self.bridge is not None else self._saved
+        return {"args": dict(self._args), "attributes": {"_saved": _json_safe(saved)}}
 
     @property
     def findings(self) -> list[Finding]:
@@ -121,6 +144,9 @@ class BabysitCallback(_TrainerCallback):
         optimizer = _unwrap(kwargs.get("optimizer"), "optimizer")
         scheduler = _unwrap(kwargs.get("lr_scheduler"), "scheduler")
         self._run_dir = self.options.run_dir or Path(args.output_dir) / "babysit"
+        # a resumed run continues its history: from the checkpoint's trainer_state.json, or
+        # set by the Trainer itself (restore_callback_states_from_checkpoint)
+        self._saved = (_resumed_state(state) or self._saved) if state.global_step else None
         self.bridge = Bridge(
             model,
             [optimizer],
@@ -128,6 +154,7 @@ class BabysitCallback(_TrainerCallback):
             run_dir=self._run_dir,
             framework="transformers",
             schedulers=[] if scheduler is None else [scheduler],
+            state=self._saved,
             record={
                 "gradient_accumulation_steps": args.gradient_accumulation_steps,
                 "fp16": bool(args.fp16),
@@ -255,6 +282,29 @@ def _loss_of(output: Any) -> torch.Tensor | None:
     if isinstance(loss, torch.Tensor) and loss.numel() == 1:
         return loss
     return None
+
+
+def _resumed_state(state: Any) -> dict[str, Any] | None:
+    """The monitors' state a resumed Trainer loaded from its checkpoint's
+    ``trainer_state.json`` (``state.stateful_callbacks``), if babysit's callback stored one."""
+    stored = (getattr(state, "stateful_callbacks", None) or {}).get(BabysitCallback.__name__)
+    if isinstance(stored, list):  # several callbacks of the class: the first one's
+        stored = stored[0] if stored else None
+    if not isinstance(stored, Mapping):
+        return None
+    saved = (stored.get("attributes") or {}).get("_saved")
+    return dict(saved) if isinstance(saved, Mapping) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with tensors as lists and tuples as lists: trainer_state.json is JSON."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    return value  # (NaN/Infinity: Python's json writes and reads them, as the Trainer does)
 
 
 def _unwrap(obj: Any, attribute: str) -> Any:
