@@ -232,9 +232,8 @@ def score(fam: Family, model: nn.Module, split: Split) -> float:
 
 def train(fam: Family, lr: float, seed: int) -> dict:
     """``fam.steps`` optimizer steps at constant ``lr``; ``{lr, val, ratio, diverged,
-    breaks_out}`` (``breaks_out``: some mini-batch loss rose above 3x the start, the mean of the
-    first ones (:class:`babysit.divergence.Start`), where ``fit``'s LossGuard rolls back and
-    divides the lr by 10; this plain loop goes on)."""
+    breaks_out}`` (``breaks_out``: some mini-batch loss rose above 3x the first, where ``fit``'s
+    LossGuard rolls back and divides the lr by 10; this plain loop goes on)."""
     split = data(fam.dataset)
     model = fam.model(seed)
     model.train()
@@ -244,7 +243,7 @@ def train(fam: Family, lr: float, seed: int) -> dict:
     loss_fn = fam.loss_fn()
     gen = torch.Generator().manual_seed(seed)
     n, step, peak, diverged = len(split.x), 0, 0.0, False
-    start, breaks_out = babysit.divergence.Start(), False
+    first, breaks_out = None, False
     while step < fam.steps and not diverged:
         order = torch.randperm(n, generator=gen)
         for start in range(0, n - fam.batch + 1, fam.batch):
@@ -254,10 +253,8 @@ def train(fam: Family, lr: float, seed: int) -> dict:
                 diverged = breaks_out = True
                 break
             value = float(loss.detach())
-            if babysit.divergence.diverged(value, start.value):
-                breaks_out = True  # fit's LossGuard would roll back here; this loop goes on
-            else:
-                start.add(value)
+            first = value if first is None else first
+            breaks_out = breaks_out or babysit.divergence.diverged(value, first)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             before = [w.detach().clone() for w in weights] if step < EARLY_STEPS else None
@@ -276,7 +273,7 @@ def train(fam: Family, lr: float, seed: int) -> dict:
         "val": 0.0 if diverged and fam.regression else score(fam, model, split),
         "ratio": peak,
         "diverged": diverged,
-        # a mini-batch loss above 3x the start: fit's LossGuard would have rolled back here
+        # a mini-batch loss above 3x the first: fit's LossGuard would have rolled back here
         "breaks_out": breaks_out,
     }
 

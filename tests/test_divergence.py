@@ -107,35 +107,3 @@ def test_lr_find_does_not_stop_at_once_on_a_negative_loss():
         model, _cosine_data(1024), loss_fn=_negative_cosine, end_lr=1e-2, steps=60
     )
     assert result.stopped == "end_lr" and len(result.lrs) == 60
-
-
-def test_start_is_the_mean_of_the_first_losses_and_stops_counting():
-    from babysit.divergence import START_STEPS, Start
-
-    start = Start()
-    assert start.value is None
-    start.add(float("nan"))  # never counted
-    assert start.value is None
-    losses = [0.45] + [1.0] * (START_STEPS - 1) + [100.0]
-    for loss in losses:
-        start.add(loss)
-    assert start.count == START_STEPS
-    assert start.value == pytest.approx((0.45 + (START_STEPS - 1)) / START_STEPS)
-    again = Start()
-    again.load(start.state())
-    assert again.value == start.value and again.count == start.count
-
-
-def test_a_low_first_batch_does_not_make_ordinary_batches_a_break_out():
-    """A healthy regression (plain SGD, batch 32): the first batch scored 0.45, the first ten
-    average ~1.0; a later batch at 1.8 broke out against the first loss alone."""
-    from babysit.divergence import Start
-
-    first_ten = [0.45, 1.1, 0.9, 1.2, 0.8, 1.0, 1.3, 0.95, 1.05, 1.1]
-    assert diverged(1.8, first_ten[0])  # the old reference
-    start = Start()
-    for loss in first_ten:
-        assert not diverged(loss, start.value)
-        start.add(loss)
-    assert not diverged(1.8, start.value)
-    assert diverged(30.0, start.value)  # a real blow-up still is one

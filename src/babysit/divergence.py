@@ -17,14 +17,6 @@ it, the start's size is replaced by ``MIN_SCALE``: the rule no longer fires on n
 loss near zero, and a loss below zero is judged by how far it rose, not by its sign. A loss that
 really diverges grows without bound (or turns NaN), so it still crosses the line.
 
-In a training run the start is not one mini-batch's loss but the mean of the first
-``START_STEPS`` finite ones (:class:`Start`): a mini-batch loss is a noisy estimate of the cost,
-and one that happens to be low makes ordinary later batches look like a break-out. Measured: a
-healthy regression MLP (plain SGD, batch 32, lr 0.001) whose first batch scored 0.45 where the
-first ten average ~1.0 was stopped by fit's guard at a later batch of 1.8 (LR_TOO_HIGH, lr / 10).
-A step is judged against the mean of the losses before it, so a blow-up at the second step is
-still caught there.
-
 Who uses it: ``fit``'s ``LossGuard`` (and so ``watch``), the search's break-out pruner and its
 trial reporter (:mod:`babysit.tuning.pruners`), the LR range test (with ``factor=4`` against the
 best running loss, as fastai and Lightning stop) and ``diagnose``'s short learning-rate run.
@@ -42,47 +34,13 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["FACTOR", "MIN_SCALE", "START_STEPS", "Start", "diverged", "limit"]
+__all__ = ["FACTOR", "MIN_SCALE", "diverged", "limit"]
 
 FACTOR = 3.0  # lecture: "cost > 3 × original cost: break out early"
 # A loss whose start lies within 0.1 of zero is judged against a size of 0.1: below that, batch
 # noise of a nearly-fitted model is of the order of the start itself. 0.1 is well below the
 # starting loss of any model trained from scratch with cross-entropy (ln 2 = 0.69 for 2 classes).
 MIN_SCALE = 0.1
-
-
-# The start of a run is the mean of this many first finite mini-batch losses (see Start).
-START_STEPS = 10
-
-
-class Start:
-    """The start of a training run for :func:`diverged`: the mean of its first ``steps``
-    finite mini-batch losses, known from the first one on (``value``; ``None`` before any).
-
-    Judge a step against ``value`` *before* adding its loss (:meth:`add`), so that a step is
-    compared with the ones before it; add only the losses that were not judged diverged.
-    """
-
-    __slots__ = ("count", "steps", "total")
-
-    def __init__(self, steps: int = START_STEPS) -> None:
-        self.steps, self.total, self.count = steps, 0.0, 0
-
-    @property
-    def value(self) -> float | None:
-        return self.total / self.count if self.count else None
-
-    def add(self, loss: float) -> None:
-        """Count ``loss`` while fewer than ``steps`` finite losses were counted."""
-        if self.count < self.steps and math.isfinite(loss):
-            self.total += loss
-            self.count += 1
-
-    def state(self) -> tuple[float, int]:
-        return self.total, self.count
-
-    def load(self, state: tuple[float, int] | list) -> None:
-        self.total, self.count = float(state[0]), int(state[1])
 
 
 def limit(start: float, factor: float = FACTOR, *, min_scale: float = MIN_SCALE) -> float:

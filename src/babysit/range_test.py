@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .divergence import Start, diverged
+from .divergence import diverged
 from .outputs import Forward, batch_size_of, run_batch, take
 from .probes import grows_from_zero
 from .thresholds import THRESHOLDS
@@ -709,14 +709,14 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
     Every probe draws the same batches and the same dropout masks (its own generator, seeded
     with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
     (``"nan"``); a mini-batch loss that breaks out above ``loss_explosion`` (3) times the
-    start, the mean of the first losses (``"break-out"``: :func:`babysit.divergence.diverged`
-    against :class:`babysit.divergence.Start`, every step, as ``fit``'s LossGuard judges, which
-    would roll back and divide the lr by 10 there); a score that has diverged from the best
-    running loss (EMA, β = 0.9) by the factor 4 of the sweep (``"diverged"``); a score not
-    below the first loss (``"no fall"``); or a step that ``fit``'s UPDATE_RATIO_HIGH monitor
-    would call too large (``"update ratio"``: the peak over the first ``RATIO_STEPS`` steps of
-    the median over weight tensors of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the
-    monitor's own measurement). ``failed_at`` is the step of a NaN or a break-out. So ``fit``
+    first one (``"break-out"``: :func:`babysit.divergence.diverged` against the first loss,
+    every step, exactly as ``fit``'s LossGuard judges, which would roll back and divide the lr
+    by 10 there); a score that has diverged from the best running loss (EMA, β = 0.9) by the
+    factor 4 of the sweep (``"diverged"``); a score not below the first loss (``"no fall"``);
+    or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call too large (``"update
+    ratio"``: the peak over the first ``RATIO_STEPS`` steps of the median over weight tensors
+    of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's own measurement);
+    ``failed_at`` is the step of a NaN or a break-out. So ``fit``
     neither warns nor rolls back at the lr babysit suggested. (Until 2026-12-07 a spike that
     recovered was allowed: a regression MLP with plain SGD spikes to 5-25x its first loss in
     its first steps at the lrs a plain loop trains best at, and lr_find suggested such lrs,
@@ -733,8 +733,7 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
     losses: list[float] = []
     stable, beta, avg, best = True, 0.9, 0.0, math.inf
     why: str | None = None
-    explosion = THRESHOLDS["loss_explosion"][0]  # fit's LossGuard factor, against its start
-    start = Start()
+    explosion = THRESHOLDS["loss_explosion"][0]  # fit's LossGuard factor
     failed_at: int | None = None  # the step of a NaN or a break-out
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -743,11 +742,10 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
             if not math.isfinite(value):
                 stable, why, failed_at = False, "nan", i
                 break
-            if diverged(value, start.value, explosion):
+            if losses and diverged(value, losses[0], explosion):
                 stable, why, failed_at = False, "break-out", i
                 losses.append(value)
                 break
-            start.add(value)
             losses.append(value)
             avg = beta * avg + (1 - beta) * value
             running = avg / (1 - beta ** (i + 1))

@@ -25,7 +25,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING
 
-from ...divergence import MIN_SCALE, START_STEPS, diverged, limit
+from ...divergence import MIN_SCALE, diverged, limit
 from ._base import Monitor, finding
 
 if TYPE_CHECKING:
@@ -65,12 +65,8 @@ class LossGuard(Monitor):
         self.lr_factor = lr_factor
         self.max_rollbacks = max_rollbacks
         self.snapshot_every = snapshot_every
-        # the start of the divergence rule: the mean of the first START_STEPS finite losses
-        # not judged diverged (babysit.divergence.Start; rank 0's under DDP), and their count
-        self.initial_loss: float | None = None
-        self.start_count = 0
+        self.initial_loss: float | None = None  # the first finite loss (rank 0's under DDP)
         self.initial_losses: list[float | None] | None = None  # every rank's, under DDP only
-        self.start_counts: list[int] | None = None
         self.rollbacks = 0
         self.diverged = False
         self._snapshot_due = True
@@ -84,14 +80,12 @@ class LossGuard(Monitor):
         """Judge every rank's loss of this step (``trainer.rank_losses``; in one process just
         ``loss``): a NaN or a break-out on any rank is a blow-up on all of them, decided from
         the same numbers on every rank, so they roll back or stop together."""
-        one = len(trainer.rank_losses) <= 1  # one process: the hot path, no lists
-        if one and not diverged(loss, self.initial_loss, self._limit):
-            if self.start_count < START_STEPS:
-                self.initial_loss, self.start_count = _mean_with(
-                    self.initial_loss, self.start_count, loss
-                )
-            self._good_step(trainer)
-            return
+        if len(trainer.rank_losses) <= 1:  # one process: the hot path, no lists
+            if self.initial_loss is None and math.isfinite(loss):
+                self.initial_loss = loss
+            if not diverged(loss, self.initial_loss, self._limit):
+                self._good_step(trainer)
+                return
         losses = trainer.rank_losses if len(trainer.rank_losses) > 1 else (loss,)
         starts = self._starts(losses)
         blown = [
@@ -100,7 +94,6 @@ class LossGuard(Monitor):
             if diverged(value, start, self._limit)
         ]
         if not blown:
-            self._count_starts(losses)
             self._good_step(trainer)
             return
         nan = [r for r in blown if not math.isfinite(losses[r])]
@@ -113,37 +106,18 @@ class LossGuard(Monitor):
             self._snapshot_due = False
 
     def _starts(self, losses: tuple[float, ...]) -> list[float | None]:
-        """Each rank's start for the divergence rule, before this step's losses count."""
+        """Each rank's first finite loss (its start for the divergence rule)."""
         if len(losses) == 1:
+            if self.initial_loss is None and math.isfinite(losses[0]):
+                self.initial_loss = losses[0]
             return [self.initial_loss]
         if self.initial_losses is None or len(self.initial_losses) != len(losses):
             self.initial_losses = [None] * len(losses)
-            self.start_counts = [0] * len(losses)
-        return list(self.initial_losses)
-
-    def _count_starts(self, losses: tuple[float, ...]) -> None:
-        """A step judged good: its losses join each rank's start (while it is being formed)."""
-        if len(losses) == 1:
-            if self.start_count < START_STEPS:
-                self.initial_loss, self.start_count = _mean_with(
-                    self.initial_loss, self.start_count, losses[0]
-                )
-            return
-        assert self.initial_losses is not None and self.start_counts is not None
         for r, value in enumerate(losses):
-            if self.start_counts[r] < START_STEPS:
-                self.initial_losses[r], self.start_counts[r] = _mean_with(
-                    self.initial_losses[r], self.start_counts[r], value
-                )
-        self.initial_loss, self.start_count = self.initial_losses[0], self.start_counts[0]
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        # a checkpoint from before the start was a mean held the first loss alone: keep it
-        if "start_count" not in state and self.initial_loss is not None:
-            self.start_count = START_STEPS
-        if "start_counts" not in state and self.initial_losses is not None:
-            self.start_counts = [START_STEPS] * len(self.initial_losses)
+            if self.initial_losses[r] is None and math.isfinite(value):
+                self.initial_losses[r] = value
+        self.initial_loss = self.initial_losses[0]
+        return list(self.initial_losses)
 
     def _blow_up(
         self,
@@ -210,19 +184,12 @@ class LossGuard(Monitor):
         )
 
 
-def _mean_with(mean: float | None, count: int, value: float) -> tuple[float, int]:
-    """The running mean of ``count`` values with ``value`` added (``value`` is finite)."""
-    if mean is None or count == 0:
-        return value, 1
-    return (mean * count + value) / (count + 1), count + 1
-
-
 def _rise(initial: float | None, factor: float) -> str:
     """How the divergence limit reads for this start (see :mod:`babysit.divergence`)."""
     if initial is not None and initial >= MIN_SCALE:
-        return f"{factor:g}x its start {initial:.3g} (the mean of its first losses)"
+        return f"{factor:g}x its initial {initial:.3g}"
     start = initial or 0.0
-    return f"the divergence limit {limit(start, factor):.3g} (start {start:.3g})"
+    return f"the divergence limit {limit(start, factor):.3g} (initial loss {start:.3g})"
 
 
 class LossCurve(Monitor):
