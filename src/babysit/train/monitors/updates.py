@@ -87,7 +87,10 @@ class UpdateRatio(Monitor):
         opt = trainer.optimizer
         self._trainer = trainer
         # bound methods, not closures: the hooks run every step, a closure is one more frame
-        self._handles = [opt.register_step_pre_hook(self._pre), opt.register_step_post_hook(self._post)]
+        self._handles = [
+            opt.register_step_pre_hook(self._pre),
+            opt.register_step_post_hook(self._post),
+        ]
 
     def on_fit_end(self, trainer: Session) -> None:
         for handle in self._handles:
