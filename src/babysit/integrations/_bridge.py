@@ -282,7 +282,7 @@ class Bridge(Watcher):
         )
         self._real = [opt.register_step_post_hook(self._real_stepped) for opt in optimizers]
         if self._one_process:
-            # end_step ends the step itself (_end_one_step), and nothing is ever pending to
+            # end_step ends the step itself (as Watcher._after_step would), and nothing is ever pending to
             # settle in one process: the Watcher's two step hooks would only add calls
             self._handle.remove()
             self._settle_handle.remove()
@@ -321,8 +321,14 @@ class Bridge(Watcher):
             return self.skip_update
         self._judged = True
         self._stepped = False
-        if self._losses:
-            self._judge(self._take_loss())
+        losses = self._losses
+        if losses:  # _take_loss and _judge, inline: this runs every step
+            self._losses = []
+            loss = math.fsum(losses) / len(losses)
+            if self._one_process:
+                self._judge_one(loss)
+            else:
+                self._judge(loss)
         if self.skip_update:
             self._drop_gradients()
         else:
@@ -342,8 +348,13 @@ class Bridge(Watcher):
             return
         if self._pre_fired and self._stepped:
             self.steps.post()  # the monitors' post-hooks, then Watcher._after_step (step += 1)
-            if self._one_process:
-                self._end_one_step()
+            if self._one_process:  # Watcher._after_step, inline (its hook is removed)
+                loss, step = self._last_loss, self.step
+                for method in self._dispatch.get("on_train_batch_end") or self.methods(
+                    "on_train_batch_end"
+                ):
+                    method(self, loss, step)
+                self.step = step + 1
         self._pre_fired = False
 
     def _take_loss(self) -> float:
@@ -359,8 +370,8 @@ class Bridge(Watcher):
         self.observe(loss)
         self.settle()
 
-    # In one process, the two things the bridge does every step, inline: what observe(loss)
-    # and Watcher._after_step come to there (nothing to share across ranks, nothing pending to
+    # In one process, the two things the bridge does every step are inline (_judge_one, and
+    # the end of end_step): what observe(loss) and Watcher._after_step come to there (nothing to share across ranks, nothing pending to
     # settle), without their checks and their layers of calls — a framework's step is short
     # (benchmarks/integrations_hooks.py). tests/integrations/test_bridge_trace.py holds them to
     # the general path's findings, metric rows and steps.
@@ -374,15 +385,6 @@ class Bridge(Watcher):
             if self._skip:
                 break
         self.log("loss", loss)
-
-    def _end_one_step(self) -> None:
-        """``Watcher._after_step`` in one process: the monitors' batch end, then the step."""
-        loss, step = self._last_loss, self.step
-        for method in self._dispatch.get("on_train_batch_end") or self.methods(
-            "on_train_batch_end"
-        ):
-            method(self, loss, step)
-        self.step = step + 1
 
     def _real_stepped(self, *_: Any) -> None:
         self._stepped = True

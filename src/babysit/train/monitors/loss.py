@@ -242,14 +242,23 @@ class LossCurve(Monitor):
         if not math.isfinite(loss):
             return
         self.count += 1
+        if self.bucket == 1 and not self.pending:  # the mean of one step is its loss
+            self.losses.append(loss)
+            if len(self.losses) >= 2 * self.MAX_POINTS:
+                self._halve()
+            return
         self.pending.append(loss)
         if len(self.pending) >= self.bucket:
             self.losses.append(math.fsum(self.pending) / len(self.pending))
             self.pending = []
             if len(self.losses) >= 2 * self.MAX_POINTS:
-                pairs = zip(self.losses[0::2], self.losses[1::2], strict=True)
-                self.losses = [(a + b) / 2 for a, b in pairs]
-                self.bucket *= 2
+                self._halve()
+
+    def _halve(self) -> None:
+        """Merge neighbouring bucket means: half the points, buckets twice as long."""
+        pairs = zip(self.losses[0::2], self.losses[1::2], strict=True)
+        self.losses = [(a + b) / 2 for a, b in pairs]
+        self.bucket *= 2
 
     def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
         if self.count >= self.judged_at * JUDGE_GROWTH:  # judged O(log steps) times in all
