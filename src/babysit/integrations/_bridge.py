@@ -282,8 +282,8 @@ class Bridge(Watcher):
         )
         self._real = [opt.register_step_post_hook(self._real_stepped) for opt in optimizers]
         if self._one_process:
-            # end_step ends the step itself (as Watcher._after_step would), and nothing is ever pending to
-            # settle in one process: the Watcher's two step hooks would only add calls
+            # end_step ends the step itself (as Watcher._after_step would), and nothing is ever
+            # pending to settle in one process: the Watcher's two step hooks would only add calls
             self._handle.remove()
             self._settle_handle.remove()
         if write:
@@ -371,10 +371,11 @@ class Bridge(Watcher):
         self.settle()
 
     # In one process, the two things the bridge does every step are inline (_judge_one, and
-    # the end of end_step): what observe(loss) and Watcher._after_step come to there (nothing to share across ranks, nothing pending to
-    # settle), without their checks and their layers of calls — a framework's step is short
-    # (benchmarks/integrations_hooks.py). tests/integrations/test_bridge_trace.py holds them to
-    # the general path's findings, metric rows and steps.
+    # the end of end_step): what observe(loss) and Watcher._after_step come to there (nothing to
+    # share across ranks, nothing pending to settle), without their checks and their layers of
+    # calls — a framework's step is short (benchmarks/integrations_hooks.py).
+    # tests/integrations/test_bridge_trace.py holds them to the general path's findings, metric
+    # rows and steps.
 
     def _judge_one(self, loss: float) -> None:
         """``observe(loss)`` in one process: the on_loss monitors, then the loss row."""
