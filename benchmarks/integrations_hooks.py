@@ -4,8 +4,12 @@
 a busy machine that ratio moves by more than the callback costs. This script measures the
 callback itself, inside real fits of the same set-up (the MNIST-1D MLP, 32 steps an epoch,
 default monitors, the default run directory in a temporary folder): every hook of
-``BabysitCallback`` is wrapped in ``time.perf_counter_ns`` and its time summed per hook, then
-divided by the steps trained. Rounds alternate a fit without the callback and one with it; the
+``BabysitCallback`` is wrapped in a clock read and its time summed per hook, then divided by
+the steps trained. The clock is the thread's CPU time by default (``--clock cpu``: time another
+process takes from this one is not counted, so a busy machine disturbs it less; each read costs
+~1 µs, so the median of an empty interval is subtracted from every sample) or the wall clock
+(``--clock wall``, ``perf_counter_ns``). Rounds alternate a fit without the callback and one
+with it; the
 training loop's own time per step (``on_train_start`` to ``on_train_end``, read by a one-line
 timing callback present in both) gives the share babysit's hooks add (``hooks ÷ step``) and the
 loop's paired ratio.
@@ -47,7 +51,21 @@ HOOKS = (
 ONCE = ("on_train_start", "on_fit_end")
 
 
-def timed_callback(profiler: cProfile.Profile | None) -> tuple[object, dict[str, list[int]]]:
+CLOCKS = {"cpu": time.thread_time_ns, "wall": time.perf_counter_ns}
+
+
+def empty_interval(clock) -> int:
+    """The median of two consecutive clock reads apart (ns): what a timed hook adds."""
+    gaps = []
+    for _ in range(10_000):
+        start = clock()
+        gaps.append(clock() - start)
+    return int(statistics.median(gaps))
+
+
+def timed_callback(
+    profiler: cProfile.Profile | None, clock, overhead: int
+) -> tuple[object, dict[str, list[int]]]:
     """A ``BabysitCallback`` whose hooks record their duration (ns) per call."""
     from babysit.integrations.lightning import BabysitCallback
 
@@ -59,9 +77,9 @@ def timed_callback(profiler: cProfile.Profile | None) -> tuple[object, dict[str,
         def timed(self, *args):
             if profiler is not None:
                 profiler.enable()
-            start = time.perf_counter_ns()
+            start = clock()
             hook(self, *args)
-            calls[name].append(time.perf_counter_ns() - start)
+            calls[name].append(clock() - start - overhead)
             if profiler is not None:
                 profiler.disable()
 
@@ -92,6 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="pairs of fits (after a warm-up)")
     parser.add_argument("--epochs", type=int, default=20, help="x32 steps a fit")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="cpu", help="see above")
     parser.add_argument("--profile", action="store_true", help="cProfile inside the hooks")
     parser.add_argument("--top", type=int, default=25, help="functions in the profile")
     args = parser.parse_args()
@@ -104,6 +123,8 @@ def main() -> None:
     step_without: list[float] = []
     step_with: list[float] = []
     profiler = cProfile.Profile() if args.profile else None
+    clock = CLOCKS[args.clock]
+    overhead = empty_interval(clock)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds + 1):  # round 0: warm-up, not counted
             order = (False, True) if r % 2 == 0 else (True, False)
@@ -112,7 +133,7 @@ def main() -> None:
                 callbacks = [timer]
                 calls: dict[str, list[int]] = {}
                 if with_babysit:
-                    babysit, calls = timed_callback(profiler if r else None)
+                    babysit, calls = timed_callback(profiler if r else None, clock, overhead)
                     callbacks.append(babysit)
                 steps = lightning_fit(args.epochs, Path(tmp) / f"{r}-{with_babysit}", callbacks)
                 step_us = (span["end"] - span["start"]) * 1e6 / steps
@@ -123,7 +144,10 @@ def main() -> None:
                     per_hook[name].append(sum(ns) / 1e3 / steps)
                     per_call[name].append(statistics.median(ns) / 1e3)
     med = statistics.median
-    print(f"{args.rounds} rounds of {steps} steps (+ a warm-up round); torch {torch.__version__}")
+    print(
+        f"{args.rounds} rounds of {steps} steps (+ a warm-up round); torch {torch.__version__}; "
+        f"{args.clock} clock, {overhead} ns a read subtracted"
+    )
     print(f"{'hook':<26} {'µs/step (mean)':>15} {'median call µs':>15}")
     total = 0.0
     for name in HOOKS + ONCE:
