@@ -8,11 +8,12 @@ default monitors, the default run directory in a temporary folder): every hook o
 the steps trained. The clock is the thread's CPU time by default (``--clock cpu``: time another
 process takes from this one is not counted, so a busy machine disturbs it less; each read costs
 ~1 µs, so the median of an empty interval is subtracted from every sample) or the wall clock
-(``--clock wall``, ``perf_counter_ns``). Rounds alternate a fit without the callback and one
-with it; the
-training loop's own time per step (``on_train_start`` to ``on_train_end``, read by a one-line
-timing callback present in both) gives the share babysit's hooks add (``hooks ÷ step``) and the
-loop's paired ratio.
+(``--clock wall``, ``perf_counter_ns``). Rounds rotate three fits: without a callback, with
+an empty one, and with babysit's; the training loop's own time per step (``on_train_start`` to
+``on_train_end``, read by a one-line timing callback present in all) gives the share babysit's
+hooks add (``hooks ÷ step``) and the loop's paired ratios, in wall and in CPU time: with
+babysit, and with Lightning's empty
+``Callback`` (what any callback costs: Lightning calls every hook of every callback).
 
 Columns: µs/step per hook as the median over rounds of (the hook's total time / steps) — the
 mean per step, so sampled steps (update ratio, activation probes) count at their rate — and,
@@ -90,24 +91,28 @@ def timed_callback(
 
 
 def loop_timer() -> tuple[object, dict[str, float]]:
-    """A Lightning callback reading the training loop's wall time."""
+    """A Lightning callback reading the training loop's wall and CPU time."""
     import lightning.pytorch as L
 
     span: dict[str, float] = {}
 
     class LoopTimer(L.Callback):
         def on_train_start(self, trainer, pl_module):
-            span["start"] = time.perf_counter()
+            span["wall"], span["cpu"] = time.perf_counter(), time.thread_time()
 
         def on_train_end(self, trainer, pl_module):
-            span["end"] = time.perf_counter()
+            span["wall"] = time.perf_counter() - span["wall"]
+            span["cpu"] = time.thread_time() - span["cpu"]
 
     return LoopTimer(), span
 
 
+VARIANTS = ("without", "empty", "babysit")  # no callback, Lightning's empty Callback, babysit
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="pairs of fits (after a warm-up)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of fits (after a warm-up)")
     parser.add_argument("--epochs", type=int, default=20, help="x32 steps a fit")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="cpu", help="see above")
@@ -115,31 +120,31 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="functions in the profile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import lightning.pytorch  # noqa: F401  (its import sets its loggers' levels: quiet after)
+    import lightning.pytorch as L  # its import sets its loggers' levels: quiet after
 
     quiet()
     per_hook: dict[str, list[float]] = defaultdict(list)  # µs per step, one per round
     per_call: dict[str, list[float]] = defaultdict(list)  # median call (µs), one per round
-    step_without: list[float] = []
-    step_with: list[float] = []
+    loop: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (wall, cpu) µs per step
     profiler = cProfile.Profile() if args.profile else None
     clock = CLOCKS[args.clock]
     overhead = empty_interval(clock)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds + 1):  # round 0: warm-up, not counted
-            order = (False, True) if r % 2 == 0 else (True, False)
-            for with_babysit in order:
+            shift = r % len(VARIANTS)  # each variant first, middle and last in turn
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                 timer, span = loop_timer()
                 callbacks = [timer]
                 calls: dict[str, list[int]] = {}
-                if with_babysit:
+                if variant == "babysit":
                     babysit, calls = timed_callback(profiler if r else None, clock, overhead)
                     callbacks.append(babysit)
-                steps = lightning_fit(args.epochs, Path(tmp) / f"{r}-{with_babysit}", callbacks)
-                step_us = (span["end"] - span["start"]) * 1e6 / steps
+                elif variant == "empty":
+                    callbacks.append(L.Callback())
+                steps = lightning_fit(args.epochs, Path(tmp) / f"{r}-{variant}", callbacks)
                 if not r:
                     continue
-                (step_with if with_babysit else step_without).append(step_us)
+                loop[variant].append((span["wall"] * 1e6 / steps, span["cpu"] * 1e6 / steps))
                 for name, ns in calls.items():
                     per_hook[name].append(sum(ns) / 1e3 / steps)
                     per_call[name].append(statistics.median(ns) / 1e3)
@@ -155,14 +160,19 @@ def main() -> None:
             every = med(per_hook[name])
             total += every
             print(f"{name:<26} {every:>15.1f} {med(per_call[name]):>15.1f}")
-    loop = med(step_without)
-    ratios = [w / o for w, o in zip(step_with, step_without, strict=True)]
     print(f"{'all hooks':<26} {total:>15.1f}")
+    base = [w for w, _ in loop["without"]]
     print(
-        f"training step without babysit: {loop:.0f} µs (median of rounds); hooks ÷ step: "
-        f"{total / loop:.3f}; loop time with ÷ without (paired): {med(ratios):.3f} "
-        f"({min(ratios):.3f}-{max(ratios):.3f})"
+        f"training step without a callback: {med(base):.0f} µs (median of rounds); "
+        f"babysit's hooks ÷ step: {total / med(base):.3f}"
     )
+    for variant in VARIANTS[1:]:
+        for i, clock_name in enumerate(("wall", "cpu")):
+            ratios = [v[i] / o[i] for v, o in zip(loop[variant], loop["without"], strict=True)]
+            print(
+                f"loop time with {variant} ÷ without ({clock_name}, paired): {med(ratios):.3f} "
+                f"({min(ratios):.3f}-{max(ratios):.3f})"
+            )
     if profiler is not None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.top)
