@@ -140,3 +140,42 @@ def test_rollback_restores_the_snapshot_of_the_last_multiple_of_25(tmp_path):
     assert state["step"] == 70 and state["rollbacks"] == 1
     assert state["callbacks"]["LossGuard"]["rollbacks"] == 1
     assert state["callbacks"]["UpdateRatio"]["medians"]  # sampled steps 0-9 and 50
+
+
+def test_an_unsampled_step_runs_few_of_babysits_functions():
+    """The per-step cost, counted rather than timed: in one process a step the monitors do
+    not sample (steps 30-39: no snapshot, update ratio or probe) calls only the bridge's own
+    protocol and each monitor's step hook once (the general path, through observe, settle,
+    the loss share and the Watcher's hooks, took 40 calls)."""
+    import sys
+    from pathlib import Path
+
+    import babysit
+
+    package = str(Path(babysit.__file__).parent)
+    model, opt, x, y = _model_and_data()
+    options = check_options(
+        monitors="default", run_dir=None, on_error="stop", thresholds=None, ignore=()
+    )
+    bridge = Bridge(model, [opt], options=options, run_dir=None, framework="test")
+    calls: list[str] = []
+
+    def count(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(frame.f_code.co_name)
+
+    try:
+        for step in range(40):
+            if step == 30:
+                sys.setprofile(count)
+            bridge.add_loss(1.0)
+            bridge.before_update()
+            opt.step()
+            bridge.end_step()
+    finally:
+        sys.setprofile(None)
+    assert bridge.step == 40 and not bridge.findings
+    # add_loss, before_update, _judge_one, LossGuard/LossCurve.on_loss, log, Steps.pre,
+    # UpdateRatio._pre, EvalMode._step_hook, _real_stepped, end_step, Steps.post,
+    # UpdateRatio._post, ActivationStats.on_train_batch_end, Probe.current_step
+    assert len(calls) / 10 <= 15, sorted(set(calls))
