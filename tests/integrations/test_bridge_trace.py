@@ -153,7 +153,7 @@ def test_an_unsampled_step_runs_few_of_babysits_functions():
     import babysit
 
     package = str(Path(babysit.__file__).parent)
-    model, opt, x, y = _model_and_data()
+    model, opt, _, _ = _model_and_data()
     options = check_options(
         monitors="default", run_dir=None, on_error="stop", thresholds=None, ignore=()
     )
