@@ -67,27 +67,35 @@ def empty_interval(clock) -> int:
 def timed_callback(
     profiler: cProfile.Profile | None, clock, overhead: int
 ) -> tuple[object, dict[str, list[int]]]:
-    """A ``BabysitCallback`` whose hooks record their duration (ns) per call."""
+    """A ``BabysitCallback`` whose hooks record their duration (ns) per call.
+
+    The timers are instance attributes, not a subclass: the callback then drops the ones it
+    drops (``on_train_batch_start`` once started), as it does untimed, and Lightning skips them.
+    """
     from babysit.integrations.lightning import BabysitCallback
 
     calls: dict[str, list[int]] = defaultdict(list)
+    callback = BabysitCallback()
 
     def wrap(name: str):
         hook = getattr(BabysitCallback, name)
 
-        def timed(self, *args):
+        def timed(*args):
             if profiler is not None:
                 profiler.enable()
             start = clock()
-            hook(self, *args)
+            hook(callback, *args)
             calls[name].append(clock() - start - overhead)
             if profiler is not None:
                 profiler.disable()
+            if name == "on_train_start":  # it restores the class's hook: time that one too
+                callback.on_train_batch_start = wrap("on_train_batch_start")
 
         return timed
 
-    cls = type("TimedBabysit", (BabysitCallback,), {n: wrap(n) for n in HOOKS + ONCE})
-    return cls(), calls
+    for name in HOOKS + ONCE:
+        setattr(callback, name, wrap(name))
+    return callback, calls
 
 
 def loop_timer() -> tuple[object, dict[str, float]]:
