@@ -321,14 +321,8 @@ class Bridge(Watcher):
             return self.skip_update
         self._judged = True
         self._stepped = False
-        losses = self._losses
-        if losses:  # _take_loss and _judge, inline: this runs every step
-            self._losses = []
-            loss = math.fsum(losses) / len(losses)
-            if self._one_process:
-                self._judge_one(loss)
-            else:
-                self._judge(loss)
+        if self._losses:
+            self._judge(self._take_loss())
         if self.skip_update:
             self._drop_gradients()
         else:
