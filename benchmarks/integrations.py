@@ -48,14 +48,9 @@ def quiet() -> None:
     warnings.simplefilter("ignore")
 
 
-def lightning_runner(epochs: int) -> Callable[[bool, Path], int]:
+def lightning_classifier() -> type:
+    """The LightningModule MLP 40-100-100-10 (Adam 1e-3) both Lightning benchmarks train."""
     import lightning.pytorch as L
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from babysit.integrations.lightning import BabysitCallback
-
-    data = load_data("mnist1d", with_val=False)
-    x, y = data.x_train, data.y_train
 
     class Classifier(L.LightningModule):
         def __init__(self) -> None:
@@ -75,27 +70,46 @@ def lightning_runner(epochs: int) -> Callable[[bool, Path], int]:
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
+    return Classifier
+
+
+def lightning_fit(epochs: int, root: Path, callbacks: list) -> int:
+    """One ``Trainer.fit`` of :func:`lightning_classifier` on MNIST-1D (batch 100, 32 steps an
+    epoch; no logger, checkpointing, progress bar or summary); returns the steps taken."""
+    import lightning.pytorch as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = _MNIST1D.get("data") or _MNIST1D.setdefault("data", load_data("mnist1d", with_val=False))
+    loader = DataLoader(
+        TensorDataset(data.x_train, data.y_train),
+        batch_size=100,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        callbacks=callbacks,
+    )
+    trainer.fit(lightning_classifier()(), loader)
+    return trainer.global_step
+
+
+_MNIST1D: dict = {}  # the data, loaded once per process
+
+
+def lightning_runner(epochs: int) -> Callable[[bool, Path], int]:
+    from babysit.integrations.lightning import BabysitCallback
+
     def run(with_callback: bool, root: Path) -> int:
-        loader = DataLoader(
-            TensorDataset(x, y),
-            batch_size=100,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(0),
-        )
-        trainer = L.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_epochs=epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            default_root_dir=str(root),
-            callbacks=[BabysitCallback()] if with_callback else [],
-        )
-        trainer.fit(Classifier(), loader)
-        return trainer.global_step
+        return lightning_fit(epochs, root, [BabysitCallback()] if with_callback else [])
 
     return run
 

@@ -50,6 +50,40 @@ class NaNAt(nn.Module):
 # -- the loss guard ----------------------------------------------------------------------------
 
 
+def test_loss_guard_judges_against_the_start_it_holds_now():
+    """The guard keeps the divergence limit of its start between steps; a start loaded from a
+    saved state (a resumed run), or new thresholds at a new fit, are judged by their own limit
+    (babysit.divergence.diverged), never by the one kept."""
+    from babysit.divergence import diverged
+
+    def session(**thresholds):
+        model = nn.Linear(2, 2)
+        run = Session(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        run.thresholds = {**run.thresholds, **thresholds}
+        return run
+
+    guard, first = LossGuard(), session()
+    first.callbacks = [guard]
+    first.call("on_fit_start")
+    for loss in (2.0, 5.9, 6.0):  # start 2.0: the limit is 6.0, reached but not exceeded
+        first.call("on_loss", loss)
+    assert first.stop_reason is None
+    second = session(loss_explosion=2.0)  # the same guard, a new fit: start 2.0, limit 4.0
+    second.callbacks = [guard]
+    second.call("on_fit_start")
+    second.call("on_loss", 4.5)
+    assert diverged(4.5, 2.0, 2.0) and second.stop_reason == "LR_TOO_HIGH"
+
+    guard, third = LossGuard(), session()
+    third.callbacks = [guard]
+    third.call("on_fit_start")
+    for loss in (2.0, 6.0):
+        third.call("on_loss", loss)
+    guard.load_state_dict({"initial_loss": 1.0})  # a resumed run's start: its limit is 3.0
+    third.call("on_loss", 3.5)
+    assert diverged(3.5, 1.0) and third.stop_reason == "LR_TOO_HIGH"
+
+
 def test_nan_is_caught_in_its_step_rolled_back_and_training_goes_on(digits):
     x, y, xv, yv = digits
     model = NaNAt(small_mlp(), k=30)

@@ -271,6 +271,8 @@ class Bridge(Watcher):
         self._train_sample = None if sample is None else SimpleNamespace(tensors=[sample])
         write = run_dir is not None and distributed.is_main()
         self._resume_state = dict(state) if state else None  # loaded before the monitors start
+        # the framework set up its process group before the first batch, when this is built
+        self._one_process = not distributed.is_distributed()
         super().__init__(
             model,
             self.steps,
@@ -279,6 +281,11 @@ class Bridge(Watcher):
             ignore=options.ignore,
         )
         self._real = [opt.register_step_post_hook(self._real_stepped) for opt in optimizers]
+        if self._one_process:
+            # end_step ends the step itself (as Watcher._after_step would), and nothing is ever
+            # pending to settle in one process: the Watcher's two step hooks would only add calls
+            self._handle.remove()
+            self._settle_handle.remove()
         if write:
             assert run_dir is not None
             prepare_run_dir(run_dir, resumed=bool(state))
@@ -335,6 +342,13 @@ class Bridge(Watcher):
             return
         if self._pre_fired and self._stepped:
             self.steps.post()  # the monitors' post-hooks, then Watcher._after_step (step += 1)
+            if self._one_process:  # Watcher._after_step, inline (its hook is removed)
+                loss, step = self._last_loss, self.step
+                for method in self._dispatch.get("on_train_batch_end") or self.methods(
+                    "on_train_batch_end"
+                ):
+                    method(self, loss, step)
+                self.step = step + 1
         self._pre_fired = False
 
     def _take_loss(self) -> float:
@@ -342,10 +356,30 @@ class Bridge(Watcher):
         return math.fsum(losses) / len(losses) if losses else math.nan
 
     def _judge(self, loss: float) -> None:
+        if self._one_process:
+            self._judge_one(loss)
+            return
         # under DDP observe() shares every rank's loss (the guard judges each against its own
         # start: one decision on all ranks, naming the rank); settle() waits for the verdict
         self.observe(loss)
         self.settle()
+
+    # In one process, the two things the bridge does every step are inline (_judge_one, and
+    # the end of end_step): what observe(loss) and Watcher._after_step come to there (nothing to
+    # share across ranks, nothing pending to settle), without their checks and their layers of
+    # calls — a framework's step is short (benchmarks/integrations_hooks.py).
+    # tests/integrations/test_bridge_trace.py holds them to the general path's findings, metric
+    # rows and steps.
+
+    def _judge_one(self, loss: float) -> None:
+        """``observe(loss)`` in one process: the on_loss monitors, then the loss row."""
+        self._last_loss = loss
+        self.rank_losses = (loss,)  # Session.share_loss in one process
+        for method in self._dispatch.get("on_loss") or self.methods("on_loss"):
+            method(self, loss)
+            if self._skip:
+                break
+        self.log("loss", loss)
 
     def _real_stepped(self, *_: Any) -> None:
         self._stepped = True

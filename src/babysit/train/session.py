@@ -199,8 +199,20 @@ class Session:
         ``on_loss`` first shares the loss across ranks (:meth:`share_loss`; nothing to share
         in one process), so each hook can read :attr:`rank_losses` and :attr:`global_loss`.
         """
+        methods = self._dispatch.get(hook) or self.methods(hook)
         if hook == "on_loss":
             self.share_loss(args[0])
+            for method in methods:
+                method(self, *args)
+                if self._skip:  # rolled back: later callbacks skip the step
+                    break
+            return
+        for method in methods:
+            method(self, *args)
+
+    def methods(self, hook: str) -> list[Callable[..., None]]:
+        """The bound ``hook`` methods :meth:`call` runs, in order: the callbacks that override
+        it (looked up once per hook; ``_dispatch.clear()`` after changing ``callbacks``)."""
         methods = self._dispatch.get(hook)
         if methods is None:
             methods = self._dispatch[hook] = [
@@ -208,10 +220,7 @@ class Session:
                 for cb in self.callbacks
                 if getattr(type(cb), hook, None) is not getattr(Callback, hook)
             ]
-        for method in methods:
-            method(self, *args)
-            if self._skip and hook == "on_loss":  # rolled back: later callbacks skip the step
-                break
+        return methods
 
     def callback_states(self) -> dict[str, Any]:
         """Every callback's ``state_dict()``, by its ``state_key`` (numbered when repeated)."""

@@ -86,6 +86,13 @@ class ActivationStats(Monitor):
         self._probe.attach()
 
     def on_train_batch_end(self, trainer: Session, loss: float, batch_index: int) -> None:
+        # after_step's "nothing to do" (the probe is not on this step, not ahead of the next,
+        # and the next is not sampled), told here: it is most steps, and a call costs
+        probe = self._probe
+        if probe is not None and (trainer.step + 1) % self.every:
+            current = probe.current_step
+            if current != trainer.step and current <= trainer.step + 1:
+                return
         self.after_step(trainer)
 
     def after_step(self, trainer: Session) -> None:

@@ -71,20 +71,30 @@ class LossGuard(Monitor):
         self.diverged = False
         self._snapshot_due = True
         self._limit = 3.0
+        # limit(initial_loss, _limit), for the start it was computed from (_bound_of)
+        self._bound = math.inf
+        self._bound_of: object = _UNSET
 
     def on_fit_start(self, trainer: Session) -> None:
         self._snapshot_due = True  # a resumed run takes a fresh snapshot at its first good step
         self._limit = trainer.thresholds["loss_explosion"]
+        self._bound_of = _UNSET
 
     def on_loss(self, trainer: Session, loss: float) -> None:
         """Judge every rank's loss of this step (``trainer.rank_losses``; in one process just
         ``loss``): a NaN or a break-out on any rank is a blow-up on all of them, decided from
         the same numbers on every rank, so they roll back or stop together."""
         if len(trainer.rank_losses) <= 1:  # one process: the hot path, no lists
-            if self.initial_loss is None and math.isfinite(loss):
-                self.initial_loss = loss
-            if not diverged(loss, self.initial_loss, self._limit):
-                self._good_step(trainer)
+            start = self.initial_loss
+            if start is None and math.isfinite(loss):
+                self.initial_loss = start = loss
+            if start is not self._bound_of:  # a new start (or thresholds): its limit, once
+                self._bound_of = start
+                self._bound = _bound(start, self._limit)
+            # = not diverged(loss, start, self._limit), with the limit computed once per start
+            if math.isfinite(loss) and loss <= self._bound:
+                if self._snapshot_due or trainer.step % self.snapshot_every == 0:
+                    self._good_step(trainer)
                 return
         losses = trainer.rank_losses if len(trainer.rank_losses) > 1 else (loss,)
         starts = self._starts(losses)
@@ -184,6 +194,17 @@ class LossGuard(Monitor):
         )
 
 
+_UNSET = object()  # no limit computed yet
+
+
+def _bound(start: float | None, factor: float) -> float:
+    """The loss a finite loss must exceed to have diverged from ``start``
+    (:func:`babysit.divergence.diverged`): no limit before a finite start is known."""
+    if start is None or not math.isfinite(start):
+        return math.inf
+    return limit(start, factor)
+
+
 def _rise(initial: float | None, factor: float) -> str:
     """How the divergence limit reads for this start (see :mod:`babysit.divergence`)."""
     if initial is not None and initial >= MIN_SCALE:
@@ -221,14 +242,23 @@ class LossCurve(Monitor):
         if not math.isfinite(loss):
             return
         self.count += 1
+        if self.bucket == 1 and not self.pending:  # the mean of one step is its loss
+            self.losses.append(loss)
+            if len(self.losses) >= 2 * self.MAX_POINTS:
+                self._halve()
+            return
         self.pending.append(loss)
         if len(self.pending) >= self.bucket:
             self.losses.append(math.fsum(self.pending) / len(self.pending))
             self.pending = []
             if len(self.losses) >= 2 * self.MAX_POINTS:
-                pairs = zip(self.losses[0::2], self.losses[1::2], strict=True)
-                self.losses = [(a + b) / 2 for a, b in pairs]
-                self.bucket *= 2
+                self._halve()
+
+    def _halve(self) -> None:
+        """Merge neighbouring bucket means: half the points, buckets twice as long."""
+        pairs = zip(self.losses[0::2], self.losses[1::2], strict=True)
+        self.losses = [(a + b) / 2 for a, b in pairs]
+        self.bucket *= 2
 
     def on_train_epoch_end(self, trainer: Session, metrics: dict[str, float]) -> None:
         if self.count >= self.judged_at * JUDGE_GROWTH:  # judged O(log steps) times in all

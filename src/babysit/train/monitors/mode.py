@@ -43,18 +43,25 @@ class EvalMode(Monitor):
     def __init__(self, *, every: int = 100) -> None:
         self.every = every
         self._handle: Any = None
+        self._trainer: Session | None = None
 
     def on_fit_start(self, trainer: Session) -> None:
-        self._handle = trainer.optimizer.register_step_pre_hook(lambda *_: self._check(trainer))
+        self._trainer = trainer
+        self._handle = trainer.optimizer.register_step_pre_hook(self._step_hook)
 
     def on_fit_end(self, trainer: Session) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        self._trainer = None
+
+    def _step_hook(self, *_: Any) -> None:
+        """The optimizer's step pre-hook (a bound method: it runs every step)."""
+        trainer = self._trainer
+        if trainer is not None and not trainer.step % self.every:
+            self._check(trainer)
 
     def _check(self, trainer: Session) -> None:
-        if trainer.step % self.every:
-            return
         names = modules_in_eval(trainer.measured_model)
         if names:
             trainer.emit(

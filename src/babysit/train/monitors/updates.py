@@ -72,6 +72,7 @@ class UpdateRatio(Monitor):
         self._norms: list[torch.Tensor] = []
         self._params: list[tuple[str, torch.Tensor]] = []
         self._from_zero: list[bool] = []
+        self._trainer: Session | None = None  # the run whose optimizer's hooks call _pre/_post
 
     def on_fit_start(self, trainer: Session) -> None:
         if self.lr_at_start is None:
@@ -84,28 +85,35 @@ class UpdateRatio(Monitor):
         # which tensors grow from zero (module docstring), once per run
         self._from_zero = [grows_from_zero(p) for _, p in self._params]
         opt = trainer.optimizer
+        self._trainer = trainer
+        # bound methods, not closures: the hooks run every step, a closure is one more frame
         self._handles = [
-            opt.register_step_pre_hook(lambda *_: self._pre(trainer)),
-            opt.register_step_post_hook(lambda *_: self._post(trainer)),
+            opt.register_step_pre_hook(self._pre),
+            opt.register_step_post_hook(self._post),
         ]
 
     def on_fit_end(self, trainer: Session) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._trainer = None
         self._rules(trainer, final=True)
 
-    def _pre(self, trainer: Session) -> None:
-        # Runs on every optimizer step: the cheap test comes first, the no_grad context (a few
-        # microseconds to enter) only on sampled steps.
-        if (trainer.step < EARLY_STEPS or trainer.step % self.every == 0) and self._params:
+    def _pre(self, *_: Any) -> None:
+        """The optimizer's step pre-hook. Runs on every optimizer step: the cheap test comes
+        first, the no_grad context (a few microseconds to enter) only on sampled steps."""
+        step = self._trainer.step  # type: ignore[union-attr]
+        if (step < EARLY_STEPS or step % self.every == 0) and self._params:
             with torch.no_grad():
                 self._before = [p.detach().clone() for _, p in self._params]
                 self._norms = torch._foreach_norm(self._before)
 
-    def _post(self, trainer: Session) -> None:
+    def _post(self, *_: Any) -> None:
+        """The optimizer's step post-hook: the sampled step's ratios."""
         if self._before is None:
             return
+        trainer = self._trainer
+        assert trainer is not None
         with torch.no_grad():
             torch._foreach_sub_(self._before, [p.detach() for _, p in self._params])  # Wb - Wa
             ratios = torch.stack(torch._foreach_norm(self._before)) / torch.stack(self._norms)
