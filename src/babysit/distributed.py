@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -207,6 +208,7 @@ def process_group(device: torch.device | str = "cpu", *, who: str = "babysit") -
         raise
     finally:
         if created:
+            gc.collect()  # DDP reducers nobody holds go first (one outliving its group aborts)
             dist.destroy_process_group()
 
 

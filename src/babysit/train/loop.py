@@ -164,7 +164,11 @@ def fit(
             run_dir=run_dir,
             resume=resume,
         )
-        return trainer.run()
+        history = trainer.run()
+        # the DDP wrapper (and the loss carrier's comm hook on it) goes before the process
+        # group does: a reducer outliving its group can abort the process at exit
+        del trainer
+        return history
 
 
 class Trainer(Session):
