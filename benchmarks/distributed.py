@@ -27,6 +27,7 @@ timed over many repetitions; their time over the plain loop's step time is their
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -143,6 +144,7 @@ def worker(args: argparse.Namespace) -> None:
             "grad_allreduce_us": grad_us,
         }
         Path(args.worker).write_text(json.dumps(out))
+    gc.collect()  # fit's DDP wrappers (the loss carrier's hook on them) go before the group
     bd.barrier()
     torch.distributed.destroy_process_group()
 
