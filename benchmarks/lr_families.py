@@ -18,6 +18,7 @@ scored afterwards.
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 from collections.abc import Callable
@@ -230,10 +231,26 @@ def score(fam: Family, model: nn.Module, split: Split) -> float:
     return 100.0 * float((out.argmax(1) == split.yv).float().mean())
 
 
+def start_loss(fam: Family, model: nn.Module, split: Split, seed: int) -> float:
+    """The mean loss of the initial weights over the first ``START_BATCHES`` batches of the
+    first epoch, in training mode (``fit``'s LossGuard start, docs/architecture.md "The
+    divergence rule"), on a copy and with torch's RNG put back: the training is unchanged."""
+    initial = copy.deepcopy(model)
+    initial.train()
+    order = torch.randperm(len(split.x), generator=torch.Generator().manual_seed(seed))
+    loss_fn, b = fam.loss_fn(), fam.batch
+    k = min(babysit.divergence.START_BATCHES, len(split.x) // b)
+    with torch.random.fork_rng(), torch.no_grad():
+        batches = [order[i * b : (i + 1) * b] for i in range(k)]
+        losses = [float(loss_fn(initial(split.x[i]), split.y[i])) for i in batches]
+    return statistics.fmean(losses)
+
+
 def train(fam: Family, lr: float, seed: int) -> dict:
     """``fam.steps`` optimizer steps at constant ``lr``; ``{lr, val, ratio, diverged,
-    breaks_out}`` (``breaks_out``: some mini-batch loss rose above 3x the first, where ``fit``'s
-    LossGuard rolls back and divides the lr by 10; this plain loop goes on)."""
+    breaks_out}`` (``breaks_out``: some mini-batch loss rose above 3x the start, the mean loss
+    of the initial weights over the first batches, where ``fit``'s LossGuard rolls back and
+    divides the lr by 10; this plain loop goes on)."""
     split = data(fam.dataset)
     model = fam.model(seed)
     model.train()
@@ -241,9 +258,10 @@ def train(fam: Family, lr: float, seed: int) -> dict:
     opt = make_optimizer(fam.optimizer, params, lr)
     weights = [p for p in params if p.dim() >= 2]
     loss_fn = fam.loss_fn()
+    first = start_loss(fam, model, split, seed)
     gen = torch.Generator().manual_seed(seed)
     n, step, peak, diverged = len(split.x), 0, 0.0, False
-    first, breaks_out = None, False
+    breaks_out = False
     while step < fam.steps and not diverged:
         order = torch.randperm(n, generator=gen)
         for start in range(0, n - fam.batch + 1, fam.batch):
@@ -253,7 +271,6 @@ def train(fam: Family, lr: float, seed: int) -> dict:
                 diverged = breaks_out = True
                 break
             value = float(loss.detach())
-            first = value if first is None else first
             breaks_out = breaks_out or babysit.divergence.diverged(value, first)
             opt.zero_grad(set_to_none=True)
             loss.backward()

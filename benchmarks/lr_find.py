@@ -30,8 +30,10 @@ For every set-up and seed:
    (a plateau makes "decades off the best" overstate an error, so the distance to the nearest
    near-best lr is reported too).
    A second ground truth (2026-12-07): the best grid lr at which ``fit``'s LossGuard would
-   not break out (no mini-batch loss above 3x the first; each training records it,
-   ``breaks_out_first``). A plain loop can train on
+   not break out (no mini-batch loss above 3x the start: the mean loss of the initial weights
+   over the first batches, as ``fit`` measures it since session 7; each training records it,
+   ``breaks_out_start``; the former flag against the first mini-batch's loss,
+   ``breaks_out_first``, stays in the cache). A plain loop can train on
    through an early spike that ``fit`` answers with LR_TOO_HIGH and a rollback (lr / 10); the
    best lr a babysit user can train at with fit's defaults is this one. Both are reported.
 2. ``babysit.lr_find`` on a freshly initialized model (same seed; defaults: 1e-7 .. 10,
@@ -113,7 +115,7 @@ ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
 # lr_min is the lr of the smoothed curve's minimum (babysit's "minimum" x 10).
 CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
 # the cache's break-out flag: fit's LossGuard rule, a mini-batch loss above 3x the first
-FLAG = "breaks_out_first"
+FLAG = "breaks_out_start"
 # seeds whose grids were first trained after the current rules were fixed (2026-12-07: the
 # cliff margin of 2026-12-07 04:29 and the break-out probe, both designed on seeds 0-2)
 FRESH_SEEDS = {3}
@@ -238,12 +240,17 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 class BreakOut(Callback):
-    """Records whether a mini-batch loss rose above 3x the first (``fit``'s LossGuard rule),
-    without acting on it: the training is the one ``monitors=None`` runs."""
+    """Records whether a mini-batch loss rose above 3x the start (``fit``'s LossGuard rule,
+    against the start ``fit`` measures), without acting on it: the training is the one
+    ``monitors=None`` runs."""
 
     def __init__(self) -> None:
         self.first: float | None = None
         self.breaks_out = False
+
+    def on_fit_start(self, trainer) -> None:
+        measured = trainer.start_loss()
+        self.first = None if measured is None else measured[0]
 
     def on_loss(self, trainer, loss: float) -> None:
         self.first = loss if self.first is None else self.first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -92,3 +93,19 @@ def cifar_dir(tmp_path):
 def cifar_factory():
     """:func:`make_cifar_dir`, for tests that need other sizes."""
     return make_cifar_dir
+
+
+@pytest.fixture(scope="session")
+def friedman() -> tuple[torch.Tensor, torch.Tensor]:
+    """benchmarks/lr_families.py's "friedman" regression: 2000 examples, 10 standard-normal
+    features, standardized targets (a noisy mini-batch MSE at batch 32)."""
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn(2000, 10, generator=gen)
+    y = (
+        torch.sin(math.pi * x[:, 0] * x[:, 1])
+        + 2 * (x[:, 2] - 0.5) ** 2
+        + x[:, 3]
+        - 0.5 * x[:, 4]
+        + 0.1 * torch.randn(2000, generator=gen)
+    )
+    return x, ((y - y.mean()) / y.std()).unsqueeze(1)

@@ -198,7 +198,8 @@ def test_probes_leave_tensors_that_grow_from_zero_out_of_the_update_ratio():
     setup = rt._Setup(
         x, y, lambda params, lr: torch.optim.Adam(params, lr=lr), nn.CrossEntropyLoss(), 32
     )
-    probe = rt._probe(_ZeroStartAdapter(), setup, 1e-3, 20, 0)
+    adapter = _ZeroStartAdapter()
+    probe = rt._probe(adapter, setup, 1e-3, 20, 0, rt._start_loss(adapter, setup, 1e-3, 0, 8))
     assert probe["why"] != "update ratio" and probe["ratio"] < 0.1
 
 
@@ -272,7 +273,7 @@ def _fake_probes(monkeypatch, score_at, failed_at=None) -> list[float]:
     diverged (judged at its end), or broke out at step ``failed_at`` when that is given."""
     probed: list[float] = []
 
-    def probe(initial, setup, lr, steps, seed):
+    def probe(initial, setup, lr, steps, seed, start):
         probed.append(lr)
         score = score_at(round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3))
         if score == math.inf:  # a probe that diverged
@@ -359,33 +360,19 @@ def test_a_break_out_at_the_start_one_rung_up_keeps_the_pick_but_not_confident(m
     assert "lr=0.032 blew up in its first 2 steps (break-out)" in result.reason
 
 
-def _friedman(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
-    """benchmarks/lr_families.py's "friedman" regression (standardized targets)."""
-    gen = torch.Generator().manual_seed(1234)
-    x = torch.randn(n, 10, generator=gen)
-    y = (
-        torch.sin(math.pi * x[:, 0] * x[:, 1])
-        + 2 * (x[:, 2] - 0.5) ** 2
-        + x[:, 3]
-        - 0.5 * x[:, 4]
-        + 0.1 * torch.randn(n, generator=gen)
-    )
-    return x, ((y - y.mean()) / y.std()).unsqueeze(1)
-
-
-def test_fit_does_not_break_out_at_the_suggested_lr_of_a_spiky_regression():
+def test_fit_does_not_break_out_at_the_suggested_lr_of_a_spiky_regression(friedman):
     """A plain-SGD regression MLP (the benchmark's "regression mlp sgd b32", seed 0): at
     lr = 0.042 its loss jumps above 3x the first in the first steps and then recovers. lr_find
     suggested 0.042 (its 50-step probe recovered), where fit's LossGuard reports LR_TOO_HIGH and
     rolls back; a probe now counts that break-out as unstable, as fit does."""
-    x, y = _friedman()
+    x, y = friedman
 
     def model() -> nn.Module:
         torch.manual_seed(0)
         return bs.nn.mlp(10, [64, 64], 1)
 
     setup = rt._Setup(x, y, lambda p, lr: torch.optim.SGD(p, lr=lr), nn.MSELoss(), 32)
-    probe = rt._probe(model(), setup, 0.042, 50, 0)
+    probe = rt._probe(model(), setup, 0.042, 50, 0, rt._start_loss(model(), setup, 0.042, 0, 8))
     assert not probe["stable"] and probe["why"] == "break-out"
     kw = {"optimizer": "sgd", "batch_size": 32, "loss_fn": nn.MSELoss()}
     spiky = bs.fit(model(), (x, y), lr=0.042, progress=False, **kw)

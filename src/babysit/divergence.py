@@ -34,13 +34,18 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["FACTOR", "MIN_SCALE", "diverged", "limit"]
+__all__ = ["FACTOR", "MIN_SCALE", "START_BATCHES", "diverged", "limit"]
 
 FACTOR = 3.0  # lecture: "cost > 3 × original cost: break out early"
 # A loss whose start lies within 0.1 of zero is judged against a size of 0.1: below that, batch
 # noise of a nearly-fitted model is of the order of the start itself. 0.1 is well below the
 # starting loss of any model trained from scratch with cross-entropy (ln 2 = 0.69 for 2 classes).
 MIN_SCALE = 0.1
+# The start, where babysit owns the training (fit, the range test's probes): the mean loss of
+# the initial weights over this many mini-batches, not the first mini-batch's loss alone, which
+# a noisy loss (a regression at batch 32) makes a chance low (docs/architecture.md, "The
+# divergence rule").
+START_BATCHES = 8
 
 
 def limit(start: float, factor: float = FACTOR, *, min_scale: float = MIN_SCALE) -> float:
@@ -55,8 +60,10 @@ def diverged(
 
     Args:
         loss: the latest loss (a NaN/Inf loss has always diverged).
-        start: the reference: the first finite loss (or the best running loss for the range
-            test); ``None`` or non-finite when none was seen yet (then only NaN/Inf counts).
+        start: the reference: the loss at the start (the mean over ``START_BATCHES``
+            mini-batches at the initial weights where it was measured, else the first finite
+            loss), or the best running loss for the range test's stop; ``None`` or non-finite
+            when none was seen yet (then only NaN/Inf counts).
         factor: the lecture's 3; must be > 1.
         min_scale: the smallest size the start is given (see :data:`MIN_SCALE`).
     """

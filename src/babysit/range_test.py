@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .divergence import diverged
+from .divergence import START_BATCHES, diverged
 from .outputs import Forward, batch_size_of, run_batch, take
 from .probes import grows_from_zero
 from .thresholds import THRESHOLDS
@@ -580,11 +580,12 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     c = result.suggestion
     assert c is not None
     probes: dict[int, dict[str, Any]] = {}
+    start = _start_loss(initial, setup, c, seed, min(START_BATCHES, n))
 
     def at(j: int) -> dict[str, Any]:
         if j not in probes:
             lr = c * 10 ** (PROBE_STEP * j)
-            probes[j] = _probe(initial, setup, lr, n, seed)
+            probes[j] = _probe(initial, setup, lr, n, seed, start)
         return probes[j]
 
     def inside(j: int) -> bool:  # probes stay within the swept range
@@ -703,16 +704,34 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
         )
 
 
-def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) -> dict[str, Any]:
+def _start_loss(initial: nn.Module, setup: _Setup, lr: float, seed: int, k: int) -> float:
+    """The probes' start: the mean loss of the initial weights over the first ``k`` batches
+    every probe draws (the same generator, seed and dropout masks as :func:`_probe`), forward
+    and backward on a throw-away copy with no step: the "original cost" ``fit``'s LossGuard
+    measures the same way (docs/architecture.md, "The divergence rule"). NaN when one is not
+    finite (every probe then fails at its first step)."""
+    trainer = _Trainer(copy.deepcopy(initial), setup, lr)  # no step is taken
+    batches = _batches(setup.n, _global_batch(setup), seed + 1)
+    device = trainer.params[0].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        losses = [trainer.loss(next(batches)) for _ in range(max(1, k))]
+    return math.fsum(losses) / len(losses)
+
+
+def _probe(
+    initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int, start: float
+) -> dict[str, Any]:
     """``steps`` optimizer steps at constant ``lr`` on a fresh copy of ``initial``.
 
     Every probe draws the same batches and the same dropout masks (its own generator, seeded
     with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
     (``"nan"``); a mini-batch loss that breaks out above ``loss_explosion`` (3) times the
-    first one (``"break-out"``: :func:`babysit.divergence.diverged` against the first loss,
-    every step, exactly as ``fit``'s LossGuard judges, which would roll back and divide the lr
-    by 10 there); a score that has diverged from the best running loss (EMA, β = 0.9) by the
-    factor 4 of the sweep (``"diverged"``); a score not below the first loss (``"no fall"``);
+    ``start`` (``"break-out"``: :func:`babysit.divergence.diverged` against the mean loss of
+    the initial weights over the first batches, :func:`_start_loss`, every step, exactly as
+    ``fit``'s LossGuard judges, which would roll back and divide the lr by 10 there); a score
+    that has diverged from the best running loss (EMA, β = 0.9) by the factor 4 of the sweep
+    (``"diverged"``); a score not below the start (``"no fall"``);
     or a step that ``fit``'s UPDATE_RATIO_HIGH monitor would call too large (``"update
     ratio"``: the peak over the first ``RATIO_STEPS`` steps of the median over weight tensors
     of ``‖ΔW‖ / ‖W‖`` above ``update_ratio_high``, the monitor's own measurement);
@@ -742,7 +761,7 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
             if not math.isfinite(value):
                 stable, why, failed_at = False, "nan", i
                 break
-            if losses and diverged(value, losses[0], explosion):
+            if diverged(value, start, explosion):
                 stable, why, failed_at = False, "break-out", i
                 losses.append(value)
                 break
@@ -758,7 +777,7 @@ def _probe(initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int) 
     score = float(np.mean(tail)) if stable and tail else math.inf
     if stable and diverged(score, best, DIVERGE_FACTOR):
         stable, why, score = False, "diverged", math.inf
-    if stable and not score < losses[0]:
+    if stable and not score < start:
         stable, why = False, "no fall"
     if stable and peak > THRESHOLDS["update_ratio_high"][0]:
         stable, why = False, "update ratio"

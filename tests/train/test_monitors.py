@@ -32,7 +32,8 @@ def _warnings(history) -> list[str]:
 
 
 class NaNAt(nn.Module):
-    """Wraps a model; its ``k``-th training forward returns NaN (a bad batch, log(0), ...)."""
+    """Wraps a model; its ``k``-th training forward returns NaN (a bad batch, log(0), ...).
+    Forwards without gradients (fit measuring the start, activation snapshots) do not count."""
 
     def __init__(self, model: nn.Module, k: int) -> None:
         super().__init__()
@@ -40,7 +41,7 @@ class NaNAt(nn.Module):
 
     def forward(self, x):
         out = self.model(x)
-        if self.training:
+        if self.training and torch.is_grad_enabled():
             self.calls += 1
             if self.calls == self.k + 1:
                 return out * float("nan")

@@ -32,7 +32,8 @@ from torch import nn
 
 from .. import distributed as bd
 from .. import inputs, runs
-from ..batches import Batches, TensorBatches, UserLoader, make_batches, to_device
+from ..batches import Batches, TensorBatches, UserLoader, make_batches, preserved_rng, to_device
+from ..divergence import START_BATCHES
 from ..findings import Finding
 from ..optim import make_optimizer
 from ..outputs import read_output, run_batch
@@ -294,6 +295,7 @@ class Trainer(Session):
         self._resume_sums: _Sums | None = None
         self._batch_done = -1
         self.initial_lr = self.lr()
+        self._start_loss: object = _UNMEASURED
 
     def _shard(self, full: Batches, model: nn.Module) -> None:
         """Under torchrun: this rank's shard of the data, and the model wrapped in DDP (its
@@ -447,6 +449,46 @@ class Trainer(Session):
         if self.step == self._start_step:
             return read_output(_first_forward(net, x))[0], y
         return read_output(net(x))[0], y
+
+    def start_loss(self) -> tuple[float, int] | None:
+        """The mean training-mode loss of the initial weights over up to ``START_BATCHES``
+        mini-batches of the fixed training sample, and their number: the loss guard's start
+        (docs/architecture.md, "The divergence rule"). Forward only, on the model itself (no
+        DDP collective), with torch's RNG and the model's buffers (BatchNorm's running
+        statistics) put back, so the run trains exactly as without it; rank 0's number on
+        every rank. ``None`` (the guard then starts from the first loss) when the data is not
+        in memory (a user's DataLoader is not drawn twice), on a resumed run, or when the
+        loss is not finite or cannot be computed here (the first step then reports why)."""
+        if self._start_loss is not _UNMEASURED:
+            return self._start_loss  # type: ignore[return-value]
+        measured: tuple[float, int] | None = None
+        if self._train_sample is not None and self.step == 0:
+            measured = self._measure_start(self._train_sample)
+        if self._world > 1:
+            measured = bd.broadcast_object(measured)
+        self._start_loss = measured
+        return measured
+
+    def _measure_start(self, sample: Batches) -> tuple[float, int] | None:
+        model = self.model
+        buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+        losses: list[float] = []
+        try:
+            with preserved_rng(device=self.device), torch.no_grad():
+                for i, batch in sample.epoch(0):
+                    if i >= START_BATCHES:
+                        break
+                    output, target = self._forward(batch, True, net=model)
+                    losses.append(float(self.loss_fn(output, target)))
+        except Exception:  # the first training step raises it, with its context
+            return None
+        finally:
+            with torch.no_grad():
+                for name, b in model.named_buffers():
+                    b.copy_(buffers[name])
+        if not losses or not all(math.isfinite(v) for v in losses):
+            return None
+        return math.fsum(losses) / len(losses), len(losses)
 
     def _train_mode(self) -> None:
         """``model.train()``, keeping the modules the user had put in eval mode in eval."""
@@ -999,6 +1041,9 @@ def _gather_sums(sums: dict[str, Any], metric_fns: Mapping[str, Any]) -> list[di
 def _sums_state(mine: dict[str, Any], fallback: dict[str, Any] | None) -> dict[str, Any]:
     """This rank's sums from a checkpoint's ``rank_sums`` entry."""
     return mine if mine is not None else fallback  # type: ignore[return-value]
+
+
+_UNMEASURED = object()  # Trainer.start_loss not asked for yet
 
 
 def _in_memory(batches: Batches) -> bool:

@@ -79,6 +79,15 @@ class Session:
         model's own, without ``module.``; hooks on it fire inside the wrapper's forward)."""
         return unwrap(self.model)
 
+    def start_loss(self) -> tuple[float, int] | None:
+        """The loss of the initial weights, measured over several mini-batches before the
+        first step, and how many: the start the loss guard judges a break-out against
+        (:class:`babysit.train.monitors.LossGuard`). ``None`` here: a session that does not
+        own the training (``watch``, the integrations) cannot run its model on data of its
+        own before the user's first step, so the guard starts from the first loss it sees.
+        ``fit``'s trainer measures it (docs/architecture.md, "The divergence rule")."""
+        return None
+
     @property
     def global_loss(self) -> float:
         """The mean of the current step's loss over all ranks (NaN when any rank's is NaN):

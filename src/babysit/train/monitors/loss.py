@@ -1,15 +1,18 @@
 """Loss monitors: the lecture's break-out rule and the shape of the loss curve.
 
 :class:`LossGuard` watches every step's loss. NaN/Inf is caught in the step where it appears
-(before backward, so no NaN gradient reaches the weights); a loss above 3x its first value is
-the lecture's "cost > 3 * original cost: break out early" (:func:`babysit.divergence.diverged`,
-which also handles losses that start at or below zero). Under ``fit`` both roll the model and
-optimizer back to the last good state, lower the learning rate by ``lr_factor`` and continue,
-up to ``max_rollbacks`` times (then training stops); each time a ``NAN_LOSS`` or ``LR_TOO_HIGH``
-finding records it. Under ``watch`` (the user's loop) they are reported, and
-``watcher.diverged`` tells the loop to stop. Under DDP the guard judges every rank's loss
-(``trainer.rank_losses``), each against that rank's own start: a NaN or a break-out on any rank
-is the same decision on every rank in the same step, so they roll back or stop together.
+(before backward, so no NaN gradient reaches the weights); a loss above 3x its start is the
+lecture's "cost > 3 * original cost: break out early" (:func:`babysit.divergence.diverged`,
+which also handles losses that start at or below zero). The start is the mean loss of the
+initial weights over several mini-batches where the session can measure it
+(:meth:`Session.start_loss`: ``fit``), else the first finite loss (``watch``). Under ``fit``
+both roll the model and optimizer back to the last good state, lower the learning rate by
+``lr_factor`` and continue, up to ``max_rollbacks`` times (then training stops); each time a
+``NAN_LOSS`` or ``LR_TOO_HIGH`` finding records it. Under ``watch`` (the user's loop) they are
+reported, and ``watcher.diverged`` tells the loop to stop. Under DDP the guard judges every
+rank's loss (``trainer.rank_losses``), each against that rank's own start (``fit``'s measured
+start is the same for all): a NaN or a break-out on any rank is the same decision on every rank
+in the same step, so they roll back or stop together.
 
 :class:`LossCurve` reads the per-step loss series at each epoch's end: a long flat start then a
 sudden drop (``LOSS_PLATEAU_AT_START``, the lecture's "bad initialization" curve), a loss that
@@ -25,6 +28,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING
 
+from ... import distributed
 from ...divergence import MIN_SCALE, diverged, limit
 from ._base import Monitor, finding
 
@@ -65,8 +69,12 @@ class LossGuard(Monitor):
         self.lr_factor = lr_factor
         self.max_rollbacks = max_rollbacks
         self.snapshot_every = snapshot_every
-        self.initial_loss: float | None = None  # the first finite loss (rank 0's under DDP)
+        # The start: the mean loss of the initial weights over ``start_batches`` mini-batches
+        # where the session measured it (fit), else the first finite loss (start_batches 1;
+        # rank 0's under DDP). docs/architecture.md, "The divergence rule".
+        self.initial_loss: float | None = None
         self.initial_losses: list[float | None] | None = None  # every rank's, under DDP only
+        self.start_batches = 1
         self.rollbacks = 0
         self.diverged = False
         self._snapshot_due = True
@@ -79,6 +87,12 @@ class LossGuard(Monitor):
         self._snapshot_due = True  # a resumed run takes a fresh snapshot at its first good step
         self._limit = trainer.thresholds["loss_explosion"]
         self._bound_of = _UNSET
+        if self.initial_loss is None:  # not resumed: fit measures the start, watch cannot
+            measured = trainer.start_loss()
+            if measured is not None:
+                self.initial_loss, self.start_batches = measured
+                world = distributed.world_size()
+                self.initial_losses = [self.initial_loss] * world if world > 1 else None
 
     def on_loss(self, trainer: Session, loss: float) -> None:
         """Judge every rank's loss of this step (``trainer.rank_losses``; in one process just
@@ -146,6 +160,7 @@ class LossGuard(Monitor):
         evidence = {
             "loss": loss if math.isfinite(loss) else str(loss),
             "initial_loss": start,
+            "initial_loss_batches": self.start_batches,
             "lr": lr,
             "rollbacks_before": self.rollbacks,
         }
