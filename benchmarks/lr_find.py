@@ -708,8 +708,10 @@ def fit_section(runs: list[Run], held: list[Run], home: list[Run]) -> list[str]:
     return [
         "\n### Against the best lr `fit` trains at (no break-out)\n",
         "The grid above is trained in a plain loop. `fit`'s LossGuard rolls back (lr / 10) and "
-        "reports LR_TOO_HIGH when a mini-batch loss rises above 3x the first one, and the "
-        "probes of the verified suggestion reject such lrs since 2026-12-07. Here the ground "
+        "reports LR_TOO_HIGH when a mini-batch loss rises above 3x its start (the mean loss "
+        "of the initial weights over the first 8 batches; the first batch's loss before "
+        "session 7), and the probes of the verified suggestion reject such lrs since "
+        "2026-12-07. Here the ground "
         "truth is the best grid lr at which that does not happen: the best a babysit user can "
         f"train at with fit's defaults. It differs from the plain loop's best in {len(moved)} "
         f"of {len(runs_all)} runs ("

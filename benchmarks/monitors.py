@@ -747,6 +747,7 @@ THRESHOLD_NAMES = (
     "plateau_drop",
     "loss_oscillation",
     "oscillation_rise",
+    "oscillation_noise",
     "overfit_gap",
     "underfit_gap",
     "underfit_accuracy",

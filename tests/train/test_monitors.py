@@ -265,6 +265,32 @@ def test_oscillation_rule():
     swinging = [1.2 + 0.8 * math.sin(i / 15) for i in range(600)]
     found = oscillation(swinging)
     assert found is not None and found["zigzag"] > 4
+    noisy_swing = [v + n for v, n in zip(swinging, _decay(600, 0.0, 0.0, noise=0.3), strict=True)]
+    assert oscillation(noisy_swing) is not None  # a real swing under mini-batch noise
+
+
+def test_mini_batch_noise_is_not_oscillation():
+    """A loss that descends slowly under heavy mini-batch noise (sd 0.5 on a start of 1.2, as
+    a regression MLP at batch 32): its 10-step window means wander by chance, and their rises
+    add up past a quarter of the start. Counted beyond the noise, they do not."""
+    noisy = _decay(190, start=1.2, end=0.8, noise=0.5, seed=3)
+    window_means = [sum(noisy[i : i + 10]) / 10 for i in range(0, 190, 10)][9:]
+    chance_rises = sum(max(b - a, 0) for a, b in itertools.pairwise(window_means))
+    assert chance_rises > 0.25 * 1.2  # the rule without noise would have judged the swings
+    assert oscillation(noisy) is None
+
+
+def test_a_noisy_regression_at_a_low_lr_is_not_told_to_lower_it(friedman):
+    """The benchmark's Friedman regression MLP with plain SGD at lr 1e-3, 1.5 decades below
+    its best lr: LOSS_OSCILLATING ("lower the learning rate") fired on 8 of 10 seeds."""
+    x, y = friedman
+    torch.manual_seed(0)
+    model = bs.nn.mlp(10, [64, 64], 1)
+    history = bs.fit(
+        model, (x, y), optimizer="sgd", lr=1e-3, epochs=3, batch_size=32,
+        loss_fn=nn.MSELoss(), progress=False, seed=0,
+    )  # fmt: skip
+    assert "LOSS_OSCILLATING" not in history.codes
 
 
 def test_loss_curve_monitor_flags_a_plateau_start():
