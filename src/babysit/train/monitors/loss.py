@@ -366,12 +366,13 @@ class LossCurve(Monitor):
 
 def smooth(values: list[float], windows: int) -> list[float]:
     """Means of ``windows`` equal consecutive chunks of ``values``."""
+    return [statistics.fmean(chunk) for chunk in _chunks(values, windows)]
+
+
+def _chunks(values: list[float], windows: int) -> list[list[float]]:
+    """``windows`` equal consecutive chunks of ``values`` (the remainder left out)."""
     size = max(len(values) // windows, 1)
-    return [
-        statistics.fmean(values[i : i + size])
-        for i in range(0, size * windows, size)
-        if values[i : i + size]
-    ]
+    return [values[i : i + size] for i in range(0, size * windows, size) if values[i : i + size]]
 
 
 def plateau_then_drop(losses: list[float], *, flat: float, drop: float) -> dict | None:
@@ -431,8 +432,7 @@ def oscillation(
     windows = min(windows, len(losses) // 10)
     if windows < 10:
         return None
-    size = max(len(losses) // windows, 1)
-    chunks = [losses[i : i + size] for i in range(0, size * windows, size)]
+    chunks = _chunks(losses, windows)
     means = [statistics.fmean(chunk) for chunk in chunks]
     half = len(means) // 2
     tail, errors = means[half:], [_window_noise(chunk) for chunk in chunks[half:]]
