@@ -246,20 +246,26 @@ def start_loss(fam: Family, model: nn.Module, split: Split, seed: int) -> float:
     return statistics.fmean(losses)
 
 
-def train(fam: Family, lr: float, seed: int) -> dict:
+def train(fam: Family, lr: float, seed: int, shuffle: int | None = None) -> dict:
     """``fam.steps`` optimizer steps at constant ``lr``; ``{lr, val, ratio, diverged,
     breaks_out}`` (``breaks_out``: some mini-batch loss rose above 3x the start, the mean loss
     of the initial weights over the first batches, where ``fit``'s LossGuard rolls back and
-    divides the lr by 10; this plain loop goes on)."""
+    divides the lr by 10; this plain loop goes on).
+
+    ``seed`` draws the initial weights and, unless ``shuffle`` is given, the order of the
+    examples (and dropout's masks). ``shuffle``: another order and other masks from the same
+    initial weights (a repeat of the training, to measure its noise)."""
     split = data(fam.dataset)
     model = fam.model(seed)
+    if shuffle is not None:
+        torch.manual_seed(shuffle)  # dropout's masks
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(fam.optimizer, params, lr)
     weights = [p for p in params if p.dim() >= 2]
     loss_fn = fam.loss_fn()
-    first = start_loss(fam, model, split, seed)
-    gen = torch.Generator().manual_seed(seed)
+    first = start_loss(fam, model, split, seed if shuffle is None else shuffle)
+    gen = torch.Generator().manual_seed(seed if shuffle is None else shuffle)
     n, step, peak, diverged = len(split.x), 0, 0.0, False
     breaks_out = False
     while step < fam.steps and not diverged:

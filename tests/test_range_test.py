@@ -138,7 +138,8 @@ def test_the_cost_is_bounded():
     steps = 40
     range_test(model, x, y, _sgd, loss_fn=nn.MSELoss(), start_lr=1e-7, end_lr=1e-6, steps=steps)
     probe = max(rt.MIN_PROBE_STEPS, int(steps * rt.PROBE_FRACTION))
-    bound = steps * (1 + rt.EXTEND) + (1 + rt.PROBE_UP + rt.PROBE_DOWN) * probe
+    long_check = (1 + rt.LONG_DOWN) * rt.LONG_FACTOR * probe
+    bound = steps * (1 + rt.EXTEND) + (1 + rt.PROBE_UP + rt.PROBE_DOWN) * probe + long_check
     # The copies the probes train share the hook (deepcopy keeps it): every batch is counted.
     assert steps * (1 + rt.EXTEND) < len(calls) <= bound
 
@@ -267,23 +268,31 @@ def test_a_model_wholly_in_eval_mode_is_trained_in_train_mode():
     assert not model.training
 
 
-def _fake_probes(monkeypatch, score_at, failed_at=None) -> list[float]:
+def _fake_probes(monkeypatch, score_at, failed_at=None, long_at=None) -> list[float]:
     """Probes whose score is ``score_at(rung)`` (rung = log10(lr / curve's pick) / PROBE_STEP),
     each a run of paired losses around that score; returns the lrs probed. A probe scored inf
-    diverged (judged at its end), or broke out at step ``failed_at`` when that is given."""
+    diverged (judged at its end), or broke out at step ``failed_at`` when that is given.
+    The long check's probes (more steps than the short ones) score ``long_at(rung)``; without
+    it they agree with the short probes' pick (every lr below it trains worse)."""
     probed: list[float] = []
+    long_lrs: list[float] = []
 
     def probe(initial, setup, lr, steps, seed, start):
         probed.append(lr)
-        score = score_at(round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3))
+        rung = round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3)
+        if steps > 50:  # the long check (the short probes train 50 steps for 100)
+            long_lrs.append(lr)
+            score = long_at(rung) if long_at else (0.5 if lr == long_lrs[0] else 1.5)
+        else:
+            score = score_at(rung)
         if score == math.inf:  # a probe that diverged
             why = "diverged" if failed_at is None else "break-out"
-            return {"lr": lr, "score": score, "stable": False, "why": why,
+            return {"lr": lr, "steps": steps, "score": score, "stable": False, "why": why,
                     "failed_at": failed_at, "ratio": 0.0, "losses": [2.0, 50.0]}  # fmt: skip
         wiggle = [0.01 * ((i * 7) % 5 - 2) for i in range(steps)]
         losses = [2.0] + [score + w for w in wiggle[1:]]
-        return {"lr": lr, "score": score, "stable": True, "why": None, "ratio": 0.0,
-                "losses": losses}  # fmt: skip
+        return {"lr": lr, "steps": steps, "score": score, "stable": True, "why": None,
+                "ratio": 0.0, "losses": losses}  # fmt: skip
 
     monkeypatch.setattr(rt, "_probe", probe)
     monkeypatch.setattr(
@@ -381,3 +390,64 @@ def test_fit_does_not_break_out_at_the_suggested_lr_of_a_spiky_regression(friedm
     assert result.suggestion < 0.042
     history = bs.fit(model(), (x, y), lr=result.suggestion, progress=False, **kw)
     assert "LR_TOO_HIGH" not in history.codes and not history.rollbacks
+
+
+# The long check (rt._long_check): the short probes' pick against a quarter decade below over
+# LONG_FACTOR x the steps. Rungs are in PROBE_STEPs: a quarter decade is half a rung.
+_CLEAR = {0.0: 0.3, 1.0: 0.6, -1.0: 0.6}  # short probes: a clear, confident pick at rung 0
+
+
+def test_a_pick_the_long_check_confirms_stays_confident(monkeypatch):
+    _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: 0.2, -0.5: 0.4}.get)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())
+    assert result.suggestion == pytest.approx(0.01)
+    assert result.confident, result.reason
+    longs = [p for p in result.probes if p["steps"] == rt.LONG_FACTOR * 50]
+    assert [p["lr"] for p in longs] == pytest.approx([0.01, 0.01 * 10**-rt.LONG_STEP])
+
+
+def test_a_pick_that_breaks_down_over_a_long_run_steps_down(monkeypatch):
+    # Issue 17's GRU (Adam, seed 3): 50- and 100-step probes ranked 0.081 best; over 200 steps
+    # 0.045 trained better, and 400 steps at 0.081 lost 8 points that 0.045 did not.
+    _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: 1.2, -0.5: 0.6, -1.0: 1.0}.get)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())
+    assert result.suggestion == pytest.approx(0.01 * 10**-rt.LONG_STEP)
+    assert result.suggestions["verified"] == result.suggestion
+    assert result.confident  # bracketed by the long check: the lr below it trains worse
+
+
+def test_a_lower_lr_a_little_better_over_a_long_run_is_the_noise_floor(monkeypatch):
+    # Once both reach the mini-batch noise's floor, the lower lr ends a little lower (a
+    # significant paired difference: the same batches): not a breakdown, the pick stays.
+    _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: 0.30, -0.5: 0.29}.get)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())
+    assert result.suggestion == pytest.approx(0.01) and result.confident
+
+
+def test_long_probes_better_all_the_way_down_are_not_confident(monkeypatch):
+    _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: 3.0, -0.5: 1.5, -1.0: 0.5}.get)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (-rt.LONG_DOWN * rt.LONG_STEP))
+    assert not result.confident and "kept training better below" in result.reason
+
+
+def test_a_pick_unstable_over_a_long_run_is_not_confident(monkeypatch):
+    _fake_probes(monkeypatch, _CLEAR.get, long_at=lambda rung: math.inf)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())
+    assert result.suggestion == pytest.approx(0.01)  # nothing better was found below
+    assert not result.confident
+    assert "over 200 steps at a constant lr, the pick lr=0.01 was unstable" in result.reason
+
+
+def test_the_long_check_stays_inside_the_swept_range(monkeypatch):
+    _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: 1.2, -0.5: 0.6, -1.0: 0.3}.get)
+    x, y = _regression()
+    start_lr = 0.01 * 10 ** (-1.5 * rt.LONG_STEP)  # room for one step down, not two
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), start_lr=start_lr)
+    assert min(p["lr"] for p in result.probes) >= start_lr
+    assert result.suggestion == pytest.approx(0.01 * 10**-rt.LONG_STEP)

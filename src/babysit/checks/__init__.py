@@ -403,8 +403,8 @@ def _say_where_the_output_was_read(
 # Rough cost of each check in forward+backward passes of the probe batch, for budget_s.
 _COST_IN_PASSES: dict[str, float] = {
     "overfit_small_sample": 60,
-    "find_lr": 70,
-    "lr_range_test": 70,
+    "find_lr": 150,
+    "lr_range_test": 150,
     "learning_rate": 60,
     "gradient_check": 3,
     "gradient_check_coordinates": 10,

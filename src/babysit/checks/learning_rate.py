@@ -45,10 +45,11 @@ RANGE_STEPS = 100  # steps of the range test (fastai, Lightning)
 LR_LOW_RATIO_GATE = 1e-3  # LR_TOO_LOW only when updates are below the lecture's ~1e-3
 HEALTHY_RATIO = 1e-3  # lecture: update/weight ratio ~1e-3; proposals aim at it
 # The default set's time target (Context.affordable): the range test costs about
-# RANGE_COST_STEPS mini-batches (the sweep and its verifying probes on a clear curve, see
-# babysit.range_test) and cannot shrink its batch without changing its answer; the short run
-# shrinks its full batch down to LR_LEAST examples (enough for batch norm's statistics).
-RANGE_COST_STEPS = 350
+# RANGE_COST_STEPS mini-batches (the sweep, its verifying probes and the long check on a clear
+# curve, 650-850: see babysit.range_test) and cannot shrink its batch without changing its
+# answer; the short run shrinks its full batch down to LR_LEAST examples (enough for batch
+# norm's statistics).
+RANGE_COST_STEPS = 750
 RANGE_SHARE = 0.35
 LR_SHARE = 0.3
 LR_LEAST = 16
