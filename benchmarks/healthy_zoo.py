@@ -41,7 +41,11 @@ def best_lr(store: dict, fam, seed: int) -> float | None:
     """The best quarter-decade grid lr at which the plain loop did not break out (a mini-batch
     loss above 3x its start, where fit's LossGuard rolls back by design): fit's best lr."""
     prefix = f"family|{fam.name}|{fam.steps}|{seed}|"
-    grid = [v for k, v in store.items() if k.startswith(prefix) and _on_grid(v["lr"])]
+    grid = [
+        v
+        for k, v in store.items()
+        if k.startswith(prefix) and "shuffle" not in k and _on_grid(v["lr"])
+    ]  # repeats of a training ("... | shuffle N", benchmarks/lr_find.py) are not the grid
     calm = [v for v in grid if not v.get("breaks_out_start", v.get("breaks_out_first", False))]
     return max(calm, key=lambda r: r["val"])["lr"] if calm else None
 

@@ -119,8 +119,8 @@ FLAG = "breaks_out_start"
 # seeds not looked at when the current rules were chosen: seed 3's grid was first trained
 # after session 6's rules (the cliff margin, the break-out probe) were fixed; seed 4's
 # (2026-12-07) before the long check was fixed, but no lr_find ran on it until the rule was
-# committed (commit "lr_find: the long check")
-FRESH_SEEDS = {4}
+# committed (commit "lr_find: the long check"); seed 5's grid was trained after that commit
+FRESH_SEEDS = {4, 5}
 # every family run's best grid lr and default pick are trained again with these orders
 # (lr_families.train's shuffle): one training's accuracy is noisy (2026-12-07: two trainings
 # of one GRU at lrs 0.01 decade apart differed by 11 points)

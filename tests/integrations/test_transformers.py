@@ -256,7 +256,11 @@ def test_a_model_without_its_own_loss_is_said_so(tmp_path, digits):
     cb = BabysitCallback()
     args = arguments(tmp_path, num_train_epochs=1, max_steps=3)
     train(OwnLoss(mlp(64)), args, Features(x, y), cb, compute_loss_func=loss_outside)
-    skipped = [f for f in cb.findings if f.code == "CHECKS_SKIPPED"]
+    skipped = [
+        f
+        for f in cb.findings
+        if f.code == "CHECKS_SKIPPED" and "dead_units" not in f.evidence["skipped"]
+    ]  # 3 steps also sample too few examples for dead units: a second, separate note
     assert len(skipped) == 1 and skipped[0].severity == "warning"
     assert "NAN_LOSS" in skipped[0].message and "outputs.loss" in skipped[0].message
 

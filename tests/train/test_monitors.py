@@ -215,6 +215,48 @@ def test_dead_relus_while_training(digits):
     assert dead[0].evidence["dead_fraction"] >= 0.7
 
 
+def _dead_units_skipped(history) -> list:
+    return [
+        f
+        for f in history.findings
+        if f.code == "CHECKS_SKIPPED" and "dead_units" in f.evidence.get("skipped", {})
+    ]
+
+
+def test_a_run_too_short_to_judge_dead_units_says_so(digits):
+    # 3 epochs of 1150 examples at batch 64: 54 steps, sampled at step 0 only (64 examples);
+    # a dead-unit verdict needs 256. Cannot check means say so: one info naming the layers.
+    x, y, _, _ = digits
+    history = bs.fit(small_mlp(), (x, y), epochs=3, progress=False)
+    (note,) = _dead_units_skipped(history)
+    assert note.severity == "info" and "DEAD_RELU" not in history.codes
+    assert note.evidence["n_examples"] == 64 and note.evidence["layers"] == ["1"]
+    assert "not judged in '1'" in note.message and ">= 256" in note.message
+    assert _warnings(history) == []  # healthy means silent: no warning
+
+
+def test_a_run_that_judged_dead_units_says_nothing_about_them(digits):
+    x, y, _, _ = digits
+    history = bs.fit(
+        small_mlp(), (x, y), epochs=3, progress=False, monitors=[ActivationStats(every=10)]
+    )  # samples at steps 0, 10, ..., 50: 384 examples
+    assert not _dead_units_skipped(history) and "DEAD_RELU" not in history.codes
+
+
+def test_no_relu_no_dead_unit_note(digits):
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    model = bs.nn.mlp(64, [32], 10, activation="tanh")
+    history = bs.fit(model, (x, y), epochs=1, progress=False)
+    assert not _dead_units_skipped(history)
+
+
+def test_a_run_the_loss_guard_stopped_ends_on_its_error_not_on_the_note(digits):
+    x, y, _, _ = digits
+    history = bs.fit(small_mlp(), (x, y), epochs=3, lr=1e4, optimizer="sgd", progress=False)
+    assert history.stop_reason and not _dead_units_skipped(history)
+
+
 def test_saturated_tanh_while_training(digits):
     x, y, _, _ = digits
     torch.manual_seed(0)

@@ -63,6 +63,7 @@ class ActivationStats(Monitor):
         self.every = every
         self.max_examples = max_examples
         self.dead: dict[str, list] = {}  # layer -> window of [dead unit indices, examples]
+        self.judged: set[str] = set()  # ReLU layers whose window reached DEAD_MIN_EXAMPLES
         self.streaks: dict[str, int] = {}  # rule:layer -> consecutive samples over the limit
         self._probe: Probe | None = None
         self._reducer = StepReducer()  # under DDP: the layout the ranks agreed on
@@ -170,6 +171,39 @@ class ActivationStats(Monitor):
             self._probe = None
         if self._siblings is not None:
             self._siblings.remove()
+        self._say_unjudged(trainer)
+
+    def _say_unjudged(self, trainer: Session) -> None:
+        """Cannot check means say so: ReLU layers whose samples never covered the
+        ``DEAD_MIN_EXAMPLES`` a dead-unit verdict needs (a run shorter than a few sampling
+        periods: at batch 64 and ``every=100``, 301 steps) are named in one CHECKS_SKIPPED.
+        Not after a run the loss guard stopped (its error is the run's last word)."""
+        if trainer.stop_reason:
+            return
+        unjudged = {name: sum(n for _, n in w) for name, w in self.dead.items()}
+        unjudged = {name: n for name, n in unjudged.items() if name not in self.judged}
+        if not unjudged:
+            return
+        seen = max(unjudged.values())
+        names = ", ".join(f"'{name}'" for name in unjudged)
+        trainer.emit(
+            finding(
+                "CHECKS_SKIPPED",
+                f"dead ReLU units were not judged in {names}: the samples of this run (one "
+                f"step in {self.every}) covered at most {seen} training examples, and a unit "
+                f"is called dead only when it is 0 on all of >= {DEAD_MIN_EXAMPLES}",
+                "nothing to fix in training; to have dead units judged, train longer, sample "
+                "more often (monitors=[..., ActivationStats(every=10)]), or run "
+                "babysit.diagnose(model, data), which judges them on its probe batch",
+                {
+                    "skipped": {"dead_units": f"{seen} < {DEAD_MIN_EXAMPLES} examples"},
+                    "layers": list(unjudged),
+                    "n_examples": seen,
+                    **_ranks(),
+                },
+                severity="info",
+            )
+        )
 
     def _judge(self, trainer: Session, records: list) -> None:
         for r in records:
@@ -192,6 +226,7 @@ class ActivationStats(Monitor):
         seen = sum(n for _, n in window)
         if seen < DEAD_MIN_EXAMPLES:
             return
+        self.judged.add(r.name)
         units = set(window[0][0]).intersection(*(set(u) for u, _ in window[1:]))
         fraction = len(units) / max(r.n_units, 1)
         t = trainer.thresholds
