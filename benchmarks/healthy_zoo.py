@@ -2,6 +2,7 @@
 by ``babysit.fit`` with the default monitors at the best learning rate its trained grid found.
 
     python benchmarks/healthy_zoo.py [--seeds 0,1,2] [--set NAME=VALUE ...] [--families ...]
+                                     [--write-docs]
 
 The monitors' thresholds were chosen on the MLPs of ``benchmarks/monitors.py``; the ten
 families (convnets with and without BatchNorm, a GRU, an LSTM, a transformer, a regression MLP,
@@ -31,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import babysit as bs
+from _common import add_write_docs_arg, emit
 from lr_families import FAMILIES, data
 
 CACHE = Path(__file__).resolve().parent / "results" / "lr_grid.json"
@@ -81,23 +83,25 @@ def main() -> None:
     parser.add_argument("--families", default="all")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--threads", type=int, default=1)
+    add_write_docs_arg(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     thresholds = {k: float(v) for k, v in (s.split("=", 1) for s in args.set)}
     store = json.loads(CACHE.read_text())
     names = list(FAMILIES) if args.families == "all" else args.families.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"`python benchmarks/healthy_zoo.py --seeds {args.seeds}`"
-          + "".join(f" --set {s}" for s in args.set) + "\n")  # fmt: skip
-    print("| family | seed | lr | warnings/errors | verdict | s |")
-    print("|---|---|---|---|---|---|")
+    lines = [
+        "| family | seed | lr | warnings/errors | verdict | s |",
+        "|---|---|---|---|---|---|",
+    ]
     alarms = runs = 0
     for name in names:
         fam = FAMILIES[name]
         for seed in seeds:
             lr = best_lr(store, fam, seed)
             if lr is None:
-                print(f"| {name} | {seed} | - | not in the grid cache: skipped | - | - |")
+                lines.append(f"| {name} | {seed} | - | not in the grid cache: skipped | - | - |")
+                print(lines[-1], file=sys.stderr, flush=True)
                 continue
             t0 = time.perf_counter()
             codes = run(fam, seed, lr, thresholds)
@@ -105,9 +109,13 @@ def main() -> None:
             runs += 1
             alarms += bool(false)
             verdict = "FALSE ALARM" if false else ("OK*" if codes else "OK")
-            print(f"| {name} | {seed} | {lr:.2g} | {', '.join(codes) or '-'} | {verdict} | "
-                  f"{time.perf_counter() - t0:.1f} |", flush=True)  # fmt: skip
-    print(f"\nhealthy runs silent: {runs - alarms}/{runs}")
+            lines.append(
+                f"| {name} | {seed} | {lr:.2g} | {', '.join(codes) or '-'} | {verdict} | "
+                f"{time.perf_counter() - t0:.1f} |"
+            )
+            print(lines[-1], file=sys.stderr, flush=True)
+    lines.append(f"\nhealthy runs silent: {runs - alarms}/{runs}")
+    emit(args, __file__, lines)
 
 
 if __name__ == "__main__":

@@ -345,6 +345,24 @@ def test_loss_curve_monitor_flags_a_plateau_start():
     assert [f.code for f in session.findings] == ["LOSS_PLATEAU_AT_START"]
 
 
+def test_a_flat_start_shorter_than_the_optimizers_warm_up_is_not_a_plateau():
+    # A GRU with Adam judged after its first epoch (benchmarks/healthy_zoo.py): 9 flat steps of
+    # 50, then a 16% fall: the rule's shape (8 of 50 windows flat) but not the lecture's
+    # bad-init plateau. The same shape 60 steps long is one.
+    def judged(flat_steps: int, total: int) -> list[str]:
+        session = _session()
+        curve = LossCurve()
+        curve.on_fit_start(session)
+        fall = _decay(total - flat_steps, start=2.3, end=1.0, noise=0.0)
+        for value in [2.3] * flat_steps + fall:
+            curve.on_loss(session, value)
+        curve.on_fit_end(session)
+        return [f.code for f in session.findings]
+
+    assert judged(9, 50) == []
+    assert judged(60, 300) == ["LOSS_PLATEAU_AT_START"]
+
+
 # -- train/val gap and mode ----------------------------------------------------------------------
 
 

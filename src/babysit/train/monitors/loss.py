@@ -41,6 +41,13 @@ __all__ = ["LossCurve", "LossGuard", "oscillation", "plateau_then_drop"]
 # Measured (benchmarks/monitors.py): PyTorch's default init with SGD-momentum 0.01 has a real
 # 5-window flat start that is healthy; bad-init plateaus span 7-21 windows.
 _MIN_PLATEAU = 8
+# ... and at least this many optimizer steps. With momentum (or Adam's first moment) 0.9 the
+# effective step grows over ~1 / (1 - 0.9) = 10 steps, so a flat stretch shorter than twice that
+# is the optimizer's start, not the lecture's bad-init plateau. Measured: a GRU (Adam, lr 0.032,
+# benchmarks/healthy_zoo.py seed 4) judged after its first epoch (50 steps) was flat for 9
+# steps, then fell 16%, and trained to its best accuracy; the bad-init plateaus of
+# benchmarks/monitors.py last 48-287 steps.
+PLATEAU_MIN_STEPS = 20
 # The curve is judged at an epoch's end once it has grown by this factor since the last
 # judgement (and at the end of training): live alerts, at a cost that does not grow with epochs.
 JUDGE_GROWTH = 1.25
@@ -300,10 +307,12 @@ class LossCurve(Monitor):
         trainer.stats["loss_decrease"] = self.decrease()  # type: ignore[assignment]
         drop = plateau_then_drop(losses, flat=t["plateau_flat"], drop=t["plateau_drop"])
         if drop is not None:
+            drop["flat_steps"] *= self.bucket  # the curve's points are buckets of steps
+        if drop is not None and drop["flat_steps"] >= PLATEAU_MIN_STEPS:
             trainer.emit(
                 finding(
                     "LOSS_PLATEAU_AT_START",
-                    f"the loss stayed flat for the first {drop['flat_steps'] * self.bucket} steps "
+                    f"the loss stayed flat for the first {drop['flat_steps']} steps "
                     f"({drop['flat_fraction']:.0%} of the run), then fell by "
                     f"{drop['drop']:.0%}: the lecture's bad-initialization curve",
                     "initialize for the activation (babysit.nn.init_model(model, 'he_normal') "
