@@ -451,3 +451,16 @@ def test_the_long_check_stays_inside_the_swept_range(monkeypatch):
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), start_lr=start_lr)
     assert min(p["lr"] for p in result.probes) >= start_lr
     assert result.suggestion == pytest.approx(0.01 * 10**-rt.LONG_STEP)
+
+
+def test_a_move_by_the_long_check_is_named_beside_the_short_probes_reasons(monkeypatch):
+    # Not confident for a reason about the short probes' pick (one rung above it broke out at
+    # once); the long check then moves the suggestion: the reasons say where it went.
+    scores = {0.0: 0.3, 1.0: math.inf, -0.5: 0.35, -1.0: 0.5}
+    long_at = {0.0: 3.0, -0.5: 1.5, -1.0: 2.0}.get
+    _fake_probes(monkeypatch, scores.get, failed_at=1, long_at=long_at)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    assert result.suggestion == pytest.approx(0.01 * 10**-rt.LONG_STEP)
+    assert not result.confident and "blew up in its first 2 steps" in result.reason
+    assert "the short probes' pick 0.01: the suggestion moved there" in result.reason
