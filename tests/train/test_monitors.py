@@ -241,6 +241,20 @@ def test_a_run_that_judged_dead_units_says_nothing_about_them(digits):
         small_mlp(), (x, y), epochs=3, progress=False, monitors=[ActivationStats(every=10)]
     )  # samples at steps 0, 10, ..., 50: 384 examples
     assert not _dead_units_skipped(history) and "DEAD_RELU" not in history.codes
+    assert "CHECKS_SKIPPED" not in history.codes  # two depth groups: gradient flow judged too
+
+
+def test_gradient_flow_with_one_weight_layer_says_so(digits):
+    # One Linear layer: no two depth groups to compare, so VANISHING/EXPLODING_GRADIENTS can
+    # never fire; their absence must not read as "gradients flow well".
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    history = bs.fit(
+        nn.Linear(64, 10), (x, y), epochs=3, progress=False, monitors=[ActivationStats(every=10)]
+    )
+    (note,) = [f for f in history.findings if f.code == "CHECKS_SKIPPED"]
+    assert note.severity == "info" and list(note.evidence["skipped"]) == ["gradient_flow"]
+    assert note.evidence["weight_layers"] == [""] and "gradient flow" in note.message
 
 
 def test_no_relu_no_dead_unit_note(digits):

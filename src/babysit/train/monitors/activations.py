@@ -64,6 +64,8 @@ class ActivationStats(Monitor):
         self.max_examples = max_examples
         self.dead: dict[str, list] = {}  # layer -> window of [dead unit indices, examples]
         self.judged: set[str] = set()  # ReLU layers whose window reached DEAD_MIN_EXAMPLES
+        self.flow_judged = False  # a sample had gradients in >= 2 depth groups
+        self._samples = 0  # samples whose gradients were looked at
         self.streaks: dict[str, int] = {}  # rule:layer -> consecutive samples over the limit
         self._probe: Probe | None = None
         self._reducer = StepReducer()  # under DDP: the layout the ranks agreed on
@@ -174,33 +176,61 @@ class ActivationStats(Monitor):
         self._say_unjudged(trainer)
 
     def _say_unjudged(self, trainer: Session) -> None:
-        """Cannot check means say so: ReLU layers whose samples never covered the
-        ``DEAD_MIN_EXAMPLES`` a dead-unit verdict needs (a run shorter than a few sampling
-        periods: at batch 64 and ``every=100``, 301 steps) are named in one CHECKS_SKIPPED.
-        Not after a run the loss guard stopped (its error is the run's last word)."""
-        if trainer.stop_reason:
+        """Cannot check means say so, in one CHECKS_SKIPPED (info) at the end of the run:
+
+        - ReLU layers whose samples never covered the ``DEAD_MIN_EXAMPLES`` a dead-unit verdict
+          needs (a run shorter than a few sampling periods: at batch 64 and ``every=100``,
+          301 steps);
+        - gradient flow, when no sample had gradients in two depth groups of the weight layers
+          babysit measures (``nn.Linear``, ``nn.ConvNd``): a one-layer model, or one whose
+          layers are of other types (transformers' GPT-2 ``Conv1D``).
+
+        Not after a run the loss guard stopped (its error is the run's last word), nor before
+        any sample was taken."""
+        if trainer.stop_reason or self._samples == 0:
             return
         unjudged = {name: sum(n for _, n in w) for name, w in self.dead.items()}
         unjudged = {name: n for name, n in unjudged.items() if name not in self.judged}
-        if not unjudged:
+        skipped: dict[str, str] = {}
+        lines: list[str] = []
+        advice: list[str] = []
+        evidence: dict[str, Any] = {}
+        if unjudged:
+            seen = max(unjudged.values())
+            names = ", ".join(f"'{name}'" for name in unjudged)
+            skipped["dead_units"] = f"{seen} < {DEAD_MIN_EXAMPLES} examples"
+            lines.append(
+                f"dead ReLU units were not judged in {names}: the samples of this run (one "
+                f"step in {self.every}) covered at most {seen} training examples, and a unit "
+                f"is called dead only when it is 0 on all of >= {DEAD_MIN_EXAMPLES}"
+            )
+            advice.append(
+                "to have dead units judged, train longer, sample more often "
+                "(monitors=[..., ActivationStats(every=10)]), or run "
+                "babysit.diagnose(model, data), which judges them on its probe batch"
+            )
+            evidence.update(layers=list(unjudged), n_examples=seen)
+        if not self.flow_judged:
+            measured = [name for name, _ in self._weights]
+            skipped["gradient_flow"] = f"{len(measured)} weight layer(s), one depth group"
+            lines.append(
+                "gradient flow (vanishing / exploding gradients) was not judged: the weight "
+                f"layers babysit measures (nn.Linear, nn.Conv1d/2d/3d: {len(measured)} here) "
+                "never gave two depth groups to compare"
+            )
+            advice.append(
+                "for a model built from other layer types (e.g. transformers' Conv1D), watch "
+                "their gradient norms yourself (babysit.Probe)"
+            )
+            evidence["weight_layers"] = measured
+        if not skipped:
             return
-        seen = max(unjudged.values())
-        names = ", ".join(f"'{name}'" for name in unjudged)
         trainer.emit(
             finding(
                 "CHECKS_SKIPPED",
-                f"dead ReLU units were not judged in {names}: the samples of this run (one "
-                f"step in {self.every}) covered at most {seen} training examples, and a unit "
-                f"is called dead only when it is 0 on all of >= {DEAD_MIN_EXAMPLES}",
-                "nothing to fix in training; to have dead units judged, train longer, sample "
-                "more often (monitors=[..., ActivationStats(every=10)]), or run "
-                "babysit.diagnose(model, data), which judges them on its probe batch",
-                {
-                    "skipped": {"dead_units": f"{seen} < {DEAD_MIN_EXAMPLES} examples"},
-                    "layers": list(unjudged),
-                    "n_examples": seen,
-                    **_ranks(),
-                },
+                "; ".join(lines),
+                "nothing to fix in training; " + "; ".join(advice),
+                {"skipped": skipped, **evidence, **_ranks()},
                 severity="info",
             )
         )
@@ -269,9 +299,12 @@ class ActivationStats(Monitor):
     def _gradients(self, trainer: Session, grads: dict[str, float]) -> None:
         for name, value in grads.items():
             trainer.log(f"grad_norm/{name}", value)
+        self._samples += 1
         if len(grads) < 2 or not all(math.isfinite(g) for g in grads.values()):
             return
         groups = self._siblings.groups if self._siblings is not None else None
+        if len({(groups or {}).get(n, n) for n in grads}) >= 2:
+            self.flow_judged = True
         found = vanishing_or_exploding(grads, trainer.thresholds, groups)
         if not self._streak("gradients", bool(found)) or not found:
             return
