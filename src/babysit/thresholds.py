@@ -61,6 +61,14 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
         "docs/architecture.md, Definitions; AUTOTRAINER (ICSE'21) and DeepDiagnosis use 70%",
     ),
     "dead_relu_info": (0.1, "docs/architecture.md, Definitions: info from 10% dead units"),
+    "dead_relu_learning": (
+        0.5,
+        "DEAD_RELU is a warning (not info) only while the mean training loss since the previous "
+        "sample stays above this fraction of its start: dead units that stop learning leave the "
+        "loss near its start (benchmarks/monitors.py's ReLU-killing runs: 0.75-1.0 of it when "
+        "DEAD_RELU fires), while a 1-D convnet (AdamW 0.032, benchmarks/healthy_zoo.py) trains to "
+        "its grid's best accuracy with 72-75% of a layer dead, its loss then 0.14-0.16 of it",
+    ),
     "saturated_fraction": (
         0.5,
         "docs/architecture.md, Definitions; DeepDiagnosis (ICSE'22): > 50% saturated",

@@ -271,6 +271,26 @@ def test_a_run_the_loss_guard_stopped_ends_on_its_error_not_on_the_note(digits):
     assert history.stop_reason and not _dead_units_skipped(history)
 
 
+@pytest.mark.parametrize(
+    ("losses", "severity"), [([2.3] * 100, "warning"), ([2.3] + [0.3] * 99, "info")]
+)
+def test_dead_units_are_a_warning_only_while_the_loss_stays_up(losses, severity):
+    # 80% of a layer dead: a warning while the loss stays near its start (the ReLU-killing runs
+    # of benchmarks/monitors.py: 0.75-1.0 of it), info when the other units carry the training
+    # (benchmarks/healthy_zoo.py's 1-D convnet at its best lr: 0.14-0.16 of it)
+    from types import SimpleNamespace
+
+    session, monitor = _session(), ActivationStats()
+    for loss in losses:
+        monitor.on_train_batch_end(session, loss, 0)
+    record = SimpleNamespace(name="fc", dead_units=list(range(80)), n_examples=256, n_units=100)
+    monitor._dead_units(session, record)
+    (found,) = session.findings
+    assert found.code == "DEAD_RELU" and found.severity == severity
+    assert found.evidence["loss_over_start"] == pytest.approx(sum(losses) / 100 / 2.3, rel=1e-4)
+    assert ("capacity is lost, not learning" in found.message) == (severity == "info")
+
+
 def test_saturated_tanh_while_training(digits):
     x, y, _, _ = digits
     torch.manual_seed(0)

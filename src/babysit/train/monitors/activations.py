@@ -66,6 +66,8 @@ class ActivationStats(Monitor):
         self.judged: set[str] = set()  # ReLU layers whose window reached DEAD_MIN_EXAMPLES
         self.flow_judged = False  # a sample had gradients in >= 2 depth groups
         self._samples = 0  # samples whose gradients were looked at
+        self._loss_sum, self._loss_n = 0.0, 0  # training losses since the last sample
+        self._first_loss: float | None = None  # the start where the session cannot measure it
         self.streaks: dict[str, int] = {}  # rule:layer -> consecutive samples over the limit
         self._probe: Probe | None = None
         self._reducer = StepReducer()  # under DDP: the layout the ranks agreed on
@@ -91,6 +93,13 @@ class ActivationStats(Monitor):
     def on_train_batch_end(self, trainer: Session, loss: float, batch_index: int) -> None:
         # after_step's "nothing to do" (the probe is not on this step, not ahead of the next,
         # and the next is not sampled), told here: it is most steps, and a call costs
+        if len(trainer.rank_losses) > 1:  # under DDP: the mean over ranks, the same everywhere
+            loss = trainer.global_loss
+        if math.isfinite(loss):
+            self._loss_sum += loss
+            self._loss_n += 1
+            if self._first_loss is None:
+                self._first_loss = loss
         probe = self._probe
         if probe is not None and (trainer.step + 1) % self.every:
             current = probe.current_step
@@ -116,6 +125,7 @@ class ActivationStats(Monitor):
             else:
                 self._judge(trainer, records)
                 self._gradients(trainer, self._grad_norms())
+            self._loss_sum, self._loss_n = 0.0, 0
         elif (step + 1) % self.every == 0 or probe.current_step > step + 1:
             probe.seek(step + 1)  # arms the hooks for the sampled step that follows
 
@@ -262,23 +272,44 @@ class ActivationStats(Monitor):
         t = trainer.thresholds
         if fraction < t["dead_relu_info"]:
             return
+        severity = "warning" if fraction >= t["dead_relu_warning"] else "info"
+        message = (
+            f"{fraction:.0%} of the ReLU units of '{r.name}' output 0 on all of {seen} "
+            f"training examples (step {trainer.step}): they no longer learn"
+        )
+        evidence: dict[str, Any] = {"dead_fraction": fraction, "n_examples": seen}
+        progress = self._loss_progress(trainer)
+        if progress is not None:
+            evidence["loss_over_start"] = progress
+            if severity == "warning" and progress < t["dead_relu_learning"]:
+                severity = "info"  # the live units carry the training: capacity, not learning
+                message += (
+                    f"; the training loss is down to {progress:.0%} of its start, so the "
+                    "other units still carry the training: capacity is lost, not learning"
+                )
         trainer.emit(
             finding(
                 "DEAD_RELU",
-                f"{fraction:.0%} of the ReLU units of '{r.name}' output 0 on all of {seen} "
-                f"training examples (step {trainer.step}): they no longer learn",
+                message,
                 "lower the learning rate (a too-large update kills ReLUs), use He init with a "
                 "small positive bias, or Leaky ReLU",
-                {
-                    "dead_fraction": fraction,
-                    "n_examples": seen,
-                    "dead_units": len(units),
-                    **_ranks(),
-                },
+                {**evidence, "dead_units": len(units), **_ranks()},
                 layer=r.name,
-                severity="warning" if fraction >= t["dead_relu_warning"] else "info",
+                severity=severity,
             )
         )
+
+    def _loss_progress(self, trainer: Session) -> float | None:
+        """The mean training loss since the previous sample over the loss of the initial
+        weights (``fit`` measures it, :meth:`Session.start_loss`; elsewhere the first loss):
+        ``None`` when either is missing or the start is not positive (a loss that can be
+        negative has no "fraction of its start")."""
+        measured = trainer.start_loss()
+        start = measured[0] if measured is not None else self._first_loss
+        if not self._loss_n or start is None or not start > 0:
+            return None
+        recent = self._loss_sum / self._loss_n
+        return recent / start if recent >= 0 else None
 
     def _saturation(self, trainer: Session, r: Any) -> None:
         over = r.saturated_fraction > trainer.thresholds["saturated_fraction"]
