@@ -200,7 +200,8 @@ def run_fit(setup: Setup, epochs: int, seed: int, **kw) -> Timing:
     timing = clock.timing(epochs * math.ceil(len(setup.y) / BATCH), stamp.stamps)
     if len(history) != epochs or history.stop_reason is not None:
         raise RuntimeError(f"fit stopped after {len(history)} epochs: {history.stop_reason}")
-    FINDINGS.update(f.code for f in history.findings)
+    if epochs > 1:  # not the one-epoch warm-up (40 steps: too short to judge dead units)
+        FINDINGS.update(f.code for f in history.findings)
     return timing
 
 
