@@ -69,6 +69,11 @@ For every set-up and seed:
    accuracy of both is reported as well (the best grid lr is picked on validation, so its
    validation accuracy carries a small selection bias that the test column does not).
 
+5. Family runs only (2026-12-07): the best grid lr and the default rule's pick are trained
+   ``len(REPEATS)`` more times (the same initial weights, other example orders and dropout
+   masks, ``lr_families.train(..., shuffle=)``), and the table "Re-measured" gives the default
+   rule's loss as the difference of their means beside the one-training loss the targets use.
+
 Prints a summary table per rule and group (median |log10 error| in decades, the same to the
 nearest near-best lr, mean and max accuracy loss in points, runs with no suggestion, confident
 picks that lose > 5 points), whether issue 17's target is met by the default rule (median <=
@@ -123,7 +128,7 @@ FLAG = "breaks_out_start"
 FRESH_SEEDS = {4, 5}
 # every family run's best grid lr and default pick are trained again with these orders
 # (lr_families.train's shuffle): one training's accuracy is noisy (2026-12-07: two trainings
-# of one GRU at lrs 0.01 decade apart differed by 11 points)
+# of one GRU at lrs within 0.03 decade of each other differed by up to 11 points)
 REPEATS = (1001, 1002, 1003)
 BEFORE = "before:minimum/3"  # lr_find(verify=False): the default before issue 17
 RULES = (*[f"babysit:{r}" for r in OURS], BEFORE, *ANCHORS, *CANDIDATES)
