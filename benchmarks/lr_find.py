@@ -733,11 +733,14 @@ def remeasured_section(groups: list[tuple[str, list[Run]]]) -> list[str]:
     ``REPEATS`` further trainings (other example orders, the same initial weights) at the best
     grid lr and at the pick. The best grid lr was chosen on its first training, whose accuracy
     carries the noise it was chosen for (the maximum of ~20 noisy values); its repeats do not."""
-    spread = []
-    for _, runs in groups[:1]:
-        for r in runs:
-            for vals in r.repeats.values():
-                spread += [abs(a - b) for i, a in enumerate(vals) for b in vals[i + 1 :]]
+    _, every_run = groups[0]  # the first group holds every family run
+    spread = [
+        abs(a - b)
+        for r in every_run
+        for vals in r.repeats.values()
+        for i, a in enumerate(vals)
+        for b in vals[i + 1 :]
+    ]
 
     def stats(runs: list[Run]) -> list[str]:
         single, again, bad1, bad2 = [], [], 0, 0
