@@ -7,6 +7,7 @@ still take one decision on both ranks. Writes OUT/rank<r>.json per rank.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -74,6 +75,14 @@ def main() -> None:
         "weights": float(sum(p.sum() for p in module.parameters())),
     }
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+    # DDP's reducer goes before the process group, which Lightning leaves up: torch aborts at
+    # exit now and then otherwise ("terminate called without an active exception", rank exit
+    # -6; seen once in a clean-clone CI run, 2026-12-07), as the other torchrun scripts do
+    del trainer, module
+    gc.collect()
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
