@@ -407,15 +407,42 @@ def test_a_pick_the_long_check_confirms_stays_confident(monkeypatch):
     assert [p["lr"] for p in longs] == pytest.approx([0.01, 0.01 * 10**-rt.LONG_STEP])
 
 
-def test_a_pick_that_breaks_down_over_a_long_run_steps_down(monkeypatch):
+def test_a_pick_that_breaks_down_over_a_long_run_steps_down_and_keeps_a_margin(monkeypatch):
     # Issue 17's GRU (Adam, seed 3): 50- and 100-step probes ranked 0.081 best; over 200 steps
-    # 0.045 trained better, and 400 steps at 0.081 lost 8 points that 0.045 did not.
+    # 0.045 trained better, and 400 steps at 0.081 lost 8 points that 0.045 did not. Seed 4:
+    # the same move, 0.13 -> 0.071, and 400 steps at 0.071 broke down in 2 orders of 4 where
+    # 0.040 (the lr below, worse over 200 steps) did not: one more quarter decade of margin.
     _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: 1.2, -0.5: 0.6, -1.0: 1.0}.get)
     x, y = _regression()
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())
-    assert result.suggestion == pytest.approx(0.01 * 10**-rt.LONG_STEP)
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (-2 * rt.LONG_STEP))
     assert result.suggestions["verified"] == result.suggestion
-    assert result.confident  # bracketed by the long check: the lr below it trains worse
+    assert not result.confident
+    assert "the lr=0.01 trained clearly worse than lr=0.0056" in result.reason
+    assert "compare 0.0032 and 0.0056 by training" in result.reason
+
+
+def test_no_margin_under_a_long_run_breakdown_when_the_lr_below_is_unstable(monkeypatch):
+    _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: 1.2, -0.5: 0.6, -1.0: math.inf}.get)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())
+    assert result.suggestion == pytest.approx(0.01 * 10**-rt.LONG_STEP)
+    assert result.confident, result.reason  # bracketed: above broke down, below unstable
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_the_best_lr_may_lie_higher_only_until_the_long_check_finds_its_top(monkeypatch, moved):
+    # The short probes kept training better up to the last rung up (GRU seed 4: up to 0.13)
+    # and say the best lr may lie higher; a long check that then moves the pick down (0.13
+    # broke down over 200 steps) has found the top, and that reason would mislead.
+    scores = {0.0: 1.0, 1.0: 0.8, 2.0: 0.6, -1.0: 1.2}
+    long_at = {2.0: 1.2, 1.5: 0.6, 1.0: 1.0} if moved else {2.0: 0.5, 1.5: 1.5}
+    _fake_probes(monkeypatch, scores.get, long_at=long_at.get)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=1.0)
+    assert not result.confident
+    assert ("the best lr may lie higher" in result.reason) is not moved
+    assert ("the suggestion moved there" in result.reason) is moved
 
 
 def test_a_lower_lr_a_little_better_over_a_long_run_is_the_noise_floor(monkeypatch):
@@ -461,6 +488,8 @@ def test_a_move_by_the_long_check_is_named_beside_the_short_probes_reasons(monke
     _fake_probes(monkeypatch, scores.get, failed_at=1, long_at=long_at)
     x, y = _regression()
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
-    assert result.suggestion == pytest.approx(0.01 * 10**-rt.LONG_STEP)
+    assert result.suggestion == pytest.approx(0.01 * 10 ** (-2 * rt.LONG_STEP))  # + margin
     assert not result.confident and "blew up in its first 2 steps" in result.reason
-    assert "the short probes' pick 0.01: the suggestion moved there" in result.reason
+    assert "lr=0.0056 trained clearly better than the short probes' pick 0.01: the " in (
+        result.reason
+    )
