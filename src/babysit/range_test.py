@@ -782,7 +782,7 @@ def _long_check(
             )
     if k > moved:
         result.reasons.append(
-            f"over {steps} steps the lr={longs[moved - 1]['lr']:.2g} trained clearly worse "
+            f"over {steps} steps lr={longs[moved - 1]['lr']:.2g} trained clearly worse "
             f"than lr={longs[moved]['lr']:.2g}, which a longer run may also break down at: "
             f"the pick keeps {LONG_STEP:g} decade of margin, at lr={chosen['lr']:.2g}; compare "
             f"{chosen['lr']:.2g} and {longs[moved]['lr']:.2g} by training"
@@ -793,7 +793,7 @@ def _long_check(
             f"({chosen['why']}){', and so was the lr below it' if len(longs) > 1 else ''}: a "
             f"long run may break down there; lower start_lr, or compare lower lrs by training"
         )
-    elif k == LONG_DOWN and k == len(longs) - 1:
+    elif moved == LONG_DOWN and moved == len(longs) - 1:
         result.reasons.append(
             f"over {steps} steps the lrs kept training better below the probes' pick "
             f"({lr:.2g}), down to lr={chosen['lr']:.2g}: a long run may need a lower lr still; "
