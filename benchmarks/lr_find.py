@@ -121,11 +121,11 @@ ANCHORS = ("torch-lr-finder", "lightning", "lightning-idx", "fastai-valley")
 CANDIDATES = ("old:min/10", "old:sqrt(steep*min/10)")
 # the cache's break-out flag: fit's LossGuard rule, a mini-batch loss above 3x the first
 FLAG = "breaks_out_start"
-# seeds not looked at when the current rules were chosen: seed 3's grid was first trained
-# after session 6's rules (the cliff margin, the break-out probe) were fixed; seed 4's
-# (2026-12-07) before the long check was fixed, but no lr_find ran on it until the rule was
-# committed (commit "lr_find: the long check"); seed 5's grid was trained after that commit
-FRESH_SEEDS = {4, 5}
+# seeds not looked at when the current rules were chosen: seeds 4 and 5 were fresh for session
+# 8's long check (seed 4's grid trained before it was fixed, but no lr_find ran on it until the
+# rule was committed; seed 5's after); session 9's margin under the long check was chosen on
+# seeds 3 and 4; seeds 6 and 7 were first trained (grid and lr_find) after that was committed
+FRESH_SEEDS = {6, 7}
 # every family run's best grid lr and default pick are trained again with these orders
 # (lr_families.train's shuffle): one training's accuracy is noisy (2026-12-07: two trainings
 # of one GRU at lrs within 0.03 decade of each other differed by up to 11 points)
