@@ -88,6 +88,7 @@ LONG_FACTOR = 4  # the long check (see _long_check): probes of LONG_FACTOR x the
 LONG_STEP = 0.25  # decades between the long check's lrs
 LONG_DOWN = 2  # at most this many LONG_STEPs below the probes' pick
 LONG_MARGIN = 0.1  # ... each lower by more than this fraction of the higher one's fall
+LONG_FLOOR = 0.01  # ... or by more than the lr ratio, and this fraction of the fall
 EXTEND = 3  # an unclear first sweep is run again with EXTEND x the steps
 RATIO_STEPS = 10  # the first steps whose update ratio fit's UpdateRatio monitor judges
 SCALER_INIT_SCALE = 2.0**16  # the GradScaler's first scale under float16 autocast (torch's)
@@ -804,8 +805,9 @@ def _long_check(
 def _clearly_better(a: dict[str, Any], b: dict[str, Any], start: float) -> bool:
     """:func:`_better` (``a`` the lower lr, ``b`` the one above), and by more than the noise
     floor explains: by more than ``LONG_MARGIN`` of ``b``'s fall from the ``start``, or ``b``'s
-    loss above ``10**LONG_STEP`` (the ratio of the two lrs) times ``a``'s positive one; any
-    stable ``a`` against an unstable ``b``.
+    loss above ``10**LONG_STEP`` (the ratio of the two lrs) times ``a``'s positive one and by
+    more than ``LONG_FLOOR`` of the fall (two losses near zero, a memorized training set, differ
+    by large ratios that do not matter); any stable ``a`` against an unstable ``b``.
 
     Over a long run at a constant lr, a lower lr ends a little lower once both reach the
     mini-batch noise's floor (SGD's noise ball: the excess loss above the optimum grows with
@@ -822,7 +824,8 @@ def _clearly_better(a: dict[str, Any], b: dict[str, Any], start: float) -> bool:
         return False
     if not b["stable"] or b["score"] - a["score"] > LONG_MARGIN * (start - b["score"]):
         return True
-    return a["score"] > 0 and b["score"] > 10**LONG_STEP * a["score"]
+    worse = b["score"] - a["score"] > LONG_FLOOR * (start - b["score"])  # not a memorized ~0
+    return worse and a["score"] > 0 and b["score"] > 10**LONG_STEP * a["score"]
 
 
 def _start_loss(initial: nn.Module, setup: _Setup, lr: float, seed: int, k: int) -> float:
