@@ -347,6 +347,25 @@ def test_a_pick_one_rung_under_a_probe_that_blew_up_steps_back_part_of_a_rung(mo
     assert not result.confident and "lr=0.032 blew up" in result.reason
 
 
+@pytest.mark.parametrize(("above", "margin"), [(2.9, True), (3.2, True), (1.5, False)])
+def test_a_pick_under_a_probe_that_barely_learned_keeps_the_margin(monkeypatch, above, margin):
+    # Issue 17's GRU and Nesterov convnet, seed 7: the sweep ran to end_lr (a saturating loss
+    # stays bounded), the probe one rung above the pick fell by 0.05-0.06 of the pick's fall,
+    # and full runs at the pick lost 22-28 points. Above the start ("no fall") is the same; a
+    # rung above that learned more than CLIFF_FALL of the pick's fall is not a cliff.
+    monkeypatch.setattr(rt, "_start_loss", lambda *a: 3.0)
+    scores = {0.0: 0.3, 1.0: above, -0.5: 0.35, -1.0: 0.5}
+    _fake_probes(monkeypatch, scores.get)
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
+    if margin:
+        assert result.suggestion == pytest.approx(0.01 * 10 ** (-0.5 * rt.PROBE_STEP))
+        assert not result.confident and "lr=0.032 barely learned" in result.reason
+    else:
+        assert result.suggestion == pytest.approx(0.01)
+        assert "barely learned" not in (result.reason or "")
+
+
 @pytest.mark.parametrize("failed_at", [rt.RATIO_STEPS, 40])
 def test_a_late_break_out_one_rung_up_keeps_the_margin(monkeypatch, failed_at):
     scores = {0.0: 0.3, 1.0: math.inf, -0.5: 0.35, -1.0: 0.5}

@@ -84,6 +84,7 @@ PROBE_UP, PROBE_DOWN = 2, 3  # at most this many PROBE_STEPs above / below the c
 PROBE_WINDOW = 1 / 3  # a probe's score: its mean mini-batch loss over its last third
 PROBE_Z = 2.0  # "better" means lower by more than 2 standard errors of the paired difference
 CLIFF_MARGIN = 0.5  # rungs below the best probe when it sits above the curve's pick, under a cliff
+CLIFF_FALL = 1 / 3  # a probe whose loss fell by less than this of the best probe's barely learned
 LONG_FACTOR = 4  # the long check (see _long_check): probes of LONG_FACTOR x the probe's steps
 LONG_STEP = 0.25  # decades between the long check's lrs
 LONG_DOWN = 2  # at most this many LONG_STEPs below the probes' pick
@@ -577,8 +578,9 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
       first, where fit's guard rolls back, a running loss above 4x its best, or no fall) or
       not better than the one below, at most ``PROBE_DOWN``;
     - a pick under a cliff (the probe one rung above blew up after its first ``RATIO_STEPS``
-      steps; or, for a pick above the curve's, the sweep blew up and the probe above trained
-      worse) moves ``CLIFF_MARGIN`` rungs down, to a probed lr.
+      steps, or barely learned: its loss fell by less than ``CLIFF_FALL`` of the pick's fall;
+      or, for a pick above the curve's, the sweep blew up and the probe above trained worse)
+      moves ``CLIFF_MARGIN`` rungs down, to a probed lr.
 
     Confident only when the pick is stable, beats the probe below it, and the probes did not
     have to move above the curve's pick (a short probe cannot see a breakdown that a long run
@@ -637,11 +639,24 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
         and above.get("failed_at") is not None
         and above["failed_at"] < RATIO_STEPS
     )
+    # A probe one rung up that barely learned (its loss fell by less than CLIFF_FALL of the
+    # best probe's, or not at all) is a cliff too, whether or not the sweep blew up: a loss
+    # that saturates (a GRU's gates, cross-entropy near chance) can stay bounded to end_lr.
+    # Measured on seeds 0-7 (benchmarks/lr_find.py): probes one rung above the best fell by
+    # 0.41-1.0 of its fall where the pick was right, and by 0.05-0.26 above the picks that
+    # lost 22-28 points (the Nesterov convnet and the GRU, seed 7: sweeps that ran to end_lr).
+    barely = (
+        above is not None
+        and math.isfinite(above["score"])
+        and above["why"] in (None, "no fall")
+        and start - above["score"] < CLIFF_FALL * (start - best["score"])
+    )
     cliff = (
         above is not None
         and not at_start
         and (
             above["why"] in BLEW_UP
+            or barely
             or (j > 0 and result.stopped in ("diverged", "nan") and not _better(above, best))
         )
     )
@@ -652,7 +667,13 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     result.probes = [probes[k] for k in sorted(probes)]
     if pick is not best:
         assert above is not None
-        what = "blew up" if above["why"] in BLEW_UP else "trained worse"
+        what = (
+            "blew up"
+            if above["why"] in BLEW_UP
+            else "barely learned"
+            if barely
+            else "trained worse"
+        )
         above_text = f"lr={above['lr']:.2g} {what}"
         result.reasons.append(
             f"the probes trained best at lr={best['lr']:.2g} (the curve's pick: {c:.2g}), but "
