@@ -768,7 +768,8 @@ def _long_check(
     down there, and a longer run breaks down lower. Measured on the GRU (Adam; the only
     family runs of 60 where the check moved a pick, seeds 3 and 4; each lr trained in 4
     example orders, 400 steps): without the margin 85.5 and 68.8 points (mean validation
-    accuracy; at 0.071 two orders in four broke down), with it 84.2 and 86.3.
+    accuracy; at 0.071 two orders in four broke down), with it 84.2 and 86.3. (Seed 3's pick
+    is now moved by the short probes' cliff margin instead, a probe above it barely learned.)
 
     Moves the suggestion, adds the long probes (``steps`` = ``LONG_FACTOR * n``) to
     ``result.probes``, and says why when it cannot settle (the pick blew up over the long
