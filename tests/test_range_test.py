@@ -535,3 +535,84 @@ def test_a_move_by_the_long_check_is_named_beside_the_short_probes_reasons(monke
     assert "lr=0.0056 trained clearly better than the short probes' pick 0.01: the " in (
         result.reason
     )
+
+
+# lr_find's progress line (babysit.progress_line): every mini-batch is counted, named by its pass
+
+
+def test_range_test_reports_every_mini_batch_with_its_pass():
+    from collections import Counter
+
+    seen: list[str] = []
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), progress=seen.append)
+    counts = Counter(seen)
+    assert seen[0] == "the sweep (100 steps)" and result.steps == 100
+    # every recorded step, and the NaN one that stopped it (not recorded) if any
+    assert counts["the sweep (100 steps)"] - len(result.lrs) in (0, 1)
+    for p in result.probes:  # each probe's steps, under its own name
+        assert counts[f"{p['steps']} steps at lr={p['lr']:.2g}"] == len(p["losses"]), p["lr"]
+    assert counts["the start's loss"] == rt.START_BATCHES
+
+
+@pytest.mark.parametrize(("progress", "terminal", "shown"), [
+    (None, False, False), (None, True, True), (False, True, False), (True, False, True),
+])  # fmt: skip
+def test_lr_find_progress_line_defaults_to_a_terminal(monkeypatch, progress, terminal, shown):
+    import importlib
+
+    module = importlib.import_module("babysit.tuning.lr_find")
+
+    lines = []
+
+    class Line:
+        def __init__(self, total, *, label, enabled, after_s, unit):
+            self.enabled, self.updates = enabled, []
+            lines.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def update(self, done, name):
+            self.updates.append((done, name))
+
+    monkeypatch.setattr(module, "ProgressLine", Line)
+    monkeypatch.setattr(module, "stderr_is_terminal", lambda: terminal)
+    x, y = _regression()
+    kw = {"optimizer": "sgd", "loss_fn": nn.MSELoss(), "verify": False}
+    bs.lr_find(_linear(), (x, y), progress=progress, **kw)
+    (line,) = lines
+    assert line.enabled is shown
+    if shown:  # counted 1, 2, 3, ... and named
+        assert [d for d, _ in line.updates] == list(range(1, len(line.updates) + 1))
+        assert line.updates[0][1] == "the sweep (100 steps)"
+    else:
+        assert line.updates == []  # no callback at all when nobody sees it
+
+
+def test_lr_find_with_progress_off_prints_nothing(capfd):
+    x, y = _regression()
+    bs.lr_find(_linear(), (x, y), optimizer="sgd", loss_fn=nn.MSELoss(), progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_the_progress_line_counts_without_a_total():
+    import io
+
+    from rich.console import Console
+
+    from babysit.progress_line import ProgressLine
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100)
+    line = ProgressLine(None, label="lr_find", enabled=True, after_s=0.0, unit="mini-batches",
+                        console=console)  # fmt: skip
+    with line as shown:
+        shown.update(12, "the sweep (100 steps)")
+        shown._progress.refresh()
+    text = buffer.getvalue()
+    assert "lr_find: the sweep (100 steps)" in text and "12 mini-batches" in text

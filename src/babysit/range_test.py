@@ -268,6 +268,7 @@ def range_test(
     verify: bool = True,
     accumulate: int = 1,
     amp: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> LRFinderResult:
     """The sweep itself, on ``model`` in place (pass a copy) and tensors already on its device.
 
@@ -289,6 +290,8 @@ def range_test(
     ``k · batch_size`` and splits them); ``steps`` counts optimizer steps. ``amp``: forwards
     under ``torch.autocast`` (:func:`amp_dtype`), with a ``torch.amp.GradScaler`` for float16;
     a step the scaler skips (overflowed gradients) is counted, not judged a divergence.
+    ``progress(name)`` is called after every step's batch, with the name of the pass it
+    belongs to (the sweep, a probe's lr and length).
 
     Under torchrun (a process group of several ranks, :mod:`babysit.distributed`), every rank
     trains on its own share of each step's batch (``batch_size`` x ``accumulate`` examples per
@@ -315,6 +318,7 @@ def range_test(
         accumulate=accumulate,
         amp_dtype=amp_dtype(device) if amp else None,
         eval_modules=_kept_eval(model),
+        progress=progress,
     )
     _sync_from_rank0(model)
     initial = copy.deepcopy(model) if verify else None
@@ -352,6 +356,8 @@ class _Setup:
     accumulate: int = 1
     amp_dtype: str | None = None
     eval_modules: frozenset[str] = frozenset()
+    # called with the pass's name after every optimizer step's batch (lr_find's progress line)
+    progress: Callable[[str], None] | None = None
 
     @property
     def batch(self) -> Any:
@@ -426,8 +432,8 @@ class _Trainer:
     the same value, and so takes the same decisions.
     """
 
-    def __init__(self, model: nn.Module, setup: _Setup, lr: float) -> None:
-        self.model, self.setup = model, setup
+    def __init__(self, model: nn.Module, setup: _Setup, lr: float, name: str) -> None:
+        self.model, self.setup, self.name = model, setup, name
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
@@ -471,6 +477,8 @@ class _Trainer:
             total += value / k
             scaled = loss / k
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if self.setup.progress is not None:
+            self.setup.progress(self.name)
         if distributed.any_rank(not finite):
             return math.nan
         if self.world > 1:
@@ -856,7 +864,7 @@ def _start_loss(initial: nn.Module, setup: _Setup, lr: float, seed: int, k: int)
     and backward on a throw-away copy with no step: the "original cost" ``fit``'s LossGuard
     measures the same way (docs/architecture.md, "The divergence rule"). NaN when one is not
     finite (every probe then fails at its first step)."""
-    trainer = _Trainer(copy.deepcopy(initial), setup, lr)  # no step is taken
+    trainer = _Trainer(copy.deepcopy(initial), setup, lr, "the start's loss")  # no step
     batches = _batches(setup.n, _global_batch(setup), seed + 1)
     device = trainer.params[0].device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -888,7 +896,7 @@ def _probe(
     where ``fit`` then reported LR_TOO_HIGH and rolled back: ``benchmarks/lr_find.py``.)
     """
     model = copy.deepcopy(initial)
-    trainer = _Trainer(model, setup, lr)
+    trainer = _Trainer(model, setup, lr, f"{steps} steps at lr={lr:.2g}")
     # the monitor's own tensors: weights that do not grow from zero (probes.grows_from_zero)
     weights = [p for p in trainer.params if p.dim() >= 2 and not grows_from_zero(p)]
     peak = 0.0
@@ -1028,7 +1036,7 @@ def _sweep(
     """
     if setup.n == 0:
         raise ValueError("data is empty: lr_find needs examples (ideally >= 1000)")
-    trainer = _Trainer(model, setup, start_lr)
+    trainer = _Trainer(model, setup, start_lr, f"the sweep ({steps} steps)")
     gamma = (end_lr / start_lr) ** (1.0 / (steps - 1))
     burn_in = _burn_in(steps)
     batches = _batches(setup.n, _global_batch(setup), seed)

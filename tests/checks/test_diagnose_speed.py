@@ -15,8 +15,8 @@ import babysit as bs
 import babysit.checks as checks_pkg
 from babysit.checks import build_context
 from babysit.checks._base import CannotCheck
-from babysit.checks._progress import CheckProgress
 from babysit.checks.catalogue import mnist1d_standardized
+from babysit.progress_line import ProgressLine
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_progress_names_the_running_check_and_counts():
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100)
-    with CheckProgress(3, enabled=True, after_s=0.0, console=console) as shown:
+    with ProgressLine(3, label="diagnose", enabled=True, after_s=0.0, console=console) as shown:
         shown.update(1, "gradient_flow")
         shown._progress.refresh()
     text = buffer.getvalue()
@@ -122,7 +122,7 @@ def test_progress_waits_before_showing():
     from rich.console import Console
 
     console = Console(file=buffer, force_terminal=True)
-    with CheckProgress(3, enabled=True, after_s=3600.0, console=console) as shown:
+    with ProgressLine(3, label="diagnose", enabled=True, after_s=3600.0, console=console) as shown:
         shown.update(1, "labels")
         assert shown._progress is None
     assert buffer.getvalue() == ""

@@ -308,9 +308,9 @@ def _select(checks: str | Sequence[str]) -> list[_base.CheckSpec]:
 
 
 def _stderr_is_terminal() -> bool:
-    import sys
+    from ..progress_line import stderr_is_terminal
 
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return stderr_is_terminal()
 
 
 def _run_checks(
@@ -321,9 +321,11 @@ def _run_checks(
     *,
     progress: bool = False,
 ) -> list[Finding]:
-    from ._progress import CheckProgress
+    from ..progress_line import ProgressLine
 
-    with CheckProgress(len(selected), enabled=progress, after_s=PROGRESS_AFTER_S) as shown:
+    with ProgressLine(
+        len(selected), label="diagnose", enabled=progress, after_s=PROGRESS_AFTER_S
+    ) as shown:
         return _run_selected(ctx, selected, budget_s, start, shown)
 
 

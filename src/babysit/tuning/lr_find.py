@@ -39,6 +39,7 @@ from ..outputs import (
     run_batch,
     take,
 )
+from ..progress_line import ProgressLine, stderr_is_terminal
 from ..range_test import (
     DEFAULT_RULE,
     LR_FIND_FILE,
@@ -52,6 +53,9 @@ from ..range_test import (
     range_test,
 )
 from ..tasks import Task, default_loss, resolve_task
+
+# lr_find's progress line appears once the test has run this long (a fast one stays quiet)
+PROGRESS_AFTER_S = 1.0
 
 __all__ = [
     "DEFAULT_RULE",
@@ -83,6 +87,7 @@ def lr_find(
     task: str | Task = "auto",
     accumulate: int = 1,
     amp: bool = False,
+    progress: bool | None = None,
 ) -> LRFinderResult:
     """Run the LR range test on a copy of ``model`` (the model itself is never changed).
 
@@ -119,6 +124,10 @@ def lr_find(
             autocast is not the supported mixed precision there); ``result.amp_dtype`` says
             which. A step the scaler skips (overflowed float16 gradients) is counted in
             ``result.skipped_steps``, not taken for a divergence.
+        progress: a transient line on stderr (the pass running now: the sweep, a probe's lr;
+            the mini-batches done; the time) once the test has run for ``PROGRESS_AFTER_S``
+            seconds: 650-1300 mini-batches of a large model take a while. ``None`` (the
+            default): shown when stderr is a terminal; on rank 0 only.
 
     Under torchrun (``WORLD_SIZE > 1``; the process group is initialised from the environment
     when the user has not done it, and destroyed again afterwards): ``batch_size`` is per
@@ -157,10 +166,27 @@ def lr_find(
     if amp:
         amp_dtype(device)  # autocast must exist on the device: the error before any work
     with distributed.process_group(device, who="lr_find"):
-        return _lr_find(
-            model, data, optimizer, start_lr, end_lr, steps, batch_size, seed, loss_fn,
-            weight_decay, device, run_dir, forward, verify, task, accumulate, amp,
-        )  # fmt: skip
+        show = stderr_is_terminal() if progress is None else bool(progress)
+        line = ProgressLine(
+            None,
+            label="lr_find",
+            enabled=show and distributed.is_main(),
+            after_s=PROGRESS_AFTER_S,
+            unit="mini-batches",
+        )
+        done = 0
+
+        def tick(name: str) -> None:
+            nonlocal done
+            done += 1
+            line.update(done, name)
+
+        with line:
+            return _lr_find(
+                model, data, optimizer, start_lr, end_lr, steps, batch_size, seed, loss_fn,
+                weight_decay, device, run_dir, forward, verify, task, accumulate, amp,
+                tick if line.enabled else None,
+            )  # fmt: skip
 
 
 def _lr_find(
@@ -181,6 +207,7 @@ def _lr_find(
     task: str | Task,
     accumulate: int,
     amp: bool,
+    progress: Callable[[str], None] | None,
 ) -> LRFinderResult:
     def factory(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return make_optimizer(optimizer, params, lr, weight_decay)
@@ -218,6 +245,7 @@ def _lr_find(
             verify=verify,
             accumulate=accumulate,
             amp=amp,
+            progress=progress,
         )
     if run_dir is not None and distributed.is_main():
         from .. import runs
