@@ -356,6 +356,13 @@ def test_a_pick_under_a_probe_that_barely_learned_keeps_the_margin(monkeypatch, 
     monkeypatch.setattr(rt, "_start_loss", lambda *a: 3.0)
     scores = {0.0: 0.3, 1.0: above, -0.5: 0.35, -1.0: 0.5}
     _fake_probes(monkeypatch, scores.get)
+    fake = rt._probe
+
+    def probe(*args):  # a score above the start is "no fall", as rt._probe says
+        p = fake(*args)
+        return {**p, "stable": False, "why": "no fall"} if p["score"] >= 3.0 else p
+
+    monkeypatch.setattr(rt, "_probe", probe)
     x, y = _regression()
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=0.2)
     if margin:
@@ -450,19 +457,34 @@ def test_no_margin_under_a_long_run_breakdown_when_the_lr_below_is_unstable(monk
     assert result.confident, result.reason  # bracketed: above broke down, below unstable
 
 
-@pytest.mark.parametrize("moved", [False, True])
+def test_the_cliff_margin_stays_inside_the_swept_range(monkeypatch):
+    monkeypatch.setattr(rt, "_start_loss", lambda *a: 3.0)
+    _fake_probes(monkeypatch, {0.0: 0.3, 1.0: 2.9}.get)  # a rung up that barely learned
+    x, y = _regression()
+    result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), start_lr=0.009, end_lr=0.2)
+    assert result.suggestion == pytest.approx(0.01)  # 0.0056 was never swept
+    assert min(p["lr"] for p in result.probes) >= 0.009
+    assert not result.confident and "bottom of the swept range" in result.reason
+
+
+@pytest.mark.parametrize("moved", [False, True, None])  # None: unstable over the long run
 def test_the_best_lr_may_lie_higher_only_until_the_long_check_finds_its_top(monkeypatch, moved):
     # The short probes kept training better up to the last rung up (GRU seed 4: up to 0.13)
     # and say the best lr may lie higher; a long check that then moves the pick down (0.13
     # broke down over 200 steps) has found the top, and that reason would mislead.
     scores = {0.0: 1.0, 1.0: 0.8, 2.0: 0.6, -1.0: 1.2}
-    long_at = {2.0: 1.2, 1.5: 0.6, 1.0: 1.0} if moved else {2.0: 0.5, 1.5: 1.5}
-    _fake_probes(monkeypatch, scores.get, long_at=long_at.get)
+    long_at = {
+        True: {2.0: 1.2, 1.5: 0.6, 1.0: 1.0}.get,
+        False: {2.0: 0.5, 1.5: 1.5}.get,
+        None: lambda rung: math.inf,
+    }[moved]
+    _fake_probes(monkeypatch, scores.get, long_at=long_at)
     x, y = _regression()
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), end_lr=1.0)
     assert not result.confident
-    assert ("the best lr may lie higher" in result.reason) is not moved
-    assert ("the suggestion moved there" in result.reason) is moved
+    assert ("the best lr may lie higher" in result.reason) is (moved is False)
+    assert ("the suggestion moved below it" in result.reason) is (moved is True)  # + margin
+    assert ("was unstable" in result.reason) is (moved is None)
 
 
 def test_a_lower_lr_a_little_better_over_a_long_run_is_the_noise_floor(monkeypatch):
@@ -609,10 +631,10 @@ def test_the_progress_line_counts_without_a_total():
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=100)
-    line = ProgressLine(None, label="lr_find", enabled=True, after_s=0.0, unit="mini-batches",
+    line = ProgressLine(None, label="lr_find", enabled=True, after_s=0.0, unit="batches",
                         console=console)  # fmt: skip
     with line as shown:
         shown.update(12, "the sweep (100 steps)")
         shown._progress.refresh()
     text = buffer.getvalue()
-    assert "lr_find: the sweep (100 steps)" in text and "12 mini-batches" in text
+    assert "lr_find: the sweep (100 steps)" in text and "12 batches" in text

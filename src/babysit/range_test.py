@@ -668,7 +668,13 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
             or (j > 0 and result.stopped in ("diverged", "nan") and not _better(above, best))
         )
     )
-    if CLIFF_MARGIN and cliff and best["stable"] and at(j - CLIFF_MARGIN)["stable"]:
+    if (
+        CLIFF_MARGIN
+        and cliff
+        and best["stable"]
+        and inside(j - CLIFF_MARGIN)
+        and at(j - CLIFF_MARGIN)["stable"]
+    ):
         pick = at(j - CLIFF_MARGIN)
     result.suggestion = pick["lr"]
     result.suggestions = {DEFAULT_RULE: pick["lr"], **result.suggestions}
@@ -736,9 +742,8 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
             f"{PROBE_STEP:g} decade below it, but a long run may break out there too; compare "
             f"{pick['lr']:.2g} with {pick['lr'] * 10**-PROBE_STEP:.2g} by training"
         )
-    if pick["stable"]:
-        _long_check(result, initial, setup, seed, n, start, pick["lr"])
-    if higher and result.suggestion == pick["lr"]:
+    confirmed = pick["stable"] and _long_check(result, initial, setup, seed, n, start, pick["lr"])
+    if higher and confirmed:
         result.reasons.append(
             f"the probes kept training better up to lr={pick['lr']:.2g}: the best lr may "
             f"lie higher; raise steps for a longer sweep, or end_lr (={result.end_lr:g})"
@@ -753,7 +758,7 @@ def _long_check(
     n: int,
     start: float,
     lr: float,
-) -> None:
+) -> bool:
     """The short probes' pick ``lr`` against a quarter decade below it over ``LONG_FACTOR`` x
     their ``n`` steps (200 for the default 100-step sweep); step down while the lower lr trains
     clearly better (:func:`_clearly_better`: paired on the same batches, and by more than
@@ -782,6 +787,7 @@ def _long_check(
     Moves the suggestion, adds the long probes (``steps`` = ``LONG_FACTOR * n``) to
     ``result.probes``, and says why when it cannot settle (the pick blew up over the long
     run and so did every lr below it tried, or the lrs kept training better down to the last).
+    Returns whether the long run confirmed the pick: it stays, and trained stable.
     """
     steps = LONG_FACTOR * n
     floor = result.start_lr * (1 - 1e-9)
@@ -809,7 +815,8 @@ def _long_check(
         if result.reasons:  # they name the short probes' pick: say where it went
             result.reasons.append(
                 f"over {steps} steps lr={longs[moved]['lr']:.2g} trained clearly better than "
-                f"the short probes' pick {lr:.2g}: the suggestion moved there"
+                f"the short probes' pick {lr:.2g}: the suggestion moved "
+                f"{'there' if k == moved else 'below it'}"
             )
     if k > moved:
         result.reasons.append(
@@ -830,6 +837,7 @@ def _long_check(
             f"({lr:.2g}), down to lr={chosen['lr']:.2g}: a long run may need a lower lr still; "
             f"compare lrs below {chosen['lr']:.2g} by training"
         )
+    return k == 0 and chosen["stable"]
 
 
 def _clearly_better(a: dict[str, Any], b: dict[str, Any], start: float) -> bool:

@@ -193,6 +193,25 @@ def test_lr_range_test_sets_the_suggested_lr(data):
     assert s.options["lr"] == 1e-6
 
 
+def test_the_range_test_remedy_shows_no_progress_line_of_its_own(data, monkeypatch):
+    # fix prints one line per remedy (and its diagnose none): the lr_find inside stays quiet
+    # even on a terminal
+    import importlib
+
+    module = importlib.import_module("babysit.tuning.lr_find")
+    monkeypatch.setattr(module, "stderr_is_terminal", lambda: True)
+    shown = []
+    real = module.ProgressLine
+
+    def spy(*args, **kwargs):
+        shown.append(kwargs["enabled"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "ProgressLine", spy)
+    _apply("lr_sweep", _setup(mlp(), data, optimizer="sgd"))
+    assert shown == [False]
+
+
 def test_lr_steps_and_weight_decay_arithmetic(data):
     s = _setup(mlp(), data, lr=1e-2, weight_decay=10.0)
     assert _apply("lr_down", s).setup.options["lr"] == pytest.approx(1e-3)

@@ -37,6 +37,7 @@ def _range_test(setup: SetUp, *, verify: bool) -> Change:
         device=opts.get("device", "cpu"),
         seed=opts.get("seed", 0),
         verify=verify,
+        progress=False,  # fix prints its own line per remedy (and its diagnose none)
     )
     if result.suggestion is None or not math.isfinite(result.suggestion):
         reasons = "; ".join(result.reasons) or "no suggestion"

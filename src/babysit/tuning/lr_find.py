@@ -125,9 +125,10 @@ def lr_find(
             which. A step the scaler skips (overflowed float16 gradients) is counted in
             ``result.skipped_steps``, not taken for a divergence.
         progress: a transient line on stderr (the pass running now: the sweep, a probe's lr;
-            the mini-batches done; the time) once the test has run for ``PROGRESS_AFTER_S``
-            seconds: 650-1300 mini-batches of a large model take a while. ``None`` (the
-            default): shown when stderr is a terminal; on rank 0 only.
+            the batches done, one per optimizer step plus the few the probes' start loss
+            reads; the time) once the test has run for ``PROGRESS_AFTER_S`` seconds: 650-1300
+            batches of a large model take a while. ``None`` (the default): when stderr is a
+            terminal; on rank 0 only. The line needs a terminal: elsewhere nothing is shown.
 
     Under torchrun (``WORLD_SIZE > 1``; the process group is initialised from the environment
     when the user has not done it, and destroyed again afterwards): ``batch_size`` is per
@@ -172,14 +173,17 @@ def lr_find(
             label="lr_find",
             enabled=show and distributed.is_main(),
             after_s=PROGRESS_AFTER_S,
-            unit="mini-batches",
+            unit="batches",
         )
         done = 0
 
         def tick(name: str) -> None:
             nonlocal done
             done += 1
-            line.update(done, name)
+            try:
+                line.update(done, name)
+            except Exception:  # a display must never stop the test: other ranks would wait
+                line.enabled = False
 
         with line:
             return _lr_find(
