@@ -742,7 +742,9 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
             f"{PROBE_STEP:g} decade below it, but a long run may break out there too; compare "
             f"{pick['lr']:.2g} with {pick['lr'] * 10**-PROBE_STEP:.2g} by training"
         )
-    confirmed = pick["stable"] and _long_check(result, initial, setup, seed, n, start, pick["lr"])
+    confirmed = False  # the long run kept the pick, and it trained stable
+    if pick["stable"]:
+        confirmed = _long_check(result, initial, setup, seed, n, start, pick["lr"])
     if higher and confirmed:
         result.reasons.append(
             f"the probes kept training better up to lr={pick['lr']:.2g}: the best lr may "

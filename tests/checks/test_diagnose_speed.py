@@ -93,7 +93,7 @@ def test_progress_is_off_when_stderr_is_not_a_terminal(data, monkeypatch, capfd)
 
 def test_progress_defaults_on_for_a_terminal(data, monkeypatch):
     seen = []
-    monkeypatch.setattr(checks_pkg, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(checks_pkg, "stderr_is_terminal", lambda: True)
     real = checks_pkg._run_checks
 
     def spy(*args, progress=False):

@@ -25,6 +25,7 @@ from ..batches import preserved_rng, probe_examples, to_device
 from ..findings import Diagnosis, Finding, known_codes
 from ..optim import DEFAULT_LR, make_optimizer, optimizer_name
 from ..outputs import Forward, ForwardContractError
+from ..progress_line import ProgressLine, stderr_is_terminal
 from ..tasks import Task, default_loss, resolve_task
 from ..thresholds import resolve
 from . import _base
@@ -185,7 +186,7 @@ def diagnose(
         )
         if checks == "default" and budget_s is None:
             ctx.time_target_s = DEFAULT_TIME_S
-        show = _stderr_is_terminal() if progress is None else bool(progress)
+        show = stderr_is_terminal() if progress is None else bool(progress)
         findings = _run_checks(ctx, selected, budget_s, start, progress=show)
     diagnosis = Diagnosis(f for f in findings if f.code not in ignored)
     if run_dir is not None:
@@ -307,12 +308,6 @@ def _select(checks: str | Sequence[str]) -> list[_base.CheckSpec]:
     return [spec for name, spec in available.items() if name in wanted]
 
 
-def _stderr_is_terminal() -> bool:
-    from ..progress_line import stderr_is_terminal
-
-    return stderr_is_terminal()
-
-
 def _run_checks(
     ctx: Context,
     selected: list[_base.CheckSpec],
@@ -321,8 +316,6 @@ def _run_checks(
     *,
     progress: bool = False,
 ) -> list[Finding]:
-    from ..progress_line import ProgressLine
-
     with ProgressLine(
         len(selected), label="diagnose", enabled=progress, after_s=PROGRESS_AFTER_S
     ) as shown:

@@ -48,6 +48,7 @@ from ..checks import diagnose
 from ..findings import Diagnosis, Finding
 from ..optim import DEFAULT_LR
 from ..outputs import Forward
+from ..progress_line import stderr_is_terminal
 from ..tasks import Task
 from .remaining import BLOCKING, remaining
 from .remedies import CODE_ORDER, REMEDIES, Skip, remedies_for
@@ -424,7 +425,7 @@ def _num(value: float) -> float | None:
 
 
 def _printer(progress: bool | None) -> Callable[[str], None]:
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    show = stderr_is_terminal() if progress is None else bool(progress)
 
     def say(message: str) -> None:
         if show:
