@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import babysit as bs
-from babysit.gradient_flow import SameInput, vanishing_or_exploding
+from babysit.gradient_flow import SameInput, measured_layer, vanishing_or_exploding
 from babysit.thresholds import resolve
 from babysit.train.monitors import ActivationStats
 
@@ -240,6 +240,37 @@ def test_diagnose_is_silent_on_a_healthy_tiny_gpt2(lm):
     data = Examples(ids, ids if lm else labels)
     found = bt.diagnose(gpt2(lm), data, lr=1e-3, checks=["gradient_flow"])
     assert loud(found.findings) == set(), found.findings
+
+
+@pytest.mark.parametrize("lm", [False, True])
+def test_diagnose_measures_gpt2s_conv1d_and_finds_its_muted_blocks(lm):
+    """GPT-2's projections are transformers' ``Conv1D`` (a linear layer, weight stored
+    transposed). With every LayerNorm gain at 1e-6 its blocks barely reach the loss: the first
+    projection's gradient is ~1e-7 of the head's. Measuring only nn.Linear, babysit saw one
+    layer (the head) and could not judge the flow at all."""
+    bt = pytest.importorskip("babysit.integrations.transformers")
+    torch.manual_seed(0)
+    model = gpt2(lm)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name and name.endswith("weight"):
+                p.mul_(1e-6)
+    ids, labels = tokens(128)
+    found = bt.diagnose(model, Examples(ids, ids if lm else labels), checks=["gradient_flow"])
+    (vanishing,) = [f for f in found.findings if f.code == "VANISHING_GRADIENTS"]
+    assert vanishing.evidence["first_layer"] == "transformer.h.0.attn.c_attn"
+
+
+def test_measured_layer_knows_transformers_conv1d_by_its_module():
+    T = pytest.importorskip("transformers.pytorch_utils")
+
+    class Conv1D(nn.Module):  # the same name, not transformers' class
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(4, 4))
+
+    assert measured_layer(T.Conv1D(4, 8)) and measured_layer(nn.Linear(2, 3))
+    assert not measured_layer(Conv1D()) and not measured_layer(nn.LayerNorm(4))
 
 
 @pytest.mark.parametrize("build", [Attention, bert_like, Encoder])

@@ -20,6 +20,12 @@ projection beside it, at the same depth, gets 1.5e-3, as does the rest of the bl
 sigmoid net has no siblings (each layer reads its predecessor's output), so it is judged as
 before. Siblings are found by observation (:class:`SameInput`), with no model names.
 
+The layers measured (:func:`measured_layer`): ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
+transformers' ``Conv1D`` (GPT-2's projections: a linear layer whose weight is stored
+transposed, ``(in, out)``; the rule reads only its gradient's norm, which does not depend on
+that layout). Without it a GPT-2 had one measured layer (its ``lm_head``) and its gradient flow
+could not be judged at all.
+
 Shared by ``diagnose``'s ``gradient_flow`` check (one backward on the probe batch) and the
 training monitor that reads the real steps' gradients.
 """
@@ -34,8 +40,26 @@ from typing import Any
 from torch import nn
 
 from .findings import Finding, finding
+from .nn.activations import WEIGHT_LAYERS
 
-__all__ = ["SameInput", "vanishing_or_exploding"]
+__all__ = ["SameInput", "measured_layer", "vanishing_or_exploding"]
+
+# What the messages call the layers :func:`measured_layer` accepts.
+MEASURED_LAYERS_TEXT = "nn.Linear, nn.Conv1d/2d/3d, transformers' Conv1D"
+
+
+def measured_layer(module: nn.Module) -> bool:
+    """Whether the gradient-flow rule measures ``module``'s ``weight``: a Linear/Conv layer
+    (``WEIGHT_LAYERS``) or transformers' ``Conv1D``, recognised by its class's name and module
+    (``transformers.pytorch_utils``) so that transformers is not imported to ask."""
+    if isinstance(module, WEIGHT_LAYERS):
+        return True
+    kind = type(module)
+    return (
+        kind.__name__ == "Conv1D"
+        and kind.__module__.startswith("transformers.")
+        and isinstance(getattr(module, "weight", None), nn.Parameter)
+    )
 
 
 class SameInput:

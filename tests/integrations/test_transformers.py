@@ -134,6 +134,37 @@ def test_healthy_tiny_bert_is_silent_and_the_report_reads_its_run(tmp_path, moni
     assert (run / "report.html").exists()
 
 
+class Arithmetic(torch.utils.data.Dataset):
+    """16-token arithmetic sequences (start + k * step, step in 1..3): a learnable LM task."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        start = torch.randint(1, 64, (n, 1), generator=g)
+        step = torch.randint(1, 4, (n, 1), generator=g)
+        self.ids = (start + step * torch.arange(16)) % 63 + 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def test_healthy_tiny_gpt2_is_silent_and_its_gradient_flow_is_judged(tmp_path):
+    """GPT-2's projections are transformers' Conv1D: measured, the flow is judged (before, one
+    measured layer, the head, and a CHECKS_SKIPPED said so), and a healthy run stays silent."""
+    torch.manual_seed(0)
+    config = T.GPT2Config(
+        vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=1,
+        eos_token_id=1,
+    )  # fmt: skip
+    cb = BabysitCallback(monitors="all")
+    train(T.GPT2LMHeadModel(config), arguments(tmp_path), Arithmetic(192), cb)
+    assert loud(cb.findings) == set(), cb.findings
+    skipped = [f.evidence.get("skipped", {}) for f in cb.findings if f.code == "CHECKS_SKIPPED"]
+    assert not any("gradient_flow" in s for s in skipped), skipped
+
+
 @pytest.mark.parametrize("on_error", ["stop", "rollback"])
 def test_lr_10_is_caught_in_the_step_it_happens(tmp_path, on_error):
     model = bert()

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from ..findings import Finding
-from ..gradient_flow import SameInput, vanishing_or_exploding
+from ..gradient_flow import SameInput, measured_layer, vanishing_or_exploding
 from ..modes import eval_mode, kept_modes
-from ..nn.activations import WEIGHT_LAYERS, weight_layers
+from ..nn.activations import weight_layers
 from ..outputs import read_output
 from ._base import CannotCheck, Context, check, finding
 from .forward import activation_snapshot, dropout_off
@@ -72,9 +72,12 @@ BATCH_EXAMPLES = 8
 
 _MAX_NAMED = 8  # names listed in a message; the evidence lists them all
 
-# The layers whose weight-gradient norms the gradient-flow rule compares, in forward order:
-# Linear/Conv, and recurrent layers (RNN/LSTM/GRU, their input and recurrent weights together).
-FLOW_LAYERS = (*WEIGHT_LAYERS, nn.RNNBase)
+
+def flow_layer(module: nn.Module) -> bool:
+    """The layers whose weight-gradient norms the gradient-flow rule compares, in forward
+    order: Linear/Conv and transformers' Conv1D (:func:`babysit.gradient_flow.measured_layer`),
+    and recurrent layers (RNN/LSTM/GRU, their input and recurrent weights together)."""
+    return isinstance(module, nn.RNNBase) or measured_layer(module)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +98,7 @@ def gradient_flow(ctx: Context) -> list[Finding]:
     last layer: vanishing when ``‖g_first‖ / ‖g_last‖ < 1e-3`` and ``‖g_first‖ < 1e-4``,
     exploding when ``‖g_first‖ / ‖g_last‖ > 70``; a NaN/Inf gradient from a finite loss is
     exploding too. "First" and "last" are in the order the forward pass runs the Linear/Conv
-    and recurrent layers (``FLOW_LAYERS``): an embedding -> LSTM -> Linear classifier compares
+    and recurrent layers (:func:`flow_layer`): an embedding -> LSTM -> Linear classifier compares
     the LSTM's weights with the head's, a stack of recurrent layers its first with its last.
     Layers that read the same input tensor are one depth group, judged by its largest member
     (:mod:`babysit.gradient_flow`): a BERT's first query projection (‖g‖ ~ 3e-6 at init, as
@@ -269,7 +272,7 @@ def _loss_and_layer_order(ctx: Context, model: nn.Module) -> tuple[list[str], An
     layers that read the same input (depth groups of the gradient-flow rule) go to
     ``ctx.cache["flow_groups"]``."""
     order: list[str] = []
-    names = {m: name for name, m in model.named_modules() if isinstance(m, FLOW_LAYERS)}
+    names = {m: name for name, m in model.named_modules() if flow_layer(m)}
     siblings = SameInput(names, model)
     ctx.cache["flow_groups"] = siblings.groups
 
@@ -298,7 +301,8 @@ def _param_grads(loss: torch.Tensor, params: list[nn.Parameter]) -> list[torch.T
 def _weight_grad_norms(
     model: nn.Module, order: list[str], grad_of: dict[int, torch.Tensor | None]
 ) -> dict[str, float]:
-    """``{layer: ‖∂loss/∂W‖}`` for the Linear/Conv layers that got a weight gradient."""
+    """``{layer: ‖∂loss/∂W‖}`` for the flow layers (:func:`flow_layer`) that got a weight
+    gradient."""
     grads = {}
     for name in order:
         found = [grad_of.get(id(w)) for w in _layer_weights(model.get_submodule(name))]
@@ -314,7 +318,7 @@ def _weight_grad_norms(
 
 
 def _layer_weights(module: nn.Module) -> list[torch.Tensor]:
-    """The weight matrices of a flow layer: ``weight`` of a Linear/Conv; every
+    """The weight matrices of a flow layer: ``weight`` of a Linear/Conv/Conv1D; every
     ``weight_ih_l*`` / ``weight_hh_l*`` of a recurrent layer (all its directions and layers)."""
     if isinstance(module, nn.RNNBase):
         return [p for name, p in module.named_parameters() if name.startswith("weight")]

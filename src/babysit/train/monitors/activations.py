@@ -36,8 +36,12 @@ import torch
 from torch import nn
 
 from ... import distributed
-from ...gradient_flow import SameInput, vanishing_or_exploding
-from ...nn.activations import WEIGHT_LAYERS
+from ...gradient_flow import (
+    MEASURED_LAYERS_TEXT,
+    SameInput,
+    measured_layer,
+    vanishing_or_exploding,
+)
 from ...probes import DEAD_MIN_EXAMPLES, Probe
 from ._base import Monitor, finding
 from .across_ranks import StepReducer
@@ -79,10 +83,10 @@ class ActivationStats(Monitor):
         self._weights = [
             (n, m.weight)
             for n, m in model.named_modules()
-            if isinstance(m, WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), nn.Parameter)
+            if measured_layer(m) and isinstance(getattr(m, "weight", None), nn.Parameter)
         ]
         self._siblings = SameInput(
-            {m: n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}, model
+            {m: n for n, m in model.named_modules() if measured_layer(m)}, model
         )
         self._probe = Probe(
             model, every=self.every, layers="activations", max_examples=self.max_examples, keep=2
@@ -192,8 +196,9 @@ class ActivationStats(Monitor):
           needs (a run shorter than a few sampling periods: at batch 64 and ``every=100``,
           301 steps);
         - gradient flow, when no sample had gradients in two depth groups of the weight layers
-          babysit measures (``nn.Linear``, ``nn.ConvNd``): a one-layer model, or one whose
-          layers are of other types (transformers' GPT-2 ``Conv1D``).
+          babysit measures (:func:`babysit.gradient_flow.measured_layer`: ``nn.Linear``,
+          ``nn.ConvNd``, transformers' ``Conv1D``): a one-layer model, or one whose layers
+          are of other types (a module that holds its own weight matrices).
 
         Not after a run the loss guard stopped (its error is the run's last word), nor before
         any sample was taken."""
@@ -225,12 +230,12 @@ class ActivationStats(Monitor):
             skipped["gradient_flow"] = f"{len(measured)} weight layer(s), one depth group"
             lines.append(
                 "gradient flow (vanishing / exploding gradients) was not judged: the weight "
-                f"layers babysit measures (nn.Linear, nn.Conv1d/2d/3d: {len(measured)} here) "
+                f"layers babysit measures ({MEASURED_LAYERS_TEXT}: {len(measured)} here) "
                 "never gave two depth groups to compare"
             )
             advice.append(
-                "for a model built from other layer types (e.g. transformers' Conv1D), watch "
-                "their gradient norms yourself (babysit.Probe)"
+                "for a model built from other layer types (a module that holds its own weight "
+                "matrices), watch their gradient norms yourself (babysit.Probe)"
             )
             evidence["weight_layers"] = measured
         if not skipped:
