@@ -231,10 +231,11 @@ def score(fam: Family, model: nn.Module, split: Split) -> float:
     return 100.0 * float((out.argmax(1) == split.yv).float().mean())
 
 
-def start_loss(fam: Family, model: nn.Module, split: Split, seed: int) -> float:
+def start_loss(fam: Family, model: nn.Module, split: Split, seed: int) -> tuple[float, float]:
     """The mean loss of the initial weights over the first ``START_BATCHES`` batches of the
-    first epoch, in training mode (``fit``'s LossGuard start, docs/architecture.md "The
-    divergence rule"), on a copy and with torch's RNG put back: the training is unchanged."""
+    first epoch, in training mode, and the standard deviation of those losses (``fit``'s
+    LossGuard start and spread, docs/architecture.md "The divergence rule"), on a copy and with
+    torch's RNG put back: the training is unchanged."""
     initial = copy.deepcopy(model)
     initial.train()
     order = torch.randperm(len(split.x), generator=torch.Generator().manual_seed(seed))
@@ -243,7 +244,7 @@ def start_loss(fam: Family, model: nn.Module, split: Split, seed: int) -> float:
     with torch.random.fork_rng(), torch.no_grad():
         batches = [order[i * b : (i + 1) * b] for i in range(k)]
         losses = [float(loss_fn(initial(split.x[i]), split.y[i])) for i in batches]
-    return statistics.fmean(losses)
+    return statistics.fmean(losses), babysit.divergence.spread(losses)
 
 
 def train(fam: Family, lr: float, seed: int, shuffle: int | None = None) -> dict:
@@ -264,7 +265,7 @@ def train(fam: Family, lr: float, seed: int, shuffle: int | None = None) -> dict
     opt = make_optimizer(fam.optimizer, params, lr)
     weights = [p for p in params if p.dim() >= 2]
     loss_fn = fam.loss_fn()
-    first = start_loss(fam, model, split, seed if shuffle is None else shuffle)
+    first, spread = start_loss(fam, model, split, seed if shuffle is None else shuffle)
     gen = torch.Generator().manual_seed(seed if shuffle is None else shuffle)
     n, step, peak, diverged = len(split.x), 0, 0.0, False
     breaks_out = False
@@ -277,7 +278,7 @@ def train(fam: Family, lr: float, seed: int, shuffle: int | None = None) -> dict
                 diverged = breaks_out = True
                 break
             value = float(loss.detach())
-            breaks_out = breaks_out or babysit.divergence.diverged(value, first)
+            breaks_out = breaks_out or babysit.divergence.diverged(value, first, spread=spread)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             before = [w.detach().clone() for w in weights] if step < EARLY_STEPS else None

@@ -259,15 +259,17 @@ class BreakOut(Callback):
 
     def __init__(self) -> None:
         self.first: float | None = None
+        self.spread = 0.0
         self.breaks_out = False
 
     def on_fit_start(self, trainer) -> None:
         measured = trainer.start_loss()
-        self.first = None if measured is None else measured[0]
+        if measured is not None:
+            self.first, _, self.spread = measured
 
     def on_loss(self, trainer, loss: float) -> None:
         self.first = loss if self.first is None else self.first
-        self.breaks_out = self.breaks_out or diverged(loss, self.first)
+        self.breaks_out = self.breaks_out or diverged(loss, self.first, spread=self.spread)
 
 
 def train(name: str, data: Data, opt: str, lr: float, epochs: int, seed: int) -> dict:

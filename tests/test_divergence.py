@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import babysit
-from babysit.divergence import FACTOR, MIN_SCALE, diverged, limit
+from babysit.divergence import FACTOR, MIN_SCALE, SPREAD_WIDTH, diverged, limit, spread
 from babysit.tuning.pruners import BreakOutPruner, broke_out
 
 
@@ -50,6 +50,62 @@ def test_limit_is_the_boundary():
         edge = limit(start)
         assert not diverged(edge, start) and diverged(math.nextafter(edge, math.inf), start)
     assert limit(2.0, 4.0) == 8.0 and FACTOR == 3.0
+
+
+def test_a_measured_start_s_spread_widens_the_limit_only_where_it_exceeds_the_start():
+    """size = max(|start|, MIN_SCALE, SPREAD_WIDTH × σ): cross-entropy at init (σ ≤ 0.05 ×
+    start) keeps the lecture's 3 × start; a loss near zero with a wide spread does not break
+    out on one batch's chance high."""
+    assert spread([1.0]) == 0.0 and spread([1.0, 3.0]) == pytest.approx(math.sqrt(2))
+    assert spread([1.0, math.nan]) == 0.0 and spread([1.0, math.inf]) == 0.0
+    assert limit(2.3, spread=0.1) == limit(2.3) == pytest.approx(6.9)
+    assert limit(-0.01, spread=0.2) == pytest.approx(-0.01 + 2 * SPREAD_WIDTH * 0.2)
+    assert not diverged(0.49, -0.01, spread=0.2) and diverged(0.49, -0.01)
+    assert diverged(1.0, -0.01, spread=0.2)  # still a line: beyond it, a blow-up
+    for start, sd in ((-0.5, 0.3), (0.0, 0.05), (1.5, 0.9)):
+        edge = limit(start, spread=sd)
+        assert not diverged(edge, start, spread=sd)
+        assert diverged(math.nextafter(edge, math.inf), start, spread=sd)
+
+
+def _small_batch_cosine(seed):
+    """Outputs of 3, batch 8: the cosine between random 3-vectors is uniform on [-1, 1], so a
+    batch's mean loss at init is 0 ± 0.2; the task is learnable (the target is linear in x)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1024, 16, generator=g)
+    return x, x[:, :3] @ torch.randn(3, 3, generator=g)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fit_is_silent_on_the_batch_noise_of_a_small_batch_negative_loss(seed):
+    """Against MIN_SCALE alone the limit was 0.19, a batch reached 0.49 at step 2 at lr 1e-3
+    and fit rolled back three times and stopped (LR_TOO_HIGH); and the loss curve, judged
+    against its start near 0 rather than its fall to -0.99, was called oscillating."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 3))
+    history = babysit.fit(
+        model, _small_batch_cosine(seed), loss_fn=_negative_cosine_loss, task="regression",
+        epochs=6, lr=1e-3, batch_size=8, progress=False,
+    )  # fmt: skip
+    assert history.rollbacks == 0 and not {"LR_TOO_HIGH", "LOSS_OSCILLATING"} & history.codes
+    assert history["train_loss"][-1] < -0.9  # it learned
+
+
+def test_the_range_test_s_probes_are_not_broken_out_by_that_noise():
+    """The probes judge as fit does: before, every probe 'broke out' and lr_find said to fix
+    the model or the data first."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 3))
+    result = babysit.lr_find(
+        model, _small_batch_cosine(0), loss_fn=_negative_cosine_loss, batch_size=8,
+        progress=False,
+    )  # fmt: skip
+    assert not any(p["why"] == "break-out" for p in result.probes), result.probes
+    assert "unstable" not in result.reason
+
+
+def _negative_cosine_loss(out, y):
+    return -nn.functional.cosine_similarity(out, y).mean()
 
 
 def test_the_pruner_uses_the_rule():

@@ -277,7 +277,7 @@ def _fake_probes(monkeypatch, score_at, failed_at=None, long_at=None) -> list[fl
     probed: list[float] = []
     long_lrs: list[float] = []
 
-    def probe(initial, setup, lr, steps, seed, start):
+    def probe(initial, setup, lr, steps, seed, measured):
         probed.append(lr)
         rung = round(math.log10(lr / 0.01) / rt.PROBE_STEP, 3)
         if steps > 50:  # the long check (the short probes train 50 steps for 100)
@@ -353,7 +353,7 @@ def test_a_pick_under_a_probe_that_barely_learned_keeps_the_margin(monkeypatch, 
     # stays bounded), the probe one rung above the pick fell by 0.05-0.06 of the pick's fall,
     # and full runs at the pick lost 22-28 points. Above the start ("no fall") is the same; a
     # rung above that learned more than CLIFF_FALL of the pick's fall is not a cliff.
-    monkeypatch.setattr(rt, "_start_loss", lambda *a: 3.0)
+    monkeypatch.setattr(rt, "_start_loss", lambda *a: (3.0, 0.0))
     scores = {0.0: 0.3, 1.0: above, -0.5: 0.35, -1.0: 0.5}
     _fake_probes(monkeypatch, scores.get)
     fake = rt._probe
@@ -458,7 +458,7 @@ def test_no_margin_under_a_long_run_breakdown_when_the_lr_below_is_unstable(monk
 
 
 def test_the_cliff_margin_stays_inside_the_swept_range(monkeypatch):
-    monkeypatch.setattr(rt, "_start_loss", lambda *a: 3.0)
+    monkeypatch.setattr(rt, "_start_loss", lambda *a: (3.0, 0.0))
     _fake_probes(monkeypatch, {0.0: 0.3, 1.0: 2.9}.get)  # a rung up that barely learned
     x, y = _regression()
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss(), start_lr=0.009, end_lr=0.2)
@@ -507,7 +507,7 @@ def test_a_lower_lr_better_by_more_than_the_lr_ratio_is_a_breakdown(
     # decade lower lr can take off the noise ball's excess loss (at most the lr ratio, 1.78).
     # 360 steps at 0.081 lost 22 points. A ratio of 1.6 (an LSTM's noise floor) is not one,
     # nor are two losses near zero (0.005 and 0.015: 0.4 % of the fall).
-    monkeypatch.setattr(rt, "_start_loss", lambda *a: 3.0)  # a fall of 2.75: 10 % is 0.275
+    monkeypatch.setattr(rt, "_start_loss", lambda *a: (3.0, 0.0))  # a fall of 2.75: 10 % is 0.275
     _fake_probes(monkeypatch, _CLEAR.get, long_at={0.0: pick, -0.5: lower, -1.0: 0.1}.get)
     x, y = _regression()
     result = range_test(_linear(), x, y, _sgd, loss_fn=nn.MSELoss())

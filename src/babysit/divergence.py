@@ -17,6 +17,23 @@ it, the start's size is replaced by ``MIN_SCALE``: the rule no longer fires on n
 loss near zero, and a loss below zero is judged by how far it rose, not by its sign. A loss that
 really diverges grows without bound (or turns NaN), so it still crosses the line.
 
+Where the start was measured over several mini-batches (``fit``, the range test's probes), their
+spread counts too: the size is at least ``SPREAD_WIDTH`` × the standard deviation ``σ`` of those
+batches' losses,
+
+    size = max(|start|, MIN_SCALE, SPREAD_WIDTH · σ)
+
+so one mini-batch's chance high is not a break-out: the line lies ``(factor − 1) · 2.5 = 5`` σ
+above the start, beyond the largest of ~10⁵ normal deviations (√(2 ln 10⁵) ≈ 4.8). The case that
+forced it: a negative-cosine loss at batch 8 starts at −0.01 ± 0.20 (a cosine between random
+3-vectors is uniform on [−1, 1]); against ``MIN_SCALE`` its limit was 0.19, a batch reached 0.49
+at step 2 at lr 1e-3, and ``fit`` rolled back three times and stopped, "LR_TOO_HIGH", on a
+loss that cannot blow up at all. Where it changes nothing: cross-entropy starts with σ ≤ 0.05 ×
+its start (2.5 σ ≤ 0.33 × start) in every family of ``benchmarks/lr_families.py``, so the
+lecture's ``3 × start`` stands; a regression MLP at batch 32 (σ ≈ 0.25–0.6 × start) is judged
+against a slightly larger size on its noisiest seeds, where its real break-outs are spikes of
+5–25 × the start.
+
 Who uses it: ``fit``'s ``LossGuard`` (and so ``watch``), the search's break-out pruner and its
 trial reporter (:mod:`babysit.tuning.pruners`), the LR range test (with ``factor=4`` against the
 best running loss, as fastai and Lightning stop) and ``diagnose``'s short learning-rate run.
@@ -33,8 +50,9 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-__all__ = ["FACTOR", "MIN_SCALE", "START_BATCHES", "diverged", "limit"]
+__all__ = ["FACTOR", "MIN_SCALE", "SPREAD_WIDTH", "START_BATCHES", "diverged", "limit", "spread"]
 
 FACTOR = 3.0  # lecture: "cost > 3 × original cost: break out early"
 # A loss whose start lies within 0.1 of zero is judged against a size of 0.1: below that, batch
@@ -48,13 +66,33 @@ MIN_SCALE = 0.1
 START_BATCHES = 8
 
 
-def limit(start: float, factor: float = FACTOR, *, min_scale: float = MIN_SCALE) -> float:
+# The measured start's size is at least this many standard deviations of its batches' losses.
+SPREAD_WIDTH = 2.5
+
+
+def spread(losses: Sequence[float]) -> float:
+    """The standard deviation of the start's mini-batch losses (0 for fewer than two, or when
+    one is not finite: that start is not finite either, and only NaN/Inf counts against it)."""
+    if len(losses) < 2 or not all(math.isfinite(v) for v in losses):
+        return 0.0
+    mean = math.fsum(losses) / len(losses)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in losses) / (len(losses) - 1))
+
+
+def limit(
+    start: float, factor: float = FACTOR, *, min_scale: float = MIN_SCALE, spread: float = 0.0
+) -> float:
     """The loss above which :func:`diverged` says True, for a finite ``start``."""
-    return start + (factor - 1.0) * max(abs(start), min_scale)
+    return start + (factor - 1.0) * max(abs(start), min_scale, SPREAD_WIDTH * spread)
 
 
 def diverged(
-    loss: float, start: float | None, factor: float = FACTOR, *, min_scale: float = MIN_SCALE
+    loss: float,
+    start: float | None,
+    factor: float = FACTOR,
+    *,
+    min_scale: float = MIN_SCALE,
+    spread: float = 0.0,
 ) -> bool:
     """Whether ``loss`` has diverged relative to ``start`` (see the module docstring).
 
@@ -66,9 +104,12 @@ def diverged(
             when none was seen yet (then only NaN/Inf counts).
         factor: the lecture's 3; must be > 1.
         min_scale: the smallest size the start is given (see :data:`MIN_SCALE`).
+        spread: the standard deviation of the mini-batch losses the start was measured over
+            (:func:`spread`; 0 for a start read off one loss): the size is at least
+            ``SPREAD_WIDTH`` times it.
     """
     if not math.isfinite(loss):
         return True
     if start is None or not math.isfinite(start):
         return False
-    return loss > limit(start, factor, min_scale=min_scale)
+    return loss > limit(start, factor, min_scale=min_scale, spread=spread)

@@ -52,6 +52,7 @@ from torch import nn
 
 from . import distributed
 from .divergence import START_BATCHES, diverged
+from .divergence import spread as divergence_spread
 from .outputs import Forward, batch_size_of, run_batch, take
 from .probes import grows_from_zero
 from .thresholds import THRESHOLDS
@@ -598,12 +599,12 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     c = result.suggestion
     assert c is not None
     probes: dict[int, dict[str, Any]] = {}
-    start = _start_loss(initial, setup, c, seed, min(START_BATCHES, n))
+    start, spread = _start_loss(initial, setup, c, seed, min(START_BATCHES, n))
 
     def at(j: int) -> dict[str, Any]:
         if j not in probes:
             lr = c * 10 ** (PROBE_STEP * j)
-            probes[j] = _probe(initial, setup, lr, n, seed, start)
+            probes[j] = _probe(initial, setup, lr, n, seed, (start, spread))
         return probes[j]
 
     def inside(j: int) -> bool:  # probes stay within the swept range
@@ -744,7 +745,7 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
         )
     confirmed = False  # the long run kept the pick, and it trained stable
     if pick["stable"]:
-        confirmed = _long_check(result, initial, setup, seed, n, start, pick["lr"])
+        confirmed = _long_check(result, initial, setup, seed, n, (start, spread), pick["lr"])
     if higher and confirmed:
         result.reasons.append(
             f"the probes kept training better up to lr={pick['lr']:.2g}: the best lr may "
@@ -758,7 +759,7 @@ def _long_check(
     setup: _Setup,
     seed: int,
     n: int,
-    start: float,
+    measured: tuple[float, float],
     lr: float,
 ) -> bool:
     """The short probes' pick ``lr`` against a quarter decade below it over ``LONG_FACTOR`` x
@@ -792,13 +793,14 @@ def _long_check(
     Returns whether the long run confirmed the pick: it stays, and trained stable.
     """
     steps = LONG_FACTOR * n
+    start = measured[0]  # the start's mean loss and spread (_start_loss)
     floor = result.start_lr * (1 - 1e-9)
-    longs = [_probe(initial, setup, lr, steps, seed, start)]
+    longs = [_probe(initial, setup, lr, steps, seed, measured)]
     while len(longs) <= LONG_DOWN:
         lower = longs[-1]["lr"] * 10**-LONG_STEP
         if lower < floor:
             break
-        longs.append(_probe(initial, setup, lower, steps, seed, start))
+        longs.append(_probe(initial, setup, lower, steps, seed, measured))
         if not _clearly_better(longs[-1], longs[-2], start):
             break
     # the last probe run either lost to the one above it (which is the pick) or is the last
@@ -868,23 +870,31 @@ def _clearly_better(a: dict[str, Any], b: dict[str, Any], start: float) -> bool:
     return worse and a["score"] > 0 and b["score"] > 10**LONG_STEP * a["score"]
 
 
-def _start_loss(initial: nn.Module, setup: _Setup, lr: float, seed: int, k: int) -> float:
+def _start_loss(
+    initial: nn.Module, setup: _Setup, lr: float, seed: int, k: int
+) -> tuple[float, float]:
     """The probes' start: the mean loss of the initial weights over the first ``k`` batches
     every probe draws (the same generator, seed and dropout masks as :func:`_probe`), forward
-    and backward on a throw-away copy with no step: the "original cost" ``fit``'s LossGuard
-    measures the same way (docs/architecture.md, "The divergence rule"). NaN when one is not
-    finite (every probe then fails at its first step)."""
+    and backward on a throw-away copy with no step, and the standard deviation of those
+    losses: the "original cost" and its spread ``fit``'s LossGuard measures the same way
+    (docs/architecture.md, "The divergence rule"). NaN when one is not finite (every probe
+    then fails at its first step)."""
     trainer = _Trainer(copy.deepcopy(initial), setup, lr, "the start's loss")  # no step
     batches = _batches(setup.n, _global_batch(setup), seed + 1)
     device = trainer.params[0].device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         losses = [trainer.loss(next(batches)) for _ in range(max(1, k))]
-    return math.fsum(losses) / len(losses)
+    return math.fsum(losses) / len(losses), divergence_spread(losses)
 
 
 def _probe(
-    initial: nn.Module, setup: _Setup, lr: float, steps: int, seed: int, start: float
+    initial: nn.Module,
+    setup: _Setup,
+    lr: float,
+    steps: int,
+    seed: int,
+    measured: tuple[float, float],
 ) -> dict[str, Any]:
     """``steps`` optimizer steps at constant ``lr`` on a fresh copy of ``initial``.
 
@@ -892,7 +902,8 @@ def _probe(
     with ``seed``; the caller's RNG state is put back). Unstable (``why``): a NaN/Inf loss
     (``"nan"``); a mini-batch loss that breaks out above ``loss_explosion`` (3) times the
     ``start`` (``"break-out"``: :func:`babysit.divergence.diverged` against the mean loss of
-    the initial weights over the first batches, :func:`_start_loss`, every step, exactly as
+    the initial weights over the first batches and their spread (``measured``,
+    :func:`_start_loss`), every step, exactly as
     ``fit``'s LossGuard judges, which would roll back and divide the lr by 10 there); a score
     that has diverged from the best running loss (EMA, β = 0.9) by the factor 4 of the sweep
     (``"diverged"``); a score not below the start (``"no fall"``);
@@ -905,6 +916,7 @@ def _probe(
     its first steps at the lrs a plain loop trains best at, and lr_find suggested such lrs,
     where ``fit`` then reported LR_TOO_HIGH and rolled back: ``benchmarks/lr_find.py``.)
     """
+    start, spread = measured
     model = copy.deepcopy(initial)
     trainer = _Trainer(model, setup, lr, f"{steps} steps at lr={lr:.2g}")
     # the monitor's own tensors: weights that do not grow from zero (probes.grows_from_zero)
@@ -925,7 +937,7 @@ def _probe(
             if not math.isfinite(value):
                 stable, why, failed_at = False, "nan", i
                 break
-            if diverged(value, start, explosion):
+            if diverged(value, start, explosion, spread=spread):
                 stable, why, failed_at = False, "break-out", i
                 losses.append(value)
                 break

@@ -5,6 +5,7 @@ babysit owns the training (``fit``, the range test's probes), the first loss und
 from __future__ import annotations
 
 import re
+import statistics
 
 import pytest
 import torch
@@ -119,7 +120,7 @@ def test_a_resumed_guard_keeps_its_start():
 
         def start_loss(self):
             self.asked += 1
-            return (0.5, START_BATCHES)
+            return (0.5, START_BATCHES, 0.1)
 
     guard, session = LossGuard(), Asked()
     guard.load_state_dict({"initial_loss": 2.0, "start_batches": START_BATCHES})
@@ -128,6 +129,7 @@ def test_a_resumed_guard_keeps_its_start():
     fresh = LossGuard()
     fresh.on_fit_start(session)
     assert fresh.initial_loss == 0.5 and fresh.start_batches == START_BATCHES
+    assert fresh.start_spread == 0.1 and guard.start_spread == 0.0  # saved before spreads
 
 
 def test_the_probes_start_is_the_mean_loss_of_their_first_batches(friedman):
@@ -135,8 +137,9 @@ def test_the_probes_start_is_the_mean_loss_of_their_first_batches(friedman):
     weights over the first batches every probe draws (a probe at a negligible lr sees them)."""
     x, y = friedman
     setup = rt._Setup(x, y, lambda p, lr: torch.optim.SGD(p, lr=lr), nn.MSELoss(), 32)
-    start = rt._start_loss(_regression_mlp(0), setup, 1e-3, 0, START_BATCHES)
-    still = rt._probe(_regression_mlp(0), setup, 1e-12, START_BATCHES, 0, start)
+    start, spread = rt._start_loss(_regression_mlp(0), setup, 1e-3, 0, START_BATCHES)
+    still = rt._probe(_regression_mlp(0), setup, 1e-12, START_BATCHES, 0, (start, spread))
     mean = sum(still["losses"]) / len(still["losses"])
     assert start == pytest.approx(mean, rel=1e-5)
+    assert spread == pytest.approx(statistics.stdev(still["losses"]), rel=1e-4)
     assert min(still["losses"]) < 0.8 * start < max(still["losses"])  # the batches do differ

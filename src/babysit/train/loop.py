@@ -33,7 +33,7 @@ from torch import nn
 from .. import distributed as bd
 from .. import inputs, runs
 from ..batches import Batches, TensorBatches, UserLoader, make_batches, preserved_rng, to_device
-from ..divergence import START_BATCHES
+from ..divergence import START_BATCHES, spread
 from ..findings import Finding
 from ..optim import make_optimizer
 from ..outputs import read_output, run_batch
@@ -450,9 +450,10 @@ class Trainer(Session):
             return read_output(_first_forward(net, x))[0], y
         return read_output(net(x))[0], y
 
-    def start_loss(self) -> tuple[float, int] | None:
+    def start_loss(self) -> tuple[float, int, float] | None:
         """The mean training-mode loss of the initial weights over up to ``START_BATCHES``
-        mini-batches of the fixed training sample, and their number: the loss guard's start
+        mini-batches of the fixed training sample, their number and the standard deviation of
+        their losses (:func:`babysit.divergence.spread`): the loss guard's start
         (docs/architecture.md, "The divergence rule"). Forward only, on the model itself (no
         DDP collective), with torch's RNG and the model's buffers (BatchNorm's running
         statistics) put back, so the run trains exactly as without it; rank 0's number on
@@ -461,7 +462,7 @@ class Trainer(Session):
         loss is not finite or cannot be computed here (the first step then reports why)."""
         if self._start_loss is not _UNMEASURED:
             return self._start_loss  # type: ignore[return-value]
-        measured: tuple[float, int] | None = None
+        measured: tuple[float, int, float] | None = None
         if self._train_sample is not None and self.step == 0:
             measured = self._measure_start(self._train_sample)
         if self._world > 1:
@@ -469,7 +470,7 @@ class Trainer(Session):
         self._start_loss = measured
         return measured
 
-    def _measure_start(self, sample: Batches) -> tuple[float, int] | None:
+    def _measure_start(self, sample: Batches) -> tuple[float, int, float] | None:
         model = self.model
         buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
         losses: list[float] = []
@@ -488,7 +489,7 @@ class Trainer(Session):
                     b.copy_(buffers[name])
         if not losses or not all(math.isfinite(v) for v in losses):
             return None
-        return math.fsum(losses) / len(losses), len(losses)
+        return math.fsum(losses) / len(losses), len(losses), spread(losses)
 
     def _train_mode(self) -> None:
         """``model.train()``, keeping the modules the user had put in eval mode in eval."""

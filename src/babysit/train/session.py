@@ -79,9 +79,10 @@ class Session:
         model's own, without ``module.``; hooks on it fire inside the wrapper's forward)."""
         return unwrap(self.model)
 
-    def start_loss(self) -> tuple[float, int] | None:
+    def start_loss(self) -> tuple[float, int, float] | None:
         """The loss of the initial weights, measured over several mini-batches before the
-        first step, and how many: the start the loss guard judges a break-out against
+        first step, how many, and the standard deviation of their losses: the start the loss
+        guard judges a break-out against
         (:class:`babysit.train.monitors.LossGuard`). ``None`` here: a session that does not
         own the training (``watch``, the integrations) cannot run its model on data of its
         own before the user's first step, so the guard starts from the first loss it sees.

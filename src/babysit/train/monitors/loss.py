@@ -5,7 +5,9 @@
 lecture's "cost > 3 * original cost: break out early" (:func:`babysit.divergence.diverged`,
 which also handles losses that start at or below zero). The start is the mean loss of the
 initial weights over several mini-batches where the session can measure it
-(:meth:`Session.start_loss`: ``fit``), else the first finite loss (``watch``). Under ``fit``
+(:meth:`Session.start_loss`: ``fit``; the spread of those batches' losses then widens the
+limit, so one batch's chance high is not a break-out), else the first finite loss
+(``watch``). Under ``fit``
 both roll the model and optimizer back to the last good state, lower the learning rate by
 ``lr_factor`` and continue, up to ``max_rollbacks`` times (then training stops); each time a
 ``NAN_LOSS`` or ``LR_TOO_HIGH`` finding records it. Under ``watch`` (the user's loop) they are
@@ -29,7 +31,7 @@ import statistics
 from typing import TYPE_CHECKING
 
 from ... import distributed
-from ...divergence import MIN_SCALE, diverged, limit
+from ...divergence import MIN_SCALE, SPREAD_WIDTH, diverged, limit
 from ._base import Monitor, finding
 
 if TYPE_CHECKING:
@@ -82,6 +84,8 @@ class LossGuard(Monitor):
         self.initial_loss: float | None = None
         self.initial_losses: list[float | None] | None = None  # every rank's, under DDP only
         self.start_batches = 1
+        # the standard deviation of the measured start's batch losses (0: a start of one loss)
+        self.start_spread = 0.0
         self.rollbacks = 0
         self.diverged = False
         self._snapshot_due = True
@@ -97,7 +101,7 @@ class LossGuard(Monitor):
         if self.initial_loss is None:  # not resumed: fit measures the start, watch cannot
             measured = trainer.start_loss()
             if measured is not None:
-                self.initial_loss, self.start_batches = measured
+                self.initial_loss, self.start_batches, self.start_spread = measured
                 world = distributed.world_size()
                 self.initial_losses = [self.initial_loss] * world if world > 1 else None
 
@@ -111,7 +115,7 @@ class LossGuard(Monitor):
                 self.initial_loss = start = loss
             if start is not self._bound_of:  # a new start (or thresholds): its limit, once
                 self._bound_of = start
-                self._bound = _bound(start, self._limit)
+                self._bound = _bound(start, self._limit, self.start_spread)
             # = not diverged(loss, start, self._limit), with the limit computed once per start
             if math.isfinite(loss) and loss <= self._bound:
                 if self._snapshot_due or trainer.step % self.snapshot_every == 0:
@@ -122,7 +126,7 @@ class LossGuard(Monitor):
         blown = [
             r
             for r, (value, start) in enumerate(zip(losses, starts, strict=True))
-            if diverged(value, start, self._limit)
+            if diverged(value, start, self._limit, spread=self.start_spread)
         ]
         if not blown:
             self._good_step(trainer)
@@ -168,6 +172,7 @@ class LossGuard(Monitor):
             "loss": loss if math.isfinite(loss) else str(loss),
             "initial_loss": start,
             "initial_loss_batches": self.start_batches,
+            "initial_loss_spread": self.start_spread,
             "lr": lr,
             "rollbacks_before": self.rollbacks,
         }
@@ -182,7 +187,8 @@ class LossGuard(Monitor):
         what = (
             f"the loss became {loss} at step {trainer.step}{where}"
             if nan
-            else f"the loss {loss:.3g}{where} exceeds {_rise(start, self._limit)} at step "
+            else f"the loss {loss:.3g}{where} exceeds "
+            f"{_rise(start, self._limit, self.start_spread)} at step "
             f"{trainer.step} (lecture: break out)"
         )
         rolled = can_retry and trainer.request_rollback(
@@ -219,20 +225,24 @@ class LossGuard(Monitor):
 _UNSET = object()  # no limit computed yet
 
 
-def _bound(start: float | None, factor: float) -> float:
+def _bound(start: float | None, factor: float, spread: float) -> float:
     """The loss a finite loss must exceed to have diverged from ``start``
     (:func:`babysit.divergence.diverged`): no limit before a finite start is known."""
     if start is None or not math.isfinite(start):
         return math.inf
-    return limit(start, factor)
+    return limit(start, factor, spread=spread)
 
 
-def _rise(initial: float | None, factor: float) -> str:
+def _rise(initial: float | None, factor: float, spread: float) -> str:
     """How the divergence limit reads for this start (see :mod:`babysit.divergence`)."""
-    if initial is not None and initial >= MIN_SCALE:
+    if initial is not None and initial >= max(MIN_SCALE, SPREAD_WIDTH * spread):
         return f"{factor:g}x its initial {initial:.3g}"
     start = initial or 0.0
-    return f"the divergence limit {limit(start, factor):.3g} (initial loss {start:.3g})"
+    noise = f" ± {spread:.2g} from batch to batch" if spread else ""
+    return (
+        f"the divergence limit {limit(start, factor, spread=spread):.3g} (initial loss "
+        f"{start:.3g}{noise})"
+    )
 
 
 class LossCurve(Monitor):
@@ -437,6 +447,12 @@ def oscillation(
     without the noise term) and the momentum-0.3 MLP that is stuck and swinging on none (1 of
     3 before; both runs are still far from healthy: UNDERFITTING or a poor val accuracy). A
     wrong "lower the lr" on a healthy run is the worse error.
+
+    The scale the rises are measured against is the loss at the start, or its fall from there
+    when that is larger. For a loss that stays at or above zero the fall never exceeds the
+    start, so nothing changes; a negative-cosine loss starts near 0 (0.02-0.03 at batch 8) and
+    falls to -0.99, and against its start alone 0.008 of rises beyond the noise was called
+    oscillating on 2 of 8 healthy runs.
     """
     windows = min(windows, len(losses) // 10)
     if windows < 10:
@@ -450,7 +466,9 @@ def oscillation(
     steps = [b - a for a, b in itertools.pairwise(tail)]
     path = sum(abs(s) for s in steps)
     net = abs(tail[-1] - tail[0])
-    start = abs(means[0])
+    # the loss's scale: its start, or its fall where that is larger (a loss that starts near
+    # zero and falls below it: a negative cosine from ~0 to -1; see below)
+    start = max(abs(means[0]), means[0] - min(means))
     rise = sum(s for s in steps if s > 0)
     rises = sum(s > 0 for s in steps)
     beyond = sum(
