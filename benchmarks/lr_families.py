@@ -31,6 +31,7 @@ import babysit
 import babysit.divergence
 from babysit.data import Standardize, load
 from babysit.optim import make_optimizer
+from babysit.train.loop import TRAIN_SAMPLE
 
 EARLY_STEPS = 10  # as the UpdateRatio monitor
 
@@ -232,18 +233,23 @@ def score(fam: Family, model: nn.Module, split: Split) -> float:
 
 
 def start_loss(fam: Family, model: nn.Module, split: Split, seed: int) -> tuple[float, float]:
-    """The mean loss of the initial weights over the first ``START_BATCHES`` batches of the
-    first epoch, in training mode, and the standard deviation of those losses (``fit``'s
-    LossGuard start and spread, docs/architecture.md "The divergence rule"), on a copy and with
-    torch's RNG put back: the training is unchanged."""
+    """``fit``'s LossGuard start and spread (docs/architecture.md, "The divergence rule"),
+    measured as ``fit`` measures them: the mean training-mode loss of the initial weights over
+    the first ``START_BATCHES`` batches of ``fit``'s fixed training sample (every k-th example,
+    ``TRAIN_SAMPLE`` of them, in order) and the standard deviation of those losses; on a copy,
+    with torch's RNG put back, so the training is unchanged. ``seed`` is not used: the sample
+    is the data's, as in ``fit``. (Until session 10 the first batches of the loop's own order:
+    another sample of the same distribution, whose spread could differ from fit's enough to
+    flip a flag on the noisy regression.)"""
+    del seed
     initial = copy.deepcopy(model)
     initial.train()
-    order = torch.randperm(len(split.x), generator=torch.Generator().manual_seed(seed))
+    stride = max(len(split.x) // TRAIN_SAMPLE, 1)
+    x, y = split.x[::stride][:TRAIN_SAMPLE], split.y[::stride][:TRAIN_SAMPLE]
     loss_fn, b = fam.loss_fn(), fam.batch
-    k = min(babysit.divergence.START_BATCHES, len(split.x) // b)
+    starts = range(0, len(x), b)[: babysit.divergence.START_BATCHES]
     with torch.random.fork_rng(), torch.no_grad():
-        batches = [order[i * b : (i + 1) * b] for i in range(k)]
-        losses = [float(loss_fn(initial(split.x[i]), split.y[i])) for i in batches]
+        losses = [float(loss_fn(initial(x[i : i + b]), y[i : i + b])) for i in starts]
     return statistics.fmean(losses), babysit.divergence.spread(losses)
 
 
