@@ -250,7 +250,8 @@ def start_loss(fam: Family, model: nn.Module, split: Split, seed: int) -> tuple[
     starts = range(0, len(x), b)[: babysit.divergence.START_BATCHES]
     with torch.random.fork_rng(), torch.no_grad():
         losses = [float(loss_fn(initial(x[i : i + b]), y[i : i + b])) for i in starts]
-    return statistics.fmean(losses), babysit.divergence.spread(losses)
+    sizes = [len(x[i : i + b]) for i in starts]
+    return statistics.fmean(losses), babysit.divergence.spread(losses, sizes)
 
 
 def train(fam: Family, lr: float, seed: int, shuffle: int | None = None) -> dict:

@@ -58,6 +58,10 @@ def test_a_measured_start_s_spread_widens_the_limit_only_where_it_exceeds_the_st
     out on one batch's chance high."""
     assert spread([1.0]) == 0.0 and spread([1.0, 3.0]) == pytest.approx(math.sqrt(2))
     assert spread([1.0, math.nan]) == 0.0 and spread([1.0, math.inf]) == 0.0
+    assert spread([1e200, -1e200]) == 0.0  # (v - mean)² overflows: no spread, not a crash
+    # a last batch of 1 example is left out while two full ones remain
+    assert spread([1.0, 1.2, 0.8, 9.0], [333, 333, 333, 1]) == pytest.approx(0.2)
+    assert spread([1.0, 9.0], [333, 1]) == pytest.approx(math.sqrt(32))
     assert limit(2.3, spread=0.1) == limit(2.3) == pytest.approx(6.9)
     assert limit(-0.01, spread=0.2) == pytest.approx(-0.01 + 2 * SPREAD_WIDTH * 0.2)
     assert not diverged(0.49, -0.01, spread=0.2) and diverged(0.49, -0.01)

@@ -269,7 +269,11 @@ def test_measured_layer_knows_transformers_conv1d_by_its_module():
             super().__init__()
             self.weight = nn.Parameter(torch.zeros(4, 4))
 
+    class Lora(T.Conv1D):  # a subclass of transformers' class (an adapter, say)
+        pass
+
     assert measured_layer(T.Conv1D(4, 8)) and measured_layer(nn.Linear(2, 3))
+    assert measured_layer(Lora(4, 8))
     assert not measured_layer(Conv1D()) and not measured_layer(nn.LayerNorm(4))
 
 

@@ -71,13 +71,23 @@ START_BATCHES = 8
 SPREAD_WIDTH = 2.5
 
 
-def spread(losses: Sequence[float]) -> float:
-    """The standard deviation of the start's mini-batch losses (0 for fewer than two, or when
-    one is not finite: that start is not finite either, and only NaN/Inf counts against it)."""
+def spread(losses: Sequence[float], sizes: Sequence[int] | None = None) -> float:
+    """The standard deviation of the start's mini-batch losses: 0 for fewer than two, or when
+    one is not finite (that start is not finite either, and only NaN/Inf counts against it) or
+    the result is not. With ``sizes`` (each batch's examples), a smaller last batch is left out
+    when two full ones remain: the mean loss of a few examples swings far wider than a full
+    batch's (a batch of 1 example after three of 333 tripled σ on a regression MLP)."""
+    if sizes is not None and len(sizes) == len(losses):
+        full = [v for v, n in zip(losses, sizes, strict=True) if n == max(sizes)]
+        losses = full if len(full) >= 2 else losses
     if len(losses) < 2 or not all(math.isfinite(v) for v in losses):
         return 0.0
     mean = math.fsum(losses) / len(losses)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in losses) / (len(losses) - 1))
+    try:
+        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in losses) / (len(losses) - 1))
+    except OverflowError:  # losses near the float64 limit
+        return 0.0
+    return sd if math.isfinite(sd) else 0.0
 
 
 def limit(

@@ -50,16 +50,18 @@ MEASURED_LAYERS_TEXT = "nn.Linear, nn.Conv1d/2d/3d, transformers' Conv1D"
 
 def measured_layer(module: nn.Module) -> bool:
     """Whether the gradient-flow rule measures ``module``'s ``weight``: a Linear/Conv layer
-    (``WEIGHT_LAYERS``) or transformers' ``Conv1D``, recognised by its class's name and module
-    (``transformers.pytorch_utils``) so that transformers is not imported to ask."""
+    (``WEIGHT_LAYERS``) or transformers' ``Conv1D`` or a subclass of it, recognised by the
+    class's name and module (``transformers.pytorch_utils``; ``transformers_modules.*`` for a
+    model's remote code) so that transformers is not imported to ask."""
     if isinstance(module, WEIGHT_LAYERS):
         return True
-    kind = type(module)
-    return (
-        kind.__name__ == "Conv1D"
-        and kind.__module__.startswith("transformers.")
-        and isinstance(getattr(module, "weight", None), nn.Parameter)
+    return isinstance(getattr(module, "weight", None), nn.Parameter) and any(
+        kind.__name__ == "Conv1D" and kind.__module__.startswith(_TRANSFORMERS)
+        for kind in type(module).__mro__
     )
+
+
+_TRANSFORMERS = ("transformers.", "transformers_modules.")  # the library, remote model code
 
 
 class SameInput:

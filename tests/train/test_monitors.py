@@ -345,6 +345,18 @@ def test_oscillation_rule():
     assert oscillation(noisy_swing) is not None  # a real swing under mini-batch noise
 
 
+def test_a_loss_falling_below_zero_is_weighed_against_its_fall():
+    """A curve from 0.02 down to -1 (a negative cosine) with wiggles of 0.02 in its second
+    half: 0.25 × its start is 0.005, which the wiggles pass; 0.25 × its fall (1.02) they do
+    not."""
+    wiggle = [0.02 * math.sin(i / 3) for i in range(600)]
+    below = [0.02 - 1.02 * min(i / 300, 1.0) + w for i, w in enumerate(wiggle)]
+    assert oscillation(below) is None
+    every_rise = oscillation(below, min_rise=0.0)  # what the rule measured, in its evidence
+    assert every_rise["scale"] == pytest.approx(1.02, abs=0.05)
+    assert every_rise["start_loss"] == pytest.approx(0.02, abs=0.02)
+
+
 def test_mini_batch_noise_is_not_oscillation():
     """A loss that descends slowly under heavy mini-batch noise (sd 0.5 on a start of 1.2, as
     a regression MLP at batch 32): its 10-step window means wander by chance, and their rises

@@ -143,3 +143,13 @@ def test_the_probes_start_is_the_mean_loss_of_their_first_batches(friedman):
     assert start == pytest.approx(mean, rel=1e-5)
     assert spread == pytest.approx(statistics.stdev(still["losses"]), rel=1e-4)
     assert min(still["losses"]) < 0.8 * start < max(still["losses"])  # the batches do differ
+
+
+def test_a_guard_that_rebuilds_its_rank_starts_drops_the_measured_spread():
+    """Resumed on another world size, every rank starts from its own first loss: a start of
+    one loss, with no spread (the saved one belonged to the measured start)."""
+    guard = LossGuard()
+    guard.load_state_dict({"initial_loss": 2.0, "start_batches": START_BATCHES,
+                           "start_spread": 0.4})  # fmt: skip
+    assert guard._starts((2.1, 2.2)) == [2.1, 2.2]
+    assert guard.start_spread == 0.0 and guard.start_batches == 1

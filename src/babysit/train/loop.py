@@ -36,7 +36,7 @@ from ..batches import Batches, TensorBatches, UserLoader, make_batches, preserve
 from ..divergence import START_BATCHES, spread
 from ..findings import Finding
 from ..optim import make_optimizer
-from ..outputs import read_output, run_batch
+from ..outputs import batch_size_of, read_output, run_batch
 from ..tasks import Task, default_loss, hits, resolve_task
 from .activation_snapshots import ActivationSnapshots
 from .callbacks import Callback
@@ -474,6 +474,7 @@ class Trainer(Session):
         model = self.model
         buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
         losses: list[float] = []
+        sizes: list[int] = []
         try:
             with preserved_rng(device=self.device), torch.no_grad():
                 for i, batch in sample.epoch(0):
@@ -481,6 +482,7 @@ class Trainer(Session):
                         break
                     output, target = self._forward(batch, True, net=model)
                     losses.append(float(self.loss_fn(output, target)))
+                    sizes.append(batch_size_of(batch) or 0)
         except Exception:  # the first training step raises it, with its context
             return None
         finally:
@@ -489,7 +491,7 @@ class Trainer(Session):
                     b.copy_(buffers[name])
         if not losses or not all(math.isfinite(v) for v in losses):
             return None
-        return math.fsum(losses) / len(losses), len(losses), spread(losses)
+        return math.fsum(losses) / len(losses), len(losses), spread(losses, sizes)
 
     def _train_mode(self) -> None:
         """``model.train()``, keeping the modules the user had put in eval mode in eval."""

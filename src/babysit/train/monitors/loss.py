@@ -147,7 +147,10 @@ class LossGuard(Monitor):
                 self.initial_loss = losses[0]
             return [self.initial_loss]
         if self.initial_losses is None or len(self.initial_losses) != len(losses):
+            # each rank's own first loss from here (a resume on another world size): a start
+            # of one loss, with no spread
             self.initial_losses = [None] * len(losses)
+            self.start_batches, self.start_spread = 1, 0.0
         for r, value in enumerate(losses):
             if self.initial_losses[r] is None and math.isfinite(value):
                 self.initial_losses[r] = value
@@ -466,9 +469,10 @@ def oscillation(
     steps = [b - a for a, b in itertools.pairwise(tail)]
     path = sum(abs(s) for s in steps)
     net = abs(tail[-1] - tail[0])
+    start = abs(means[0])
     # the loss's scale: its start, or its fall where that is larger (a loss that starts near
     # zero and falls below it: a negative cosine from ~0 to -1; see below)
-    start = max(abs(means[0]), means[0] - min(means))
+    scale = max(start, means[0] - min(means))
     rise = sum(s for s in steps if s > 0)
     rises = sum(s > 0 for s in steps)
     beyond = sum(
@@ -476,10 +480,10 @@ def oscillation(
         for s, (na, nb) in zip(steps, itertools.pairwise(errors), strict=True)
         if s > 0
     )
-    if rises < 2 or beyond < min_rise * start:
+    if rises < 2 or beyond < min_rise * scale:
         return None
     return {
-        "zigzag": path / max(net, 1e-3 * start),
+        "zigzag": path / max(net, 1e-3 * scale),
         "rises": rises,
         "windows": len(tail),
         "path": path,
@@ -488,6 +492,7 @@ def oscillation(
         "rise_beyond_noise": beyond,
         "window_noise": statistics.median(errors),
         "start_loss": start,
+        "scale": scale,
     }
 
 
