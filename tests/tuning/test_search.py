@@ -290,6 +290,29 @@ def test_the_trial_reporter_breaks_out_by_the_shared_divergence_rule():
         reporter.on_loss(step, 0.3)
 
 
+def test_the_trial_reporter_judges_against_fit_s_measured_start_and_its_spread():
+    """Under fit the reporter takes fit's start (the mean over its start batches, 0 ± 0.2 for a
+    batch-8 negative cosine) and its spread, as fit's guard does: 0.49, one batch's chance high,
+    does not prune the trial (it did against the first loss); 1.2 does. The pruner reads the
+    same from the trial's attributes."""
+    from types import SimpleNamespace
+
+    from babysit.tuning.objective import TrialReporter as _TrialReporter
+    from babysit.tuning.pruners import BreakOutPruner
+
+    study = optuna.create_study(pruner=BreakOutPruner())
+    trial = study.ask()
+    reporter = _TrialReporter(trial, "val_acc")
+    fit = SimpleNamespace(step=2, start_loss=lambda: (-0.01, 8, 0.2))
+    reporter.on_fit_start(fit)
+    reporter.on_loss(fit, 0.05)  # the first loss no longer sets the start
+    reporter.on_loss(fit, 0.49)
+    assert trial.user_attrs["breakout_initial"] == -0.01
+    assert not study.pruner.broke_out({**trial.user_attrs, "breakout_loss": 0.49})
+    with pytest.raises(optuna.TrialPruned, match="broke out"):
+        reporter.on_loss(fit, 1.2)
+
+
 def test_cli_search_whose_every_trial_fails_exits_1_with_the_first_error(tmp_path):
     from typer.testing import CliRunner
 

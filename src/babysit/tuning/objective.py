@@ -23,7 +23,7 @@ import torch
 
 from .. import runs
 from ..train import Callback, fit
-from .pruners import broke_out, report_loss
+from .pruners import broke_out, report_loss, report_start
 from .stages import REPORTS_ATTR
 
 __all__ = ["MODEL_PARAMS", "TRAINING_PARAMS", "Builtin", "TrialReporter", "check_names"]
@@ -66,13 +66,22 @@ class TrialReporter(Callback):
         self.metric = metric
         self.report = report  # False under cv: folds report their mean instead
         self.initial: float | None = None
+        self.spread = 0.0
+
+    def on_fit_start(self, trainer: Any) -> None:
+        """The start ``fit``'s LossGuard judges against (its measured mean and spread), so a
+        trial is pruned where ``fit`` would break out, not on one batch's chance high."""
+        measured = trainer.start_loss() if hasattr(trainer, "start_loss") else None
+        if self.initial is None and measured is not None:
+            self.initial, _, self.spread = measured
+            report_start(self.trial, self.initial, self.spread)
 
     def on_loss(self, trainer: Any, loss: float) -> None:
         if self.initial is None and math.isfinite(loss):
             self.initial = loss
             report_loss(self.trial, loss)
         # the lecture's break-out: stop within the step, not at the epoch's end
-        if broke_out(loss, self.initial):
+        if broke_out(loss, self.initial, spread=self.spread):
             report_loss(self.trial, loss)
             if self.trial.should_prune():
                 raise optuna.TrialPruned(f"loss {loss:.4g} at step {trainer.step}: broke out")

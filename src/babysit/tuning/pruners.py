@@ -4,8 +4,10 @@ cost, break out early".
 Optuna gives a trial one series of intermediate values, which median-style pruners compare
 across trials: babysit's built-in objective reports the *validation metric* there, once per
 epoch. The break-out reads a different series, the *training loss*, kept in two trial user
-attributes that the objective updates (``breakout_initial``: the first step's loss,
-``breakout_loss``: the latest one, ``None`` for NaN/Inf): a trial whose loss is NaN/Inf or has
+attributes that the objective updates (``breakout_initial``: the start, ``fit``'s measured one
+when the trial trains with ``fit`` (with ``breakout_spread``, the spread of its batches), else the
+first step's loss; ``breakout_loss``: the latest one, ``None`` for NaN/Inf): a trial whose loss
+is NaN/Inf or has
 diverged from its initial loss (:func:`babysit.divergence.diverged`; for a loss that starts at
 0.1 or above that is "above ``factor`` × the initial loss") is pruned, whatever ``inner`` (e.g.
 ``MedianPruner``) says about its metric. :func:`broke_out` is the same test on one live loss,
@@ -26,16 +28,28 @@ import optuna
 
 from ..divergence import FACTOR, diverged
 
-__all__ = ["BREAKOUT_FACTOR", "BreakOutPruner", "broke_out", "report_loss"]
+__all__ = ["BREAKOUT_FACTOR", "BreakOutPruner", "broke_out", "report_loss", "report_start"]
 
 BREAKOUT_FACTOR = FACTOR  # lecture: cost > 3 x original cost -> break out
 _INITIAL = "breakout_initial"
 _LATEST = "breakout_loss"
+_SPREAD = "breakout_spread"
 
 
-def broke_out(loss: float, initial: float | None, factor: float = BREAKOUT_FACTOR) -> bool:
-    """Whether ``loss`` triggers the break-out against the trial's ``initial`` loss."""
-    return diverged(loss, initial, factor)
+def broke_out(
+    loss: float, initial: float | None, factor: float = BREAKOUT_FACTOR, *, spread: float = 0.0
+) -> bool:
+    """Whether ``loss`` triggers the break-out against the trial's ``initial`` loss (and the
+    ``spread`` of the batches it was measured over: :func:`babysit.divergence.diverged`)."""
+    return diverged(loss, initial, factor, spread=spread)
+
+
+def report_start(trial: optuna.Trial, start: float, spread: float) -> None:
+    """Record a start measured before the first step (``fit``'s ``Session.start_loss``: the
+    mean loss of the initial weights over several batches, and their spread) as the trial's
+    initial loss for :class:`BreakOutPruner`, so that the pruner judges as ``fit``'s guard."""
+    trial.set_user_attr(_INITIAL, float(start))
+    trial.set_user_attr(_SPREAD, float(spread))
 
 
 def report_loss(trial: optuna.Trial, loss: float) -> None:
@@ -84,7 +98,7 @@ class BreakOutPruner(optuna.pruners.BasePruner):
         initial, latest = attrs.get(_INITIAL), attrs[_LATEST]
         if latest is None or initial is None:
             return True  # NaN/Inf loss (recorded as None)
-        return broke_out(latest, initial, self.factor)
+        return broke_out(latest, initial, self.factor, spread=attrs.get(_SPREAD, 0.0))
 
 
 def _last_intermediate(trial: optuna.trial.FrozenTrial) -> float | None:
