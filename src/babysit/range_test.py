@@ -599,12 +599,13 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
     c = result.suggestion
     assert c is not None
     probes: dict[int, dict[str, Any]] = {}
-    start, spread = _start_loss(initial, setup, c, seed, min(START_BATCHES, n))
+    measured = _start_loss(initial, setup, c, seed, min(START_BATCHES, n))  # (mean, spread)
+    start = measured[0]
 
     def at(j: int) -> dict[str, Any]:
         if j not in probes:
             lr = c * 10 ** (PROBE_STEP * j)
-            probes[j] = _probe(initial, setup, lr, n, seed, (start, spread))
+            probes[j] = _probe(initial, setup, lr, n, seed, measured)
         return probes[j]
 
     def inside(j: int) -> bool:  # probes stay within the swept range
@@ -745,7 +746,7 @@ def _verify(result: LRFinderResult, initial: nn.Module, setup: _Setup, seed: int
         )
     confirmed = False  # the long run kept the pick, and it trained stable
     if pick["stable"]:
-        confirmed = _long_check(result, initial, setup, seed, n, (start, spread), pick["lr"])
+        confirmed = _long_check(result, initial, setup, seed, n, measured, pick["lr"])
     if higher and confirmed:
         result.reasons.append(
             f"the probes kept training better up to lr={pick['lr']:.2g}: the best lr may "

@@ -71,7 +71,7 @@ class TrialReporter(Callback):
     def on_fit_start(self, trainer: Any) -> None:
         """The start ``fit``'s LossGuard judges against (its measured mean and spread), so a
         trial is pruned where ``fit`` would break out, not on one batch's chance high."""
-        measured = trainer.start_loss() if hasattr(trainer, "start_loss") else None
+        measured = trainer.start_loss()
         if self.initial is None and measured is not None:
             self.initial, _, self.spread = measured
             report_start(self.trial, self.initial, self.spread)
